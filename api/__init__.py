@@ -1,0 +1,1 @@
+"""api subsystem (built in later issues)."""

@@ -1,0 +1,1 @@
+"""generation subsystem (built in later issues)."""

@@ -1,0 +1,108 @@
+"""The one error tree of loradex.
+
+Every error carries a stable machine-readable ``code`` (part of the public contract: CLI `--json`
+errors, REST error bodies, tests) and a ``kind`` that the delivery layers map to an exit code or an
+HTTP status in exactly one place each (``hub/cli.py``, ``api/errors.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class HubError(Exception):
+    """Base of every loradex error. ``code`` is stable; ``message`` is for people."""
+
+    code: ClassVar[str] = "hub_error"
+    # "bad_input" -> CLI exit 2 / HTTP 4xx; "not_found" -> exit 2 / 404; "conflict" -> exit 1 / 409;
+    # "failure" -> exit 1 / 500.
+    kind: ClassVar[str] = "failure"
+
+    def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code  # type: ignore[misc]  # instance override of a specific sub-code
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+class BadInputError(HubError):
+    code = "bad_input"
+    kind = "bad_input"
+
+
+class InvalidNameError(BadInputError):
+    code = "invalid_name"
+
+
+class InvalidAdapterError(BadInputError):
+    """An adapter file or directory fails validation; ``code`` names the exact defect."""
+
+    code = "invalid_adapter"
+
+
+class InvalidSafetensorsError(InvalidAdapterError):
+    """A safetensors byte stream is malformed; ``code`` is one of ``SAFETENSORS_CODES``."""
+
+    code = "safetensors_invalid"
+
+
+class PickleRefusedError(InvalidAdapterError):
+    code = "pickle_refused"
+
+
+class IncompatibleBaseModelError(BadInputError):
+    code = "incompatible_base_model"
+
+
+class NotMergeableError(BadInputError):
+    code = "not_mergeable"
+
+
+class UnknownNameError(BadInputError):
+    """An unknown registry key (method, backend, base model...): message lists the known ones."""
+
+    code = "unknown_name"
+
+
+class NotFoundError(HubError):
+    code = "not_found"
+    kind = "not_found"
+
+
+class ConflictError(HubError):
+    code = "conflict"
+    kind = "conflict"
+
+
+class StorageError(HubError):
+    code = "storage_error"
+
+
+class BlobCorruptedError(StorageError):
+    code = "blob_corrupted"
+
+
+# Specific codes raised as InvalidSafetensorsError(code=...). Kept here so tests and docs can
+# enumerate them; each names one defect class.
+SAFETENSORS_CODES: dict[str, str] = {
+    "safetensors_truncated": "file shorter than its 8-byte header length prefix or its data",
+    "safetensors_header_too_large": "declared header length exceeds the cap or the file size",
+    "safetensors_header_not_utf8": "header bytes are not valid UTF-8",
+    "safetensors_header_not_json": "header is not valid JSON",
+    "safetensors_header_not_object": "header JSON is not an object of tensor entries",
+    "safetensors_duplicate_key": "header JSON repeats a key",
+    "safetensors_bad_entry": "a tensor entry lacks dtype/shape/data_offsets or has wrong types",
+    "safetensors_bad_dtype": "a tensor dtype is not allowed for LoRA weights (F16, BF16, F32)",
+    "safetensors_bad_shape": "a shape is not a list of non-negative integers",
+    "safetensors_overflow": "shape product or offsets overflow the allowed range",
+    "safetensors_size_mismatch": "a tensor's byte length disagrees with dtype x shape",
+    "safetensors_offsets_invalid": "tensor offsets overlap, leave gaps or run past the data",
+    "safetensors_trailing_bytes": "bytes after the last tensor",
+    "safetensors_too_many_tensors": "more tensors than an adapter may hold",
+    "safetensors_bad_metadata": "__metadata__ is not a map of strings",
+    "safetensors_not_safetensors": "content is a pickle, zip or other non-safetensors format",
+}

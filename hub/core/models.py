@@ -1,0 +1,129 @@
+"""Pydantic metadata models shared by services, storage and the delivery layers.
+
+Field names here are the public ``--json`` / REST contract (CLI.md); change them only additively.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hub.core.names import validate_name
+
+Source = str  # upload | hf://repo@sha | merge | mixture | generated | transferred | zoo | trained
+
+
+class AdapterMeta(BaseModel):
+    """What a user says about an adapter when registering it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    tags: list[str] = Field(default_factory=list)
+    license: str | None = None
+    owner: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return validate_name(v)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: list[str]) -> list[str]:
+        out = []
+        for t in v:
+            t = t.strip()
+            if not t or len(t) > 64 or "\x00" in t:
+                raise ValueError(f"invalid tag {t!r}: 1-64 characters, no NUL")
+            out.append(t)
+        return sorted(set(out))
+
+
+class ParentRef(BaseModel):
+    name: str
+    version: int
+    relation: str
+    weight: float | None = None
+
+
+class Lineage(BaseModel):
+    parents: list[ParentRef] = Field(default_factory=list)
+    recipe: dict[str, Any] | None = None
+
+
+class EvaluationRecord(BaseModel):
+    task: str
+    accuracy: float
+    n: int
+    created_at: datetime | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModuleInfo(BaseModel):
+    name: str
+    rank: int
+    in_features: int
+    out_features: int
+
+
+class AdapterItem(BaseModel):
+    """One adapter version as listed (``ls``/``search`` items). Contract fields first."""
+
+    name: str
+    version: int
+    base_model: str | None
+    description: str
+    tags: list[str]
+    source: Source
+    license: str | None = None
+    digest: str
+    size_bytes: int
+    base_model_revision: str | None = None
+    base_model_fingerprint: str | None = None
+    target_modules: list[str]
+    rank: int
+    mergeable: bool
+    not_mergeable_reason: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+
+
+class AdapterDetail(AdapterItem):
+    """``show`` output: the item plus modules, lineage and evaluations."""
+
+    modules: list[ModuleInfo]
+    lineage: Lineage
+    evaluations: list[EvaluationRecord]
+    config: dict[str, Any]
+
+
+class BaseModelInfo(BaseModel):
+    """A registered base model: module shapes let ``add`` check adapters against it."""
+
+    model_id: str
+    revision: str | None = None
+    fingerprint: str | None = None
+    architecture: str | None = None
+    # "model.layers.0.self_attn.q_proj" -> [d_in, d_out]
+    module_shapes: dict[str, tuple[int, int]]
+
+
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobRecord(BaseModel):
+    id: str
+    kind: str
+    state: JobState
+    progress: float = 0.0
+    message: str = ""
+    spec: dict[str, Any] = Field(default_factory=dict)
+    result: str | None = None
+    error: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None

@@ -1,0 +1,1 @@
+"""merging subsystem (built in later issues)."""

@@ -1,0 +1,1 @@
+"""retrieval subsystem (built in later issues)."""

@@ -1,1 +1,28 @@
-"""merging subsystem (built in later issues)."""
+"""Merging subsystem: a registry of merge methods and an engine that runs them in factor space.
+
+Public API (used by ``hub.services`` for ``loradex merge`` / ``revert`` / ``methods``):
+
+- ``merge(adapters, weights, method, params, *, device, seed, progress, names) -> MergeResult``
+- ``revert(artifact, member) -> LoraAdapter`` for revertible merges (RMM)
+- ``get_method(name)``, ``list_methods()``, ``param_rows(spec)``, ``methods_table()``
+- ``MERGE_CODES``: every error code the engine raises, with its meaning
+
+Layering: imports ``hub.core`` and third-party libraries only.
+"""
+
+from merging.engine import MergeArtifact, MergeResult, merge, revert
+from merging.registry import MethodSpec, get_method, list_methods, methods_table, param_rows
+from merging.validation import MERGE_CODES
+
+__all__ = [
+    "MERGE_CODES",
+    "MergeArtifact",
+    "MergeResult",
+    "MethodSpec",
+    "get_method",
+    "list_methods",
+    "merge",
+    "methods_table",
+    "param_rows",
+    "revert",
+]

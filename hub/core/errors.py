@@ -106,3 +106,23 @@ SAFETENSORS_CODES: dict[str, str] = {
     "safetensors_bad_metadata": "__metadata__ is not a map of strings",
     "safetensors_not_safetensors": "content is a pickle, zip or other non-safetensors format",
 }
+
+# Specific codes raised as InvalidAdapterError(code=...) (PickleRefusedError for pickles) by the
+# PEFT directory reader (storage/peft_format.py); each names one defect class.
+ADAPTER_CODES: dict[str, str] = {
+    "pickle_refused": "pickled weights (.bin/.pt/.ckpt/.pkl, torch zip) are never loaded",
+    "config_missing": "the adapter directory or its adapter_config.json is missing",
+    "config_invalid": "adapter_config.json is too large, not JSON, not an object or ill-typed",
+    "weights_missing": "adapter_model.safetensors is missing",
+    "weights_invalid": "adapter_model.safetensors is not a regular file or is too large",
+    "unsupported_peft_type": "peft_type is not LORA",
+    "lora_unpaired": "a module has lora_A without lora_B or vice versa",
+    "lora_duplicate_factor": "a module has two lora_A (or lora_B) tensors",
+    "lora_shape_mismatch": "a factor is not 2-D or A and B disagree on the rank",
+    "lora_rank_mismatch": "a module's rank differs from the config's r / rank_pattern",
+    "lora_rank_zero": "a module has rank 0",
+    "weights_not_finite": "a tensor contains NaN or Inf",
+    "adapter_empty": "no LoRA tensors",
+    "target_modules_unmatched": "a module is not matched by target_modules",
+    "unknown_tensor": "a tensor key is not a LoRA factor or a known PEFT extra",
+}

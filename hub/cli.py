@@ -1,0 +1,332 @@
+"""The ``loradex`` command. Parse -> call a service -> render (text for people, ``--json``).
+
+This module is the one place that maps the HubError tree to exit codes (CLI.md):
+0 ok, 1 failure, 2 bad input. Errors print one line on stderr, never a traceback (unless --debug).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+
+from hub.config import load_settings
+from hub.core.errors import HubError
+from hub.core.models import AdapterItem, AdapterMeta
+from hub.core.names import AdapterRef
+from hub.services.container import Container
+
+app = typer.Typer(
+    name="loradex",
+    help="loradex: a registry, retrieval and merging hub for LoRA adapters.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+base_app = typer.Typer(help="Base models that adapters are checked against.", no_args_is_help=True)
+app.add_typer(base_app, name="base")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+EXIT_CODES = {"bad_input": 2, "not_found": 2, "conflict": 1, "failure": 1}
+
+
+class _State:
+    data_dir: Path | None = None
+    debug: bool = False
+
+
+STATE = _State()
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def container() -> Container:
+    return Container(load_settings(STATE.data_dir))
+
+
+def emit_json(doc: Any) -> None:
+    if isinstance(doc, BaseModel):
+        doc = doc.model_dump(mode="json")
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def emit_list(items: list[AdapterItem], total: int | None = None) -> None:
+    data = [i.model_dump(mode="json") for i in items]
+    emit_json({"data": data, "count": len(data), "total": total if total is not None else len(data)})
+
+
+def handles_errors(fn: F) -> F:
+    """Map every error to one stderr line and the contract's exit code."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except HubError as exc:
+            _fail(f"error [{exc.code}]: {exc.message}", EXIT_CODES.get(exc.kind, 1))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            _fail(f"error [bad_input]: {problems}", 2)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the contract forbids tracebacks by default
+            _fail(f"error [internal]: {type(exc).__name__}: {exc}", 1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _fail(message: str, code: int) -> None:
+    if STATE.debug:
+        raise
+    err.print(message, markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main_options(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Data directory (else $LORADEX_HOME, else per-user)."),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    STATE.data_dir, STATE.debug = data_dir, debug
+
+
+def _print_items(items: list[AdapterItem]) -> None:
+    from rich.table import Table
+
+    table = Table("name", "ver", "base model", "rank", "source", "tags", "description")
+    for i in items:
+        table.add_row(
+            i.name, str(i.version), i.base_model or "-", str(i.rank), i.source, ",".join(i.tags),
+            (i.description[:60] + "…") if len(i.description) > 60 else i.description,
+        )
+    out.print(table)
+
+
+# -- commands ---------------------------------------------------------------------------------
+@app.command()
+@handles_errors
+def init(as_json: JsonOpt = False) -> None:
+    """Create an empty catalog in the data directory (idempotent)."""
+    c = container()
+    c.catalog  # noqa: B018 - opening migrates the database
+    c.blobs  # noqa: B018
+    doc = {"home": str(c.settings.home), "database": _redact(c.settings.resolved_database_url)}
+    emit_json(doc) if as_json else out.print(f"catalog ready in {c.settings.home}")
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command()
+@handles_errors
+def add(
+    path: Annotated[Path, typer.Argument(help="PEFT adapter directory.")],
+    name: Annotated[str | None, typer.Option(help="Adapter name (default: directory name).")] = None,
+    description: Annotated[str, typer.Option(help="What the adapter does.")] = "",
+    tag: Annotated[list[str] | None, typer.Option(help="Tag (repeatable).")] = None,
+    license: Annotated[str | None, typer.Option(help="License id, e.g. apache-2.0.")] = None,
+    base: Annotated[str | None, typer.Option(help="Base model id (overrides the config).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a PEFT LoRA directory (idempotent: same weights -> same version)."""
+    meta = AdapterMeta(
+        name=name or Path(path).resolve().name, description=description, tags=tag or [],
+        license=license,
+    )
+    result = container().registry.add_path(path, meta, base_model=base)
+    for w in result.warnings:
+        err.print(f"warning: {w}", markup=False, highlight=False)
+    if as_json:
+        emit_json({**result.item.model_dump(mode="json"), "created": result.created})
+    else:
+        verb = "registered" if result.created else "already registered as"
+        out.print(f"{verb} {result.item.name}@{result.item.version} ({result.item.digest[:12]})")
+
+
+@app.command("ls")
+@handles_errors
+def ls_cmd(
+    base: Annotated[str | None, typer.Option(help="Only adapters for this base model.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Only adapters with this tag.")] = None,
+    source: Annotated[str | None, typer.Option(help="Only this source (upload, zoo, merge…).")] = None,
+    all_versions: Annotated[bool, typer.Option("--all-versions", help="Every version.")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 1000,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """List adapters (latest version of each unless --all-versions)."""
+    items, total = container().registry.ls(
+        base_model=base, tag=tag, source=source, all_versions=all_versions, limit=limit,
+        offset=offset,
+    )
+    emit_list(items, total) if as_json else _print_items(items)
+
+
+@app.command()
+@handles_errors
+def show(
+    ref: Annotated[str, typer.Argument(metavar="NAME[@VERSION]")], as_json: JsonOpt = False
+) -> None:
+    """Show one adapter version: metadata, modules, lineage, evaluations."""
+    detail = container().registry.show(AdapterRef.parse(ref))
+    if as_json:
+        doc = detail.model_dump(mode="json")
+        doc.pop("config", None)
+        doc["config"] = detail.config
+        emit_json(doc)
+        return
+    out.print(f"[bold]{detail.name}@{detail.version}[/]  {detail.description}")
+    for label, value in [
+        ("base model", detail.base_model), ("fingerprint", detail.base_model_fingerprint),
+        ("source", detail.source), ("tags", ", ".join(detail.tags)), ("license", detail.license),
+        ("digest", detail.digest), ("size", f"{detail.size_bytes:,} bytes"),
+        ("targets", ", ".join(detail.target_modules)), ("modules", len(detail.modules)),
+        ("rank", detail.rank),
+        ("mergeable", "yes" if detail.mergeable else f"no — {detail.not_mergeable_reason}"),
+    ]:
+        out.print(f"  {label:<12} {value}", highlight=False)
+    for p in detail.lineage.parents:
+        out.print(f"  parent       {p.name}@{p.version} ({p.relation}, weight {p.weight})")
+    for e in detail.evaluations:
+        out.print(f"  eval         {e.task}: {e.accuracy:.3f} on {e.n} ({e.details.get('source', '')})")
+
+
+@app.command()
+@handles_errors
+def export(
+    ref: Annotated[str, typer.Argument(metavar="NAME[@VERSION]")],
+    out_dir: Annotated[Path, typer.Argument(metavar="DIR", help="New directory to write.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a PEFT adapter directory (adapter_config.json + adapter_model.safetensors)."""
+    path = container().registry.export(AdapterRef.parse(ref), out_dir)
+    emit_json({"path": str(path)}) if as_json else out.print(f"exported to {path}")
+
+
+@app.command()
+@handles_errors
+def rm(
+    ref: Annotated[str, typer.Argument(metavar="NAME[@VERSION]")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove an adapter (all versions) or one version; unreferenced blobs are deleted."""
+    digests = container().registry.rm(AdapterRef.parse(ref))
+    emit_json({"removed": ref, "digests": digests}) if as_json else out.print(f"removed {ref}")
+
+
+@app.command()
+@handles_errors
+def gc(
+    grace: Annotated[
+        float | None, typer.Option(help="Keep unreferenced blobs younger than this (seconds).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete blobs no version references, and stale temporary files."""
+    c = container()
+    report = c.registry.gc(c.settings.gc_grace_seconds if grace is None else grace)
+    doc = {
+        "removed_blobs": report.removed_blobs, "removed_temp_files": report.removed_temp_files,
+        "kept_young_blobs": report.kept_young_blobs,
+    }
+    emit_json(doc) if as_json else out.print(
+        f"removed {len(report.removed_blobs)} blobs, {report.removed_temp_files} temp files"
+    )
+
+
+@app.command()
+@handles_errors
+def verify(as_json: JsonOpt = False) -> None:
+    """Re-hash every referenced blob; exit 1 if any is missing or corrupted."""
+    bad = container().registry.verify()
+    emit_json({"ok": not bad, "bad_digests": bad}) if as_json else out.print(
+        "all blobs verified" if not bad else f"{len(bad)} bad blobs: {', '.join(bad)}"
+    )
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command("import-zoo")
+@handles_errors
+def import_zoo_cmd(
+    zoo_dir: Annotated[Path, typer.Argument(metavar="DIR", help="The zoo (../shared/zoo).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Register every zoo adapter with its task description, family tag and accuracy."""
+    from rich.progress import Progress
+
+    from hub.services.zoo import import_zoo, read_manifest
+
+    c = container()
+    total = len(read_manifest(zoo_dir)["adapters"])
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("importing zoo", total=total)
+        results = import_zoo(c.registry, zoo_dir, progress=lambda _: bar.advance(task))
+    created = sum(1 for _, new in results if new)
+    if as_json:
+        emit_json({"data": [i.model_dump(mode="json") for i, _ in results],
+                   "count": len(results), "created": created})
+    else:
+        out.print(f"imported {len(results)} zoo adapters ({created} new)")
+
+
+@base_app.command("add")
+@handles_errors
+def base_add(
+    model_id: Annotated[str, typer.Argument(help="Base model id, e.g. org/model.")],
+    config: Annotated[Path, typer.Option(help="The model's config.json.")],
+    revision: Annotated[str | None, typer.Option(help="Revision (commit sha).")] = None,
+    fingerprint: Annotated[str | None, typer.Option(help="Weight fingerprint (sha256).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a base model so `add` checks adapters' module names and shapes against it."""
+    from hub.core.errors import BadInputError
+
+    try:
+        cfg = json.loads(Path(config).read_text())
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"cannot read config {config}: {exc}") from exc
+    info = container().registry.register_base_model(
+        model_id, cfg, revision=revision, fingerprint=fingerprint
+    )
+    doc = {**info.model_dump(mode="json", exclude={"module_shapes"}),
+           "modules": len(info.module_shapes)}
+    emit_json(doc) if as_json else out.print(f"registered base model {model_id}")
+
+
+@base_app.command("ls")
+@handles_errors
+def base_ls(as_json: JsonOpt = False) -> None:
+    """List registered base models."""
+    infos = container().catalog.list_base_models()
+    docs = [{**i.model_dump(mode="json", exclude={"module_shapes"}),
+             "modules": len(i.module_shapes)} for i in infos]
+    if as_json:
+        emit_json({"data": docs, "count": len(docs)})
+    else:
+        for d in docs:
+            out.print(f"{d['model_id']}  {d['architecture']}  {d['modules']} modules  "
+                      f"fingerprint={d['fingerprint']}", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Settings: plain data, read once by the composition root (``hub/services/container.py``).
+
+Subsystems never read settings themselves; the container hands them paths and URLs.
+Environment variables use the ``LORADEX_`` prefix (``LORADEX_HOME``, ``LORADEX_DATABASE_URL``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    """Per-user data dir: ``$XDG_DATA_HOME/loradex`` or ``~/.local/share/loradex``."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "loradex"
+
+
+class Settings(BaseSettings):
+    """Every setting, its environment variable and its default (the README table is generated
+    from this class by ``hub.docs``)."""
+
+    model_config = SettingsConfigDict(env_prefix="LORADEX_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home, description="Data directory (catalog, blobs).")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the catalog; default: SQLite file `catalog.db` in home. "
+        "PostgreSQL: `postgresql+psycopg://user@host/db`.",
+    )
+    blob_dir: Path | None = Field(
+        default=None, description="Blob store directory; default: `blobs/` in home."
+    )
+    gc_grace_seconds: float = Field(
+        default=3600.0,
+        description="`gc` keeps unreferenced blobs younger than this (an `add` may be mid-way).",
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'catalog.db'}"
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        return self.blob_dir or self.home / "blobs"
+
+
+def load_settings(data_dir: Path | None = None) -> Settings:
+    """``--data-dir`` wins over ``LORADEX_HOME``, which wins over the per-user default."""
+    return Settings(home=data_dir) if data_dir is not None else Settings()

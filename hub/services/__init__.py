@@ -1,0 +1,1 @@
+"""Use cases: register, show, export, gc, import the zoo (more as subsystems land)."""

@@ -1,0 +1,35 @@
+"""Composition root: the only place that turns Settings into live subsystems."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from hub.config import Settings
+from storage.blobs import LocalBlobStore
+from storage.catalog import Catalog, open_catalog
+
+
+@dataclass
+class Container:
+    settings: Settings
+
+    def init_home(self) -> None:
+        """Create the data dir (idempotent); the catalog migrates itself when opened."""
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        self.init_home()
+        return open_catalog(self.settings.resolved_database_url)
+
+    @cached_property
+    def blobs(self) -> LocalBlobStore:
+        self.init_home()
+        return LocalBlobStore(self.settings.resolved_blob_dir)
+
+    @cached_property
+    def registry(self):  # -> RegistryService; imported lazily to keep start-up light
+        from hub.services.registry import RegistryService
+
+        return RegistryService(self.catalog, self.blobs)

@@ -1,0 +1,182 @@
+"""Register, list, show, export and remove adapters; collect garbage; manage base models.
+
+Write order is what makes a crash harmless: validate everything in memory (no writes), then put
+the blob (temp file, fsync, atomic rename), then commit the catalog rows in one transaction. A
+kill before the commit leaves at most an unreferenced blob, which ``gc`` removes; a version is
+never visible without its blob.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hub.core.architectures import module_shapes, shape_problems
+from hub.core.errors import HubError, IncompatibleBaseModelError
+from hub.core.models import AdapterDetail, AdapterItem, AdapterMeta, BaseModelInfo
+from hub.core.names import AdapterRef
+from storage.blobs import LocalBlobStore
+from storage.catalog import Catalog, NewVersion
+from storage.peft_format import ParsedAdapter, read_peft_bytes, read_peft_dir, write_peft_dir
+
+
+@dataclass
+class AddResult:
+    item: AdapterItem
+    created: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GcReport:
+    removed_blobs: list[str]
+    removed_temp_files: int
+    kept_young_blobs: int
+
+
+class RegistryService:
+    def __init__(self, catalog: Catalog, blobs: LocalBlobStore) -> None:
+        self.catalog = catalog
+        self.blobs = blobs
+
+    # -- adding -------------------------------------------------------------------------------
+    def add_path(self, path: Path, meta: AdapterMeta, **kwargs: Any) -> AddResult:
+        return self.add_parsed(read_peft_dir(Path(path)), meta, **kwargs)
+
+    def add_parsed(
+        self,
+        parsed: ParsedAdapter,
+        meta: AdapterMeta,
+        *,
+        source: str = "upload",
+        base_model: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        parents: Iterable[tuple[int, str, float | None]] = (),
+        recipe: dict[str, Any] | None = None,
+    ) -> AddResult:
+        adapter = parsed.adapter
+        base_id = base_model or adapter.base.model_id
+        revision, fingerprint, warnings = adapter.base.revision, adapter.base.fingerprint, []
+        info = self.catalog.get_base_model(base_id) if base_id else None
+        if info is not None:
+            self.check_compatible(parsed, info)
+            revision = revision or info.revision
+            fingerprint = fingerprint or info.fingerprint
+        elif base_id is None:
+            warnings.append("adapter_config.json names no base model; compatibility unchecked")
+        else:
+            warnings.append(f"base model {base_id!r} is not registered; shapes were not checked")
+        config = dict(parsed.config)
+        if base_id is not None:
+            config["base_model_name_or_path"] = base_id
+        digest = self.blobs.put_bytes(parsed.weights_bytes)
+        new = NewVersion(
+            digest=digest,
+            size_bytes=len(parsed.weights_bytes),
+            config=config,
+            base_model_id=base_id,
+            base_model_revision=revision,
+            base_model_fingerprint=fingerprint,
+            architecture=parsed.architecture or (info.architecture if info else None),
+            target_modules=adapter.target_modules,
+            module_ranks=adapter.ranks,
+            module_shapes={k: list(v) for k, v in adapter.shapes().items()},
+            dtype=parsed.dtype,
+            source=source,
+            mergeable=adapter.mergeable,
+            not_mergeable_reason=adapter.not_mergeable_reason,
+            metadata=metadata or {},
+            recipe=recipe,
+        )
+        item, created = self.catalog.register_version(meta, new, parents=list(parents))
+        return AddResult(item, created, warnings)
+
+    @staticmethod
+    def check_compatible(parsed: ParsedAdapter, info: BaseModelInfo) -> None:
+        problems = shape_problems(parsed.adapter.shapes(), info.module_shapes)
+        if problems:
+            shown = "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+            raise IncompatibleBaseModelError(
+                f"adapter does not fit base model {info.model_id!r}: {shown}",
+                problems=problems,
+            )
+
+    # -- reading ------------------------------------------------------------------------------
+    def show(self, ref: AdapterRef) -> AdapterDetail:
+        return self.catalog.get_detail(ref.name, ref.version)
+
+    def ls(self, **filters: Any) -> tuple[list[AdapterItem], int]:
+        return self.catalog.list_items(**filters)
+
+    def load(self, ref: AdapterRef) -> ParsedAdapter:
+        """The adapter's weights, digest-verified and re-validated (blobs are never trusted)."""
+        detail = self.show(ref)
+        weights = self.blobs.get(detail.digest)
+        return read_peft_bytes(json.dumps(detail.config).encode(), weights)
+
+    def export(self, ref: AdapterRef, out_dir: Path) -> Path:
+        """Write a PEFT directory that ``PeftModel.from_pretrained`` loads."""
+        detail = self.show(ref)
+        weights = self.blobs.get(detail.digest)
+        parsed = read_peft_bytes(json.dumps(detail.config).encode(), weights)
+        write_peft_dir(parsed.adapter, detail.config, Path(out_dir), weights_bytes=weights)
+        return Path(out_dir)
+
+    # -- removing -----------------------------------------------------------------------------
+    def rm(self, ref: AdapterRef) -> list[str]:
+        """Delete catalog rows first (committed), then the blobs nothing references any more."""
+        unreferenced = self.catalog.delete(ref.name, ref.version)
+        still_used = self.catalog.referenced_digests()
+        for digest in unreferenced:
+            if digest not in still_used:
+                self.blobs.delete(digest)
+        return unreferenced
+
+    def gc(self, grace_seconds: float) -> GcReport:
+        """Remove blobs no version references and stale temp files. Blobs younger than
+        ``grace_seconds`` are kept: a concurrent ``add`` may have written one and not yet
+        committed its catalog row."""
+        referenced = self.catalog.referenced_digests()
+        removed, young = [], 0
+        for digest in list(self.blobs.iter_digests()):
+            if digest in referenced:
+                continue
+            if self.blobs.age_seconds(digest) < grace_seconds:
+                young += 1
+                continue
+            self.blobs.delete(digest)
+            removed.append(digest)
+        temp = self.blobs.clean_temp(older_than_s=grace_seconds)
+        return GcReport(removed, temp, young)
+
+    def verify(self) -> list[str]:
+        """Digests of referenced blobs that are missing or corrupted (empty = healthy)."""
+        bad = []
+        for digest in sorted(self.catalog.referenced_digests()):
+            try:
+                self.blobs.get(digest)
+            except HubError:
+                bad.append(digest)
+        return bad
+
+    # -- base models --------------------------------------------------------------------------
+    def register_base_model(
+        self,
+        model_id: str,
+        config: dict[str, Any],
+        *,
+        revision: str | None = None,
+        fingerprint: str | None = None,
+    ) -> BaseModelInfo:
+        info = BaseModelInfo(
+            model_id=model_id,
+            revision=revision,
+            fingerprint=fingerprint,
+            architecture=(config.get("architectures") or [config.get("model_type")])[0],
+            module_shapes=module_shapes(config),
+        )
+        self.catalog.register_base_model(info)
+        return info

@@ -1,0 +1,260 @@
+"""Merge engine: validate, run a registered method module by module, report, never publish.
+
+``merge`` is pure compute: it returns a new ``LoraAdapter`` plus a report and, for revertible
+methods (RMM), an artifact of named numpy tensors + JSON metadata; registering the result, its
+lineage and the artifact blob is the service's job. Every refusal happens before tensor work.
+
+Output convention: each merged module has ``alpha = rank`` and ``use_rslora = False``, so its
+runtime scaling is 1 and every input's ``w_i * s_i`` lives inside the factors (as PEFT does for
+``add_weighted_adapter``; we do *not* inherit rsLoRA from the first input, PEFT 0.21's
+over-scaling bug, PR #3449).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from hub.core.errors import BadInputError, HubError
+from hub.core.lora import LoraAdapter, LoraModule
+from merging.batch import MergeContext, group_modules, iter_batches
+from merging.memory import PeakMemory
+from merging.registry import BatchOutput, MergeParams, MethodSpec, get_method
+from merging.validation import align_modules, check_adapters, check_weights
+
+Progress = Callable[[int, int], None]  # (modules done, modules total)
+
+
+@dataclass(frozen=True)
+class MergeArtifact:
+    """Extra state a method keeps beside the adapter (RMM basis + coefficients).
+
+    ``tensors`` keys are ``"{module}::{field}"``; ``metadata`` is JSON-serialisable.
+    """
+
+    kind: str
+    tensors: dict[str, np.ndarray]
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    adapter: LoraAdapter
+    report: dict[str, Any]
+    artifact: MergeArtifact | None = None
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BadInputError(
+            "device 'cuda' requested but CUDA is not available", code="device_unavailable"
+        )
+    return dev
+
+
+def merge(
+    adapters: Sequence[LoraAdapter],
+    weights: Sequence[float],
+    method: str,
+    params: dict[str, Any] | None = None,
+    *,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    progress: Progress | None = None,
+    names: Sequence[str] | None = None,
+    max_batch: int = 32,
+) -> MergeResult:
+    """Merge ``adapters`` with ``weights`` by ``method``. ``names`` label inputs in errors and
+    in the artifact (default ``#0, #1, ...``)."""
+    spec = get_method(method)
+    p = spec.parse_params(params)
+    labels = list(names) if names is not None else [f"#{i}" for i in range(len(adapters))]
+    check_adapters(adapters, labels)
+    check_weights(
+        weights, len(adapters), allow_negative=spec.allow_negative_weights, method=spec.name
+    )
+    modules = align_modules(adapters, labels, p.modules)
+    _precheck(spec, p, adapters, modules)
+    ctx = MergeContext(device=resolve_device(device), seed=seed)
+    t0 = time.perf_counter()
+    with torch.inference_mode(), PeakMemory(ctx.device) as mem:
+        out = _run(
+            spec,
+            p,
+            adapters,
+            [float(w) for w in weights],
+            modules,
+            ctx,
+            1 if spec.dense else max_batch,
+            progress,
+        )
+    seconds = time.perf_counter() - t0
+    merged = LoraAdapter(base=adapters[0].base, modules=out.modules)
+    report = _report(spec, p, out, seconds, mem.peak_bytes, ctx, seed, adapters, modules)
+    artifact = None
+    if spec.artifact_kind:
+        artifact = MergeArtifact(
+            spec.artifact_kind, out.artifact, _artifact_meta(spec, p, adapters, labels, out)
+        )
+    return MergeResult(adapter=merged, report=report, artifact=artifact)
+
+
+def _precheck(
+    spec: MethodSpec, p: MergeParams, adapters: Sequence[LoraAdapter], modules: list[str]
+) -> None:
+    """Rank rules that depend on the inputs, checked before any compute."""
+    for (d_out, d_in, _, ranks), group in group_modules(adapters, modules).items():
+        if spec.equal_ranks and len(set(ranks)) > 1:
+            raise BadInputError(
+                f"method {spec.name!r} needs equal ranks; module {group[0]} has ranks "
+                f"{list(ranks)} (use cat, svd or lego)",
+                code="rank_mismatch",
+                module=group[0],
+            )
+        k = getattr(p, "rank", None)
+        limit = {"total": sum(ranks), "dims": min(d_out, d_in)}.get(spec.rank_limit or "")
+        if k is not None and limit is not None and k > limit:
+            raise BadInputError(
+                f"target rank {k} exceeds what module {group[0]} can hold ({limit}: "
+                f"{'sum of input ranks' if spec.rank_limit == 'total' else 'min(d_out, d_in)'})",
+                code="target_rank_too_large",
+                module=group[0],
+            )
+        if spec.precheck is not None:
+            spec.precheck(p, ranks)
+
+
+@dataclass
+class _RunOutput:
+    modules: dict[str, LoraModule]
+    errors: dict[str, float]
+    artifact: dict[str, np.ndarray]
+    members: dict[str, list[int]]
+    fallbacks: int = 0
+
+
+def _run(
+    spec: MethodSpec,
+    p: MergeParams,
+    adapters: Sequence[LoraAdapter],
+    weights: list[float],
+    modules: list[str],
+    ctx: MergeContext,
+    max_batch: int,
+    progress: Progress | None,
+) -> _RunOutput:
+    out = _RunOutput({}, {}, {}, {})
+    done = 0
+    for batch in iter_batches(adapters, weights, modules, ctx, max_batch):
+        res = spec.fn(batch, p, ctx)
+        _collect(out, batch.names, list(batch.members), res)
+        done += len(batch.names)
+        if progress is not None:
+            progress(done, len(modules))
+    return out
+
+
+def _collect(out: _RunOutput, names: list[str], members: list[int], res: BatchOutput) -> None:
+    if not (torch.isfinite(res.B).all() and torch.isfinite(res.A).all()):
+        raise HubError(
+            f"merged factors are not finite (modules {names[0]}...)", code="merge_not_finite"
+        )
+    B = res.B.float().cpu().numpy()
+    A = res.A.float().cpu().numpy()
+    err = None if res.rel_error is None else res.rel_error.double().cpu().numpy()
+    for j, name in enumerate(names):
+        k = A.shape[1]
+        out.modules[name] = LoraModule(A=A[j].copy(), B=B[j].copy(), alpha=float(k))
+        out.members[name] = members
+        if err is not None:
+            out.errors[name] = float(err[j])
+        for field, t in (res.artifact or {}).items():
+            out.artifact[f"{name}::{field}"] = t[j].float().cpu().numpy().copy()
+    out.fallbacks += res.fallbacks
+
+
+def _report(
+    spec: MethodSpec,
+    p: MergeParams,
+    out: _RunOutput,
+    seconds: float,
+    peak: int,
+    ctx: MergeContext,
+    seed: int,
+    adapters: Sequence[LoraAdapter],
+    modules: list[str],
+) -> dict[str, Any]:
+    union = sorted(set().union(*(ad.modules for ad in adapters)))
+    report: dict[str, Any] = {
+        "method": spec.name,
+        "params": p.model_dump(mode="json"),
+        "seed": seed,
+        "n_adapters": len(adapters),
+        "seconds": seconds,
+        "peak_memory_bytes": int(peak),
+        "device": str(ctx.device),
+        "dtype": str(ctx.dtype).removeprefix("torch."),
+        "torch_version": torch.__version__,
+        "per_module_ranks": {n: m.rank for n, m in out.modules.items()},
+        "modules_skipped": [n for n in union if n not in set(modules)],
+        "fast_path_fallbacks": out.fallbacks,
+        "reconstruction_error": None,
+    }
+    if out.errors:
+        vals = list(out.errors.values())
+        report["reconstruction_error"] = {
+            "reference": spec.error_reference,
+            "max": max(vals),
+            "mean": float(np.mean(vals)),
+            "per_module": out.errors,
+        }
+    return report
+
+
+def _artifact_meta(
+    spec: MethodSpec,
+    p: MergeParams,
+    adapters: Sequence[LoraAdapter],
+    labels: list[str],
+    out: _RunOutput,
+) -> dict[str, Any]:
+    base = adapters[0].base
+    return {
+        "kind": spec.artifact_kind,
+        "format_version": 1,
+        "method": spec.name,
+        "params": p.model_dump(mode="json"),
+        "members": labels,
+        "base": {
+            "model_id": base.model_id,
+            "revision": base.revision,
+            "fingerprint": base.fingerprint,
+        },
+        # per module: which members it holds (coefficient column order) and their ranks
+        "modules": {
+            name: {
+                "members": out.members[name],
+                "ranks": [adapters[i].modules[name].rank for i in out.members[name]],
+            }
+            for name in out.modules
+        },
+    }
+
+
+def revert(artifact: MergeArtifact, member: int | str) -> LoraAdapter:
+    """Reconstruct one member (index or label) from a revertible artifact (RMM)."""
+    from merging.methods.rmm import revert_member
+
+    if artifact.kind != "rmm":
+        raise BadInputError(
+            f"artifact kind {artifact.kind!r} is not revertible", code="rmm_artifact_invalid"
+        )
+    return revert_member(artifact.tensors, artifact.metadata, member)

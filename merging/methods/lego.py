@@ -1,0 +1,165 @@
+"""LoRA-LEGO (Zhao et al., ICLR 2025): rank-wise k-means over Minimal Semantic Units.
+
+Each rank unit ``(b, a)`` of every input (weights and LoRA scales folded in, sqrt on each side)
+is a point with feature ``[a/|a|; b/|b|]``; k-means groups them into ``rank`` clusters whose
+raw-parameter means form the merged rank-k adapter (ALGORITHMS.md §3).
+
+The clustering runs *exactly* in kernel form: ``|f_i - f_j|^2 = K_ii + K_jj - 2 K_ij`` with
+``K = Ghat_a + Ghat_b`` (normalised R x R Grams), so Lloyd iterations never touch d-sized
+vectors again (PERF §A2/§A5). Initialisation is deterministic farthest-point (start at the unit
+with the largest ``|b||a|``), which makes the result independent of unit order.
+
+Options and deviations (documented, all switchable):
+- ``canonical_sign`` (default on, *our deviation*, §3.3): flip ``(b, a) -> (-b, -a)`` so the
+  largest-|.| entry of ``a`` is positive before clustering; the paper/3rd-party code do not,
+  which lets a unit and its negation (identical contribution) cancel inside a cluster.
+- ``balance`` (default off, deviation): rescale each unit to ``|a| = |b|`` before averaging.
+- ``param_reweight`` ("norm decay"): centroid scaled to the mean member norm; ``norm`` picks L2
+  (default) or L-inf as in the third-party code.
+- ``output_reweight`` ("variance expansion"): merged update times ``sqrt(r_mean / k)``, with
+  ``r_mean`` the mean input rank (the paper's choice for unequal ranks is unverified).
+Semantics: a *mean* of units, so n identical copies merge back to the original, not n times it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from merging.batch import MergeContext, ModuleBatch
+from merging.lowrank import rel_error
+from merging.methods.params import RankParams
+from merging.registry import BatchOutput, MethodSpec, register
+
+REFERENCE = "LoRA-LEGO, Zhao et al., ICLR 2025, arXiv:2409.16167"
+EPS = 1e-12
+
+
+class LegoParams(RankParams):
+    iters: int = Field(20, ge=1, le=1000, description="max Lloyd iterations")
+    canonical_sign: bool = Field(True, description="sign-canonicalise units (our deviation)")
+    balance: bool = Field(False, description="rescale each unit to |a| = |b| before averaging")
+    param_reweight: bool = Field(True, description="scale centroids to the mean member norm")
+    output_reweight: bool = Field(True, description="scale the update by sqrt(r_mean / k)")
+    norm: Literal["l2", "linf"] = Field("l2", description="norm used by param_reweight")
+
+
+def _prepare_units(batch: ModuleBatch, p: LegoParams) -> tuple[torch.Tensor, torch.Tensor]:
+    B, A = batch.folded()  # (m, d_out, R), (m, R, d_in)
+    if p.canonical_sign:
+        idx = A.abs().argmax(dim=-1, keepdim=True)  # (m, R, 1)
+        sign = torch.sign(torch.gather(A, -1, idx))
+        sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+        B, A = B * sign.mT, A * sign
+    if p.balance:
+        t = (A.norm(dim=-1) / B.norm(dim=-2).clamp_min(EPS)).sqrt()  # (m, R)
+        t = torch.where(t > 0, t, torch.ones_like(t))
+        B, A = B * t[:, None, :], A / t[:, :, None]
+    return B, A
+
+
+def _kernel(B: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """(m, R, R): inner products of the features [a/|a|; b/|b|]."""
+    na = A.norm(dim=-1).clamp_min(EPS)  # (m, R)
+    nb = B.norm(dim=-2).clamp_min(EPS)
+    Ga = (A @ A.mT) / (na[:, :, None] * na[:, None, :])  # (m, R, d_in) @ (m, d_in, R)
+    Gb = (B.mT @ B) / (nb[:, :, None] * nb[:, None, :])
+    return Ga + Gb
+
+
+def _farthest_init(K: torch.Tensor, start: torch.Tensor, k: int) -> torch.Tensor:
+    """(m, k) unit indices: farthest-point traversal in feature space, from ``start``."""
+    diag = torch.diagonal(K, dim1=-2, dim2=-1)  # (m, R)
+    rows = torch.arange(K.shape[0], device=K.device)
+    chosen = [start]
+    nearest = diag + diag[rows, start][:, None] - 2 * K[rows, start]  # (m, R) sq. distances
+    for _ in range(1, k):
+        nxt = nearest.argmax(dim=-1)
+        chosen.append(nxt)
+        d = diag + diag[rows, nxt][:, None] - 2 * K[rows, nxt]
+        nearest = torch.minimum(nearest, d)
+    return torch.stack(chosen, dim=-1)
+
+
+def _assign_matrix(labels: torch.Tensor, k: int) -> torch.Tensor:
+    """(m, R, k) mean-assignment matrix: column c averages the units labelled c."""
+    onehot = torch.nn.functional.one_hot(labels, k).to(torch.float64)
+    return onehot / onehot.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+
+def kernel_kmeans(K: torch.Tensor, init: torch.Tensor, k: int, iters: int) -> torch.Tensor:
+    """(m, R) labels. Distances to a cluster mean: K_ii - 2 (K M)_ic + (M^T K M)_cc."""
+    m, R, _ = K.shape
+    diag = torch.diagonal(K, dim1=-2, dim2=-1)
+    rows = torch.arange(m, device=K.device)[:, None]
+    d0 = (
+        diag[:, :, None]
+        + diag[rows, init][:, None, :]
+        - 2 * torch.gather(K, 2, init[:, None, :].expand(m, R, k))
+    )  # (m, R, k): distance to each seed unit
+    labels = d0.argmin(dim=-1)
+    for _ in range(iters):
+        M = _assign_matrix(labels, k)  # (m, R, k)
+        KM = K @ M
+        dist = diag[:, :, None] - 2 * KM + torch.diagonal(M.mT @ KM, dim1=-2, dim2=-1)[:, None]
+        empty = M.sum(dim=1) == 0  # (m, k): keep empty clusters alive with their seed unit
+        dist = torch.where(empty[:, None, :], d0, dist)
+        new = dist.argmin(dim=-1)
+        if torch.equal(new, labels):
+            break
+        labels = new
+    return labels
+
+
+def _reweight(
+    Bc: torch.Tensor, Ac: torch.Tensor, B: torch.Tensor, A: torch.Tensor, M: torch.Tensor, norm: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale each centroid [a_c; b_c] to the mean norm of its members' [a; b]."""
+    if norm == "l2":
+        unit = (A.norm(dim=-1) ** 2 + B.norm(dim=-2) ** 2).sqrt()  # (m, R)
+        cen = (Ac.norm(dim=-1) ** 2 + Bc.norm(dim=-2) ** 2).sqrt()  # (m, k)
+    else:
+        unit = torch.maximum(A.abs().amax(dim=-1), B.abs().amax(dim=-2))
+        cen = torch.maximum(Ac.abs().amax(dim=-1), Bc.abs().amax(dim=-2))
+    target = (unit[:, None, :].double() @ M).squeeze(1)  # (m, 1, R) @ (m, R, k) -> (m, k)
+    gamma = torch.where(cen > 0, target / cen.double().clamp_min(EPS), 1.0).to(Bc.dtype)
+    return Bc * gamma[:, None, :], Ac * gamma[:, :, None]
+
+
+def merge_lego(batch: ModuleBatch, params: LegoParams, ctx: MergeContext) -> BatchOutput:
+    k = params.rank if params.rank is not None else max(batch.ranks)
+    B, A = _prepare_units(batch, params)
+    K = _kernel(B, A).double()  # fp64: k-means decisions should not flip on fp32 noise
+    start = (A.norm(dim=-1) * B.norm(dim=-2)).argmax(dim=-1)  # (m,)
+    if k >= batch.total_rank:  # every unit its own cluster: identity assignment
+        labels = torch.arange(batch.total_rank, device=B.device).expand(len(batch.names), -1)
+    else:
+        labels = kernel_kmeans(K, _farthest_init(K, start, k), k, params.iters)
+    M = _assign_matrix(labels, k)  # (m, R, k)
+    Bc = B @ M.to(B.dtype)  # (m, d_out, R) @ (m, R, k)
+    Ac = M.mT.to(A.dtype) @ A  # (m, k, R) @ (m, R, d_in)
+    if params.param_reweight:
+        Bc, Ac = _reweight(Bc, Ac, B, A, M, params.norm)
+    if params.output_reweight:
+        r_mean = sum(batch.ranks) / batch.n
+        f = (r_mean / k) ** 0.25  # on each side: the product scales by sqrt(r_mean / k)
+        Bc, Ac = Bc * f, Ac * f
+    B_ref, A_ref = batch.folded()
+    return BatchOutput(B=Bc, A=Ac, rel_error=rel_error(B_ref, A_ref, Bc, Ac))
+
+
+LEGO = register(
+    MethodSpec(
+        name="lego",
+        pretty_name="LoRA-LEGO (rank-wise clustering)",
+        reference=REFERENCE,
+        params=LegoParams,
+        fn=merge_lego,
+        rank_limit="total",
+        allow_negative_weights=False,
+        description="k-means over rank units; centroids form a rank-k adapter (mean semantics)",
+        error_reference="weighted_sum",
+    )
+)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install everything and run every check: lint, layering contracts, types, the test suite on
+# SQLite and (when Debian's PostgreSQL can be installed or is present) on PostgreSQL too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+
+if [ -z "${LORADEX_TEST_PG_URL:-}" ]; then
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian postgresql for the PostgreSQL tests"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+      || echo "warning: could not install postgresql"
+  fi
+  if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    PGDIR=$(mktemp -d /tmp/loradex-pg.XXXXXX)
+    PGPORT=${LORADEX_TEST_PG_PORT:-55432}
+    LORADEX_TEST_PG_URL=$(scripts/pg.sh start "$PGDIR" "$PGPORT" | tail -n 1)
+    export LORADEX_TEST_PG_URL
+    trap 'scripts/pg.sh stop "$PGDIR" >/dev/null 2>&1 || true' EXIT
+  else
+    echo "warning: PostgreSQL unavailable; PostgreSQL tests will be skipped"
+  fi
+fi
+echo "PostgreSQL for tests: ${LORADEX_TEST_PG_URL:-none}"
+
+ruff check .
+ruff format --check .
+lint-imports
+mypy
+pytest -q "$@"

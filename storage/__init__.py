@@ -1,0 +1,1 @@
+"""Storage subsystem: catalog, content-addressed blobs, PEFT format I/O."""

@@ -1,0 +1,220 @@
+"""The CLI contract (CLI.md): commands, --json shapes, exit codes, data dir, no partial writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+
+from tests.cli_helpers import cli, cli_proc
+from tests.factories import TINY_BASE, TINY_CONFIG, make_tensors, peft_config, write_adapter_dir
+
+ITEM_FIELDS = {"name", "version", "base_model", "description", "tags", "source"}
+
+
+def state(home):
+    """Everything a failed command must leave untouched: catalog listing and blob files."""
+    listing = cli(home, "ls", "--all-versions", "--json").json()["data"]
+    blobs = sorted(p.name for p in (home / "blobs").rglob("*") if p.is_file())
+    return listing, blobs
+
+
+@pytest.fixture
+def home(tmp_path):
+    h = tmp_path / "home"
+    assert cli(h, "init").code == 0
+    return h
+
+
+def test_init_is_idempotent_and_reports_json(tmp_path):
+    h = tmp_path / "h"
+    first = cli(h, "init", "--json")
+    second = cli(h, "init", "--json")
+    assert first.code == second.code == 0
+    assert first.json()["home"] == str(h)
+    assert (h / "catalog.db").is_file()
+
+
+def test_add_ls_show_json_contract(home, tmp_path):
+    src = write_adapter_dir(tmp_path / "a1", seed=1)
+    run = cli(home, "add", src, "--name", "alpha", "--description", "does alpha",
+              "--tag", "x", "--tag", "y", "--license", "mit", "--json")
+    assert run.code == 0, run.stderr
+    item = run.json()
+    assert ITEM_FIELDS <= item.keys()
+    assert (item["name"], item["version"], item["created"]) == ("alpha", 1, True)
+    assert item["base_model"] == TINY_BASE and item["source"] == "upload"
+    assert item["tags"] == ["x", "y"] and item["rank"] == 4
+
+    listing = cli(home, "ls", "--json").json()
+    assert listing["count"] == 1 and ITEM_FIELDS <= listing["data"][0].keys()
+
+    detail = cli(home, "show", "alpha@1", "--json").json()
+    assert {"digest", "modules", "lineage", "evaluations"} <= detail.keys()
+    weights = (src / "adapter_model.safetensors").read_bytes()
+    assert detail["digest"] == hashlib.sha256(weights).hexdigest()
+    assert len(detail["modules"]) == 4
+    assert detail["lineage"] == {"parents": [], "recipe": None}
+
+
+def test_add_twice_is_idempotent_and_stores_one_blob(home, tmp_path):
+    src = write_adapter_dir(tmp_path / "a", seed=2)
+    a = cli(home, "add", src, "--name", "dup", "--json").json()
+    b = cli(home, "add", src, "--name", "dup", "--json").json()
+    assert (a["version"], b["version"]) == (1, 1)
+    assert (a["created"], b["created"]) == (True, False)
+    assert len(state(home)[1]) == 1
+
+
+def test_new_weights_make_a_new_version(home, tmp_path):
+    cli(home, "add", write_adapter_dir(tmp_path / "v1", seed=3), "--name", "n")
+    run = cli(home, "add", write_adapter_dir(tmp_path / "v2", seed=4), "--name", "n", "--json")
+    assert run.json()["version"] == 2
+    assert cli(home, "show", "n", "--json").json()["version"] == 2
+    assert cli(home, "show", "n@1", "--json").json()["version"] == 1
+    assert cli(home, "ls", "--all-versions", "--json").json()["count"] == 2
+
+
+def test_export_round_trips_bytes_and_config(home, tmp_path):
+    src = write_adapter_dir(tmp_path / "src", seed=5)
+    cli(home, "add", src, "--name", "exp")
+    out = tmp_path / "out"
+    assert cli(home, "export", "exp", out).code == 0
+    assert (out / "adapter_model.safetensors").read_bytes() == (
+        src / "adapter_model.safetensors"
+    ).read_bytes()
+    exported = json.loads((out / "adapter_config.json").read_text())
+    assert exported == json.loads((src / "adapter_config.json").read_text())
+    # exporting onto a non-empty directory is refused, and leaves it alone
+    again = cli(home, "export", "exp", out)
+    assert again.code != 0 and "exists" in again.stderr.lower()
+
+
+def test_rm_and_gc(home, tmp_path):
+    cli(home, "add", write_adapter_dir(tmp_path / "a", seed=6), "--name", "gone")
+    assert cli(home, "rm", "gone").code == 0
+    assert state(home) == ([], [])
+    assert cli(home, "show", "gone").code == 2
+    # an orphan blob (a crashed add) is collected by gc, not before its grace period
+    orphan = home / "blobs" / "sha256" / "ab" / ("ab" + "0" * 62)
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"junk")
+    assert cli(home, "gc", "--json").json()["kept_young_blobs"] == 1
+    report = cli(home, "gc", "--grace", "0", "--json").json()
+    assert report["removed_blobs"] == ["ab" + "0" * 62]
+    assert not orphan.exists()
+
+
+@pytest.mark.parametrize(
+    "name, fragment",
+    [
+        ("a/b", "path separator"),
+        ("..", ".."),
+        ("a..b", ".."),
+        ("bad\x00name", "NUL"),
+        ("x" * 300, "300 characters"),
+        ("sp ace", "characters outside"),
+    ],
+)
+def test_bad_names_are_refused_and_change_nothing(home, tmp_path, name, fragment):
+    cli(home, "add", write_adapter_dir(tmp_path / "ok", seed=7), "--name", "keep")
+    before = state(home)
+    run = cli(home, "add", write_adapter_dir(tmp_path / "new", seed=8), "--name", name)
+    assert run.code == 2
+    assert fragment in run.stderr and "Traceback" not in run.stderr
+    assert state(home) == before
+
+
+def test_bad_adapters_exit_2_with_specific_code_and_change_nothing(home, tmp_path):
+    cli(home, "add", write_adapter_dir(tmp_path / "ok", seed=9), "--name", "keep")
+    before = state(home)
+    cases = {}
+    # pickle only
+    d = tmp_path / "pickle"
+    d.mkdir()
+    (d / "adapter_config.json").write_text(json.dumps(peft_config()))
+    (d / "adapter_model.bin").write_bytes(b"\x80\x04K\x01.")
+    cases["pickle_refused"] = d
+    # NaN weights
+    t = make_tensors(seed=10)
+    next(iter(t.values()))[0, 0] = float("nan")
+    cases["weights_not_finite"] = write_adapter_dir(tmp_path / "nan", tensors=t)
+    # A without B
+    t = make_tensors(seed=11)
+    t.pop(next(k for k in t if k.endswith("lora_B.weight")))
+    cases["lora_unpaired"] = write_adapter_dir(tmp_path / "unpaired", tensors=t)
+    # config targets nothing present
+    cases["target_modules_unmatched"] = write_adapter_dir(
+        tmp_path / "targets", tensors=make_tensors(seed=12), config=peft_config(targets=["gate_proj"])
+    )
+    # truncated safetensors
+    d = write_adapter_dir(tmp_path / "trunc", seed=13)
+    w = d / "adapter_model.safetensors"
+    w.write_bytes(w.read_bytes()[:-10])
+    cases["safetensors"] = d
+    for code, path in cases.items():
+        run = cli(home, "add", path, "--name", "new")
+        assert run.code == 2, (code, run.stderr)
+        assert code in run.stderr, (code, run.stderr)
+        assert "Traceback" not in run.stderr
+    assert cli(home, "add", tmp_path / "missing", "--name", "new").code == 2
+    assert state(home) == before
+
+
+def test_base_model_shape_check(home, tmp_path):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(TINY_CONFIG))
+    reg = cli(home, "base", "add", TINY_BASE, "--config", cfg, "--fingerprint", "f" * 64, "--json")
+    assert reg.code == 0 and reg.json()["modules"] == 2 * 7
+    ok = cli(home, "add", write_adapter_dir(tmp_path / "ok", seed=14), "--name", "fits", "--json")
+    assert ok.code == 0 and ok.json()["base_model_fingerprint"] == "f" * 64
+    # an adapter whose v_proj is 64 wide: the base's v_proj is 32 wide
+    shapes = {"q_proj": (64, 64), "v_proj": (64, 64)}
+    bad = write_adapter_dir(tmp_path / "bad", tensors=make_tensors(seed=15, shapes=shapes))
+    before = state(home)
+    run = cli(home, "add", bad, "--name", "misfit")
+    assert run.code == 2
+    assert "incompatible_base_model" in run.stderr
+    assert "model.layers.0.self_attn.v_proj" in run.stderr and "out=64" in run.stderr
+    assert state(home) == before
+    # unknown modules are named too
+    t = make_tensors(seed=16, layers=3)
+    run = cli(home, "add", write_adapter_dir(tmp_path / "deep", tensors=t), "--name", "deep")
+    assert run.code == 2 and "model.layers.2.self_attn.q_proj does not exist" in run.stderr
+
+
+def test_unregistered_base_warns_but_registers(home, tmp_path):
+    run = cli(home, "add", write_adapter_dir(tmp_path / "a", seed=17), "--name", "w")
+    assert run.code == 0 and "not registered" in run.stderr
+
+
+def test_unknown_adapter_and_bad_refs_exit_2(home):
+    for ref in ["nope", "nope@2", "bad@x", "bad@0"]:
+        run = cli(home, "show", ref)
+        assert run.code == 2 and run.stderr.startswith("error ["), (ref, run.stderr)
+
+
+def test_data_dir_precedence(tmp_path):
+    env_home, flag_home, xdg = tmp_path / "env", tmp_path / "flag", tmp_path / "xdg"
+    env = {"LORADEX_HOME": str(env_home), "XDG_DATA_HOME": str(xdg)}
+    assert cli_proc("--data-dir", flag_home, "init", env=env).code == 0
+    assert (flag_home / "catalog.db").exists() and not env_home.exists()
+    assert cli_proc("init", env=env).code == 0
+    assert (env_home / "catalog.db").exists()
+    no_home_env = {k: v for k, v in os.environ.items() if k != "LORADEX_HOME"}
+    no_home_env["XDG_DATA_HOME"] = str(xdg)
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "hub.cli", "init"], env=no_home_env, check=True)
+    assert (xdg / "loradex" / "catalog.db").exists()
+
+
+def test_subprocess_json_stdout_is_pure_and_errors_have_no_traceback(tmp_path):
+    home = tmp_path / "p"
+    run = cli_proc("--data-dir", home, "ls", "--json")
+    assert run.code == 0 and json.loads(run.stdout) == {"data": [], "count": 0, "total": 0}
+    bad = cli_proc("--data-dir", home, "show", "missing")
+    assert bad.code == 2 and "Traceback" not in bad.stderr and bad.stdout == ""

@@ -1,0 +1,122 @@
+"""LoRA-LEGO and RMM invariants (ALGORITHMS.md §3.5 and §4.4), exact in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hub.core.errors import BadInputError
+from hub.core.lora import LoraAdapter, LoraModule
+from merging import merge, revert
+from merging.methods.rmm import storage_params
+from tests.test_merging_methods import adapters, run_fn, weighted_sum
+
+NO_REWEIGHT = {"param_reweight": False, "output_reweight": False}
+
+
+def permuted(ad: LoraAdapter, seed: int, flip: bool = False) -> LoraAdapter:
+    """Same deltas, rank units shuffled (and optionally (b, a) -> (-b, -a) at random)."""
+    rng = np.random.default_rng(seed)
+    mods = {}
+    for name, m in ad:
+        perm = rng.permutation(m.rank)
+        sign = rng.choice([-1.0, 1.0], m.rank) if flip else np.ones(m.rank)
+        mods[name] = LoraModule(A=m.A[perm] * sign[:, None], B=m.B[:, perm] * sign,
+                                alpha=m.alpha)
+    return LoraAdapter(base=ad.base, modules=mods)
+
+
+@pytest.mark.parametrize("params", [{"rank": 5}, {"rank": 5, "balance": True, "norm": "linf"}])
+def test_lego_rank_permutation_and_sign_flip_leave_result_unchanged(params: dict) -> None:
+    ads, w = adapters(3), [1.0, 0.5, 2.0]
+    B, A, _ = run_fn("lego", ads, w, params)
+    shuffled = [permuted(ad, seed=i, flip=True) for i, ad in enumerate(ads)]
+    B2, A2, _ = run_fn("lego", shuffled, w, params)
+    np.testing.assert_allclose(B2 @ A2, B @ A, rtol=1e-9, atol=1e-12)
+
+
+def test_lego_k_equal_total_rank_without_reweighting_is_cat() -> None:
+    ads, w = adapters(3), [1.0, 0.5, 2.0]
+    B, A, out = run_fn("lego", ads, w, {"rank": 12, **NO_REWEIGHT})
+    name = next(iter(ads[0].modules))
+    np.testing.assert_allclose(B @ A, weighted_sum(ads, w, name), rtol=1e-10, atol=1e-12)
+    assert float(out.rel_error[0]) < 1e-7
+    B, A, _ = run_fn("lego", ads, w, {"rank": 12, "output_reweight": False})  # singletons: ratio 1
+    np.testing.assert_allclose(B @ A, weighted_sum(ads, w, name), rtol=1e-10, atol=1e-12)
+    B, A, _ = run_fn("lego", ads, w, {"rank": 12})  # output reweight: sqrt(r / k) = sqrt(4 / 12)
+    np.testing.assert_allclose(B @ A, np.sqrt(4 / 12) * weighted_sum(ads, w, name), atol=1e-12)
+
+
+def test_lego_identical_copies_merge_back_to_the_original() -> None:
+    ad = adapters(1, rank=4)[0]
+    res = merge([ad, permuted(ad, 3), ad, permuted(ad, 4, flip=True)], [1, 1, 1, 1], "lego",
+                {"rank": 4})
+    for name, m in res.adapter:
+        np.testing.assert_allclose(m.delta(), ad.modules[name].delta(), rtol=1e-4, atol=1e-6)
+
+
+def test_lego_refuses_negative_weights() -> None:
+    with pytest.raises(BadInputError) as exc:
+        merge(adapters(2), [1.0, -1.0], "lego", {"rank": 4})
+    assert exc.value.code == "weights_negative"
+
+
+@pytest.mark.parametrize("gauge", ["svd", "raw"])
+@pytest.mark.parametrize("centre", [True, False])
+def test_rmm_exact_revert_when_basis_is_large_enough(gauge: str, centre: bool) -> None:
+    ads = adapters(4, rank=6, layers=2)
+    p = 3 if centre else 4
+    res = merge(ads, [1] * 4, "rmm", {"basis": p, "gauge": gauge, "centre": centre},
+                names=["a", "b", "c", "d"])
+    for i, label in enumerate("abcd"):
+        back = revert(res.artifact, label)
+        assert back.ranks == ads[i].ranks
+        for name, m in back:
+            ref = ads[i].modules[name].delta()
+            np.testing.assert_allclose(m.delta(), ref, atol=1e-5 * np.abs(ref).max())
+    assert res.report["reconstruction_error"]["max"] < 1e-5
+
+
+def test_rmm_error_decreases_with_basis_and_zero_basis_reverts_to_the_mean() -> None:
+    ads = adapters(5, rank=4)
+    errs = [merge(ads, [1] * 5, "rmm", {"basis": p, "gauge": "raw"}).report[
+        "reconstruction_error"]["mean"] for p in range(5)]
+    assert all(a >= b - 1e-9 for a, b in zip(errs, errs[1:], strict=False)), errs
+    assert errs[-1] < 1e-5 < errs[0]
+    res = merge(ads, [1] * 5, "rmm", {"basis": 0, "gauge": "raw"})
+    name = next(iter(ads[0].modules))
+    mean_B = np.mean([ad.modules[name].scale_folded()[0] for ad in ads], axis=0)
+    np.testing.assert_allclose(revert(res.artifact, 2).modules[name].B, mean_B, atol=1e-6)
+
+
+def test_rmm_storage_matches_the_formula() -> None:
+    ads, n, r, p = adapters(8, rank=16), 8, 16, 3
+    res = merge(ads, [1] * n, "rmm", {"basis": p})
+    stored = sum(t.size for t in res.artifact.tensors.values())
+    expected = sum(storage_params(m.out_features, m.in_features, r, n, p) for _, m in ads[0])
+    assert stored == expected
+    members = n * sum(m.num_parameters for _, m in ads[0])
+    assert stored / members == pytest.approx((p * (r + n) + r) / (r * n))  # 0.6875 (§4.2)
+
+
+def test_rmm_unequal_ranks_pad_and_trim() -> None:
+    ads = adapters(2, rank=4) + adapters(1, rank=6)
+    res = merge(ads, [1, 1, 1], "rmm")
+    back = revert(res.artifact, 2)
+    assert set(back.ranks.values()) == {6}
+    for name, m in back:
+        np.testing.assert_allclose(m.delta(), ads[2].modules[name].delta(), atol=1e-5)
+
+
+@pytest.mark.parametrize(("member", "code"), [(5, "rmm_not_a_member"), ("zz", "rmm_not_a_member")])
+def test_rmm_revert_of_a_non_member_is_refused(member: object, code: str) -> None:
+    res = merge(adapters(2), [1, 1], "rmm", names=["x", "y"])
+    with pytest.raises(BadInputError) as exc:
+        revert(res.artifact, member)
+    assert exc.value.code == code
+
+
+def test_rmm_basis_larger_than_possible_is_refused() -> None:
+    with pytest.raises(BadInputError) as exc:
+        merge(adapters(3, rank=4), [1, 1, 1], "rmm", {"basis": 4})
+    assert exc.value.code == "basis_too_large"

@@ -1,0 +1,47 @@
+"""`loradex import-zoo` registers every zoo adapter with its description, family and accuracy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cli_helpers import ZOO, cli
+
+pytestmark = pytest.mark.skipif(not ZOO.is_dir(), reason="../shared/zoo is not present")
+
+
+def test_import_zoo_registers_everything_once(tmp_path):
+    home = tmp_path / "home"
+    manifest = json.loads((ZOO / "manifest.json").read_text())
+    run = cli(home, "import-zoo", ZOO, "--json")
+    assert run.code == 0, run.stderr
+    doc = run.json()
+    assert doc["count"] == doc["created"] == len(manifest["adapters"]) == 49
+
+    listing = cli(home, "ls", "--json").json()
+    assert listing["count"] == 49
+    by_name = {i["name"]: i for i in listing["data"]}
+    for rec in manifest["adapters"]:
+        item = by_name[rec["task"]]
+        assert item["description"] == rec["descriptions"][0]
+        assert set(item["tags"]) == {rec["family"], "zoo"}
+        assert item["rank"] == rec["rank"] and item["source"] == "zoo"
+        assert item["base_model"] == manifest["base_model"]["id"]
+        assert item["base_model_fingerprint"] == manifest["base_model"]["gguf_sha256"]
+        assert item["metadata"]["adapter_acc"] == rec["adapter_acc"]
+
+    detail = cli(home, "show", "capital_of", "--json").json()
+    assert detail["evaluations"][0]["accuracy"] == 1.0
+    assert len(detail["modules"]) == 60  # q_proj and v_proj of 30 layers
+    assert cli(home, "ls", "--tag", "lookup", "--json").json()["count"] == 9
+
+    again = cli(home, "import-zoo", ZOO, "--json").json()
+    assert again["created"] == 0
+    assert len(cli(home, "show", "capital_of", "--json").json()["evaluations"]) == 1
+    assert cli(home, "ls", "--all-versions", "--json").json()["count"] == 49
+
+
+def test_import_zoo_refuses_a_non_zoo(tmp_path):
+    run = cli(tmp_path / "h", "import-zoo", tmp_path)
+    assert run.code == 2 and "manifest.json" in run.stderr

@@ -80,7 +80,9 @@ def run(label: str, settings: Settings, n: int) -> dict[str, float | str]:
     lat.sort()
     blob_bytes = disk_bytes(settings.resolved_blob_dir)
     db_path = settings.home / "catalog.db"
-    db_bytes = sum(p.stat().st_size for p in settings.home.glob("catalog.db*")) if db_path.exists() else 0
+    db_bytes = (
+        sum(p.stat().st_size for p in settings.home.glob("catalog.db*")) if db_path.exists() else 0
+    )
     return {
         "backend": label,
         "adapters": n,
@@ -108,10 +110,14 @@ def main() -> None:
     cols = list(rows[0])
     print(" | ".join(f"{c:>14}" for c in cols))
     for r in rows:
-        print(" | ".join(f"{v:>14.2f}" if isinstance(v, float) else f"{v!s:>14}" for v in r.values()))
+        print(
+            " | ".join(f"{v:>14.2f}" if isinstance(v, float) else f"{v!s:>14}" for v in r.values())
+        )
     sqlite = rows[0]["adapters_per_s"]
-    print(f"target: >= 100 adapters/s with SQLite -> {'MET' if sqlite >= 100 else 'NOT MET'} "
-          f"({sqlite:.1f}/s)")
+    print(
+        f"target: >= 100 adapters/s with SQLite -> {'MET' if sqlite >= 100 else 'NOT MET'} "
+        f"({sqlite:.1f}/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -61,7 +61,9 @@ def emit_json(doc: Any) -> None:
 
 def emit_list(items: list[AdapterItem], total: int | None = None) -> None:
     data = [i.model_dump(mode="json") for i in items]
-    emit_json({"data": data, "count": len(data), "total": total if total is not None else len(data)})
+    emit_json(
+        {"data": data, "count": len(data), "total": total if total is not None else len(data)}
+    )
 
 
 def handles_errors(fn: F) -> F:
@@ -74,7 +76,9 @@ def handles_errors(fn: F) -> F:
         except HubError as exc:
             _fail(f"error [{exc.code}]: {exc.message}", EXIT_CODES.get(exc.kind, 1))
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
             _fail(f"error [bad_input]: {problems}", 2)
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
@@ -108,7 +112,12 @@ def _print_items(items: list[AdapterItem]) -> None:
     table = Table("name", "ver", "base model", "rank", "source", "tags", "description")
     for i in items:
         table.add_row(
-            i.name, str(i.version), i.base_model or "-", str(i.rank), i.source, ",".join(i.tags),
+            i.name,
+            str(i.version),
+            i.base_model or "-",
+            str(i.rank),
+            i.source,
+            ",".join(i.tags),
             (i.description[:60] + "…") if len(i.description) > 60 else i.description,
         )
     out.print(table)
@@ -136,7 +145,9 @@ def _redact(url: str) -> str:
 @handles_errors
 def add(
     path: Annotated[Path, typer.Argument(help="PEFT adapter directory.")],
-    name: Annotated[str | None, typer.Option(help="Adapter name (default: directory name).")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Adapter name (default: directory name).")
+    ] = None,
     description: Annotated[str, typer.Option(help="What the adapter does.")] = "",
     tag: Annotated[list[str] | None, typer.Option(help="Tag (repeatable).")] = None,
     license: Annotated[str | None, typer.Option(help="License id, e.g. apache-2.0.")] = None,
@@ -145,7 +156,9 @@ def add(
 ) -> None:
     """Register a PEFT LoRA directory (idempotent: same weights -> same version)."""
     meta = AdapterMeta(
-        name=name or Path(path).resolve().name, description=description, tags=tag or [],
+        name=name or Path(path).resolve().name,
+        description=description,
+        tags=tag or [],
         license=license,
     )
     result = container().registry.add_path(path, meta, base_model=base)
@@ -163,7 +176,9 @@ def add(
 def ls_cmd(
     base: Annotated[str | None, typer.Option(help="Only adapters for this base model.")] = None,
     tag: Annotated[str | None, typer.Option(help="Only adapters with this tag.")] = None,
-    source: Annotated[str | None, typer.Option(help="Only this source (upload, zoo, merge…).")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Only this source (upload, zoo, merge…).")
+    ] = None,
     all_versions: Annotated[bool, typer.Option("--all-versions", help="Every version.")] = False,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 1000,
     offset: Annotated[int, typer.Option(min=0)] = 0,
@@ -171,7 +186,11 @@ def ls_cmd(
 ) -> None:
     """List adapters (latest version of each unless --all-versions)."""
     items, total = container().registry.ls(
-        base_model=base, tag=tag, source=source, all_versions=all_versions, limit=limit,
+        base_model=base,
+        tag=tag,
+        source=source,
+        all_versions=all_versions,
+        limit=limit,
         offset=offset,
     )
     emit_list(items, total) if as_json else _print_items(items)
@@ -192,10 +211,15 @@ def show(
         return
     out.print(f"[bold]{detail.name}@{detail.version}[/]  {detail.description}")
     for label, value in [
-        ("base model", detail.base_model), ("fingerprint", detail.base_model_fingerprint),
-        ("source", detail.source), ("tags", ", ".join(detail.tags)), ("license", detail.license),
-        ("digest", detail.digest), ("size", f"{detail.size_bytes:,} bytes"),
-        ("targets", ", ".join(detail.target_modules)), ("modules", len(detail.modules)),
+        ("base model", detail.base_model),
+        ("fingerprint", detail.base_model_fingerprint),
+        ("source", detail.source),
+        ("tags", ", ".join(detail.tags)),
+        ("license", detail.license),
+        ("digest", detail.digest),
+        ("size", f"{detail.size_bytes:,} bytes"),
+        ("targets", ", ".join(detail.target_modules)),
+        ("modules", len(detail.modules)),
         ("rank", detail.rank),
         ("mergeable", "yes" if detail.mergeable else f"no — {detail.not_mergeable_reason}"),
     ]:
@@ -203,7 +227,9 @@ def show(
     for p in detail.lineage.parents:
         out.print(f"  parent       {p.name}@{p.version} ({p.relation}, weight {p.weight})")
     for e in detail.evaluations:
-        out.print(f"  eval         {e.task}: {e.accuracy:.3f} on {e.n} ({e.details.get('source', '')})")
+        out.print(
+            f"  eval         {e.task}: {e.accuracy:.3f} on {e.n} ({e.details.get('source', '')})"
+        )
 
 
 @app.command()
@@ -241,7 +267,8 @@ def gc(
     c = container()
     report = c.registry.gc(c.settings.gc_grace_seconds if grace is None else grace)
     doc = {
-        "removed_blobs": report.removed_blobs, "removed_temp_files": report.removed_temp_files,
+        "removed_blobs": report.removed_blobs,
+        "removed_temp_files": report.removed_temp_files,
         "kept_young_blobs": report.kept_young_blobs,
     }
     emit_json(doc) if as_json else out.print(
@@ -279,8 +306,13 @@ def import_zoo_cmd(
         results = import_zoo(c.registry, zoo_dir, progress=lambda _: bar.advance(task))
     created = sum(1 for _, new in results if new)
     if as_json:
-        emit_json({"data": [i.model_dump(mode="json") for i, _ in results],
-                   "count": len(results), "created": created})
+        emit_json(
+            {
+                "data": [i.model_dump(mode="json") for i, _ in results],
+                "count": len(results),
+                "created": created,
+            }
+        )
     else:
         out.print(f"imported {len(results)} zoo adapters ({created} new)")
 
@@ -304,8 +336,10 @@ def base_add(
     info = container().registry.register_base_model(
         model_id, cfg, revision=revision, fingerprint=fingerprint
     )
-    doc = {**info.model_dump(mode="json", exclude={"module_shapes"}),
-           "modules": len(info.module_shapes)}
+    doc = {
+        **info.model_dump(mode="json", exclude={"module_shapes"}),
+        "modules": len(info.module_shapes),
+    }
     emit_json(doc) if as_json else out.print(f"registered base model {model_id}")
 
 
@@ -314,14 +348,19 @@ def base_add(
 def base_ls(as_json: JsonOpt = False) -> None:
     """List registered base models."""
     infos = container().catalog.list_base_models()
-    docs = [{**i.model_dump(mode="json", exclude={"module_shapes"}),
-             "modules": len(i.module_shapes)} for i in infos]
+    docs = [
+        {**i.model_dump(mode="json", exclude={"module_shapes"}), "modules": len(i.module_shapes)}
+        for i in infos
+    ]
     if as_json:
         emit_json({"data": docs, "count": len(docs)})
     else:
         for d in docs:
-            out.print(f"{d['model_id']}  {d['architecture']}  {d['modules']} modules  "
-                      f"fingerprint={d['fingerprint']}", highlight=False)
+            out.print(
+                f"{d['model_id']}  {d['architecture']}  {d['modules']} modules  "
+                f"fingerprint={d['fingerprint']}",
+                highlight=False,
+            )
 
 
 def main() -> None:

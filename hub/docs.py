@@ -48,7 +48,8 @@ def render(readme: str) -> str:
     """README text with every generated section replaced by the current tables."""
     for key, (start, end) in MARKERS.items():
         pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-        readme = pattern.sub(lambda _m, k=key, s=start, e=end: f"{s}\n{GENERATORS[k]()}\n{e}", readme)
+        block = f"{start}\n{GENERATORS[key]()}\n{end}"
+        readme = pattern.sub(lambda _m: block, readme)  # noqa: B023 - used immediately
     return readme
 
 

@@ -71,9 +71,11 @@ def merge(
     progress: Progress | None = None,
     names: Sequence[str] | None = None,
     max_batch: int = 32,
+    dtype: torch.dtype = torch.float32,
 ) -> MergeResult:
     """Merge ``adapters`` with ``weights`` by ``method``. ``names`` label inputs in errors and
-    in the artifact (default ``#0, #1, ...``)."""
+    in the artifact (default ``#0, #1, ...``); ``dtype`` is the compute precision (fp32; fp64
+    for references)."""
     spec = get_method(method)
     p = spec.parse_params(params)
     labels = list(names) if names is not None else [f"#{i}" for i in range(len(adapters))]
@@ -83,7 +85,7 @@ def merge(
     )
     modules = align_modules(adapters, labels, p.modules)
     _precheck(spec, p, adapters, modules)
-    ctx = MergeContext(device=resolve_device(device), seed=seed)
+    ctx = MergeContext(device=resolve_device(device), dtype=dtype, seed=seed)
     t0 = time.perf_counter()
     with torch.inference_mode(), PeakMemory(ctx.device) as mem:
         out = _run(
@@ -103,6 +105,11 @@ def merge(
     if spec.artifact_kind:
         artifact = MergeArtifact(
             spec.artifact_kind, out.artifact, _artifact_meta(spec, p, adapters, labels, out)
+        )
+        # storage accounting: numbers in the artifact vs in the members it can revert
+        report["artifact_parameters"] = int(sum(t.size for t in out.artifact.values()))
+        report["member_parameters"] = int(
+            sum(ad.modules[n].num_parameters for ad in adapters for n in modules if n in ad.modules)
         )
     return MergeResult(adapter=merged, report=report, artifact=artifact)
 
@@ -167,8 +174,8 @@ def _collect(out: _RunOutput, names: list[str], members: list[int], res: BatchOu
         raise HubError(
             f"merged factors are not finite (modules {names[0]}...)", code="merge_not_finite"
         )
-    B = res.B.float().cpu().numpy()
-    A = res.A.float().cpu().numpy()
+    B = res.B.cpu().numpy()  # compute dtype: fp32, or fp64 for references
+    A = res.A.cpu().numpy()
     err = None if res.rel_error is None else res.rel_error.double().cpu().numpy()
     for j, name in enumerate(names):
         k = A.shape[1]

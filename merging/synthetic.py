@@ -11,14 +11,19 @@ from hub.core.lora import BaseModelRef, LoraAdapter, LoraModule
 LLAMA_LEAVES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def llama_shapes(hidden: int, intermediate: int, kv_hidden: int | None = None
-                 ) -> dict[str, tuple[int, int]]:
+def llama_shapes(
+    hidden: int, intermediate: int, kv_hidden: int | None = None
+) -> dict[str, tuple[int, int]]:
     """(d_out, d_in) of the seven linear leaves of a Llama block."""
     kv = kv_hidden or hidden
     return {
-        "q_proj": (hidden, hidden), "k_proj": (kv, hidden), "v_proj": (kv, hidden),
-        "o_proj": (hidden, hidden), "gate_proj": (intermediate, hidden),
-        "up_proj": (intermediate, hidden), "down_proj": (hidden, intermediate),
+        "q_proj": (hidden, hidden),
+        "k_proj": (kv, hidden),
+        "v_proj": (kv, hidden),
+        "o_proj": (hidden, hidden),
+        "gate_proj": (intermediate, hidden),
+        "up_proj": (intermediate, hidden),
+        "down_proj": (hidden, intermediate),
     }
 
 
@@ -43,7 +48,8 @@ def random_adapter(
     rng = np.random.default_rng(seed)
     alpha = float(alpha if alpha is not None else 2 * rank)
     mods = {}
-    profile = np.exp(-decay * np.arange(rank)).astype(np.float32)
+    # per-adapter offset: spectra of different adapters interleave instead of stacking into ties
+    profile = np.exp(-decay * np.arange(rank) - decay * rank * rng.uniform()).astype(np.float32)
     for layer in range(layers):
         for leaf in leaves or shapes:
             d_out, d_in = shapes[leaf]

@@ -38,6 +38,9 @@ def cli_proc(*args: str, env: dict | None = None, timeout: float = 120) -> Run:
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-m", "hub.cli", *map(str, args)],
-        capture_output=True, text=True, env=full_env, timeout=timeout,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
     )
     return Run(proc.returncode, proc.stdout, proc.stderr)

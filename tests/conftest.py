@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import pickle
 
-import pytest
-
 pytest_plugins = ["tests.catalog_fixtures"]
 
 
@@ -24,12 +22,19 @@ def _forbidden(*_args, **_kwargs):
 
 pickle.load = _forbidden
 pickle.loads = _forbidden
-pickle.Unpickler = _forbidden  # type: ignore[assignment, misc]
+
+
+class _ForbiddenUnpickler(pickle.Unpickler):
+    """Still subclassable (torch defines subclasses at import), but never constructible."""
+
+    def __init__(self, *args, **kwargs):
+        _forbidden()
+
+
+pickle.Unpickler = _ForbiddenUnpickler  # type: ignore[misc]
 try:
     import torch
 
     torch.load = _forbidden
 except ImportError:  # pragma: no cover - torch is part of the test install
     pass
-
-

@@ -58,8 +58,11 @@ def write_adapter_dir(path: Path, tensors=None, config=None, **kw) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tensors = make_tensors(**kw) if tensors is None else tensors
-    config = peft_config(r=kw.get("r", 4), targets=kw.get("targets", ("q_proj", "v_proj"))) \
-        if config is None else config
+    config = (
+        peft_config(r=kw.get("r", 4), targets=kw.get("targets", ("q_proj", "v_proj")))
+        if config is None
+        else config
+    )
     (path / "adapter_config.json").write_text(json.dumps(config))
     (path / "adapter_model.safetensors").write_bytes(serialize_safetensors(tensors))
     return path

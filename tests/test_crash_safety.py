@@ -22,8 +22,17 @@ BIG = {"q_proj": (1024, 1024), "v_proj": (1024, 1024)}
 
 
 def _add_cmd(home, src):
-    return [sys.executable, "-m", "hub.cli", "--data-dir", str(home), "add", str(src),
-            "--name", "crash"]
+    return [
+        sys.executable,
+        "-m",
+        "hub.cli",
+        "--data-dir",
+        str(home),
+        "add",
+        str(src),
+        "--name",
+        "crash",
+    ]
 
 
 def _check_consistent(home):
@@ -59,8 +68,9 @@ def test_sigkill_during_add_never_leaves_half_registered_adapters(tmp_path):
         src = write_adapter_dir(
             tmp_path / f"src-{run}", r=16, layers=8, shapes=BIG, seed=run, config=config
         )
-        proc = subprocess.Popen(_add_cmd(home, src), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            _add_cmd(home, src), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(rng.uniform(0.2, 1.1) * full)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -70,8 +80,12 @@ def test_sigkill_during_add_never_leaves_half_registered_adapters(tmp_path):
     assert killed >= RUNS // 3, f"only {killed} of {RUNS} runs were killed mid-way"
 
     referenced = _check_consistent(home)
-    gc = subprocess.run([*_add_cmd(home, "x")[:5], "gc", "--grace", "0", "--json"],
-                        check=True, capture_output=True, text=True)
+    gc = subprocess.run(
+        [*_add_cmd(home, "x")[:5], "gc", "--grace", "0", "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert gc.returncode == 0
     on_disk = {p.name for p in (home / "blobs" / "sha256").rglob("*") if p.is_file()}
     assert on_disk == referenced

@@ -21,8 +21,7 @@ def permuted(ad: LoraAdapter, seed: int, flip: bool = False) -> LoraAdapter:
     for name, m in ad:
         perm = rng.permutation(m.rank)
         sign = rng.choice([-1.0, 1.0], m.rank) if flip else np.ones(m.rank)
-        mods[name] = LoraModule(A=m.A[perm] * sign[:, None], B=m.B[:, perm] * sign,
-                                alpha=m.alpha)
+        mods[name] = LoraModule(A=m.A[perm] * sign[:, None], B=m.B[:, perm] * sign, alpha=m.alpha)
     return LoraAdapter(base=ad.base, modules=mods)
 
 
@@ -49,8 +48,9 @@ def test_lego_k_equal_total_rank_without_reweighting_is_cat() -> None:
 
 def test_lego_identical_copies_merge_back_to_the_original() -> None:
     ad = adapters(1, rank=4)[0]
-    res = merge([ad, permuted(ad, 3), ad, permuted(ad, 4, flip=True)], [1, 1, 1, 1], "lego",
-                {"rank": 4})
+    res = merge(
+        [ad, permuted(ad, 3), ad, permuted(ad, 4, flip=True)], [1, 1, 1, 1], "lego", {"rank": 4}
+    )
     for name, m in res.adapter:
         np.testing.assert_allclose(m.delta(), ad.modules[name].delta(), rtol=1e-4, atol=1e-6)
 
@@ -66,8 +66,13 @@ def test_lego_refuses_negative_weights() -> None:
 def test_rmm_exact_revert_when_basis_is_large_enough(gauge: str, centre: bool) -> None:
     ads = adapters(4, rank=6, layers=2)
     p = 3 if centre else 4
-    res = merge(ads, [1] * 4, "rmm", {"basis": p, "gauge": gauge, "centre": centre},
-                names=["a", "b", "c", "d"])
+    res = merge(
+        ads,
+        [1] * 4,
+        "rmm",
+        {"basis": p, "gauge": gauge, "centre": centre},
+        names=["a", "b", "c", "d"],
+    )
     for i, label in enumerate("abcd"):
         back = revert(res.artifact, label)
         assert back.ranks == ads[i].ranks
@@ -79,8 +84,12 @@ def test_rmm_exact_revert_when_basis_is_large_enough(gauge: str, centre: bool) -
 
 def test_rmm_error_decreases_with_basis_and_zero_basis_reverts_to_the_mean() -> None:
     ads = adapters(5, rank=4)
-    errs = [merge(ads, [1] * 5, "rmm", {"basis": p, "gauge": "raw"}).report[
-        "reconstruction_error"]["mean"] for p in range(5)]
+    errs = [
+        merge(ads, [1] * 5, "rmm", {"basis": p, "gauge": "raw"}).report["reconstruction_error"][
+            "mean"
+        ]
+        for p in range(5)
+    ]
     assert all(a >= b - 1e-9 for a, b in zip(errs, errs[1:], strict=False)), errs
     assert errs[-1] < 1e-5 < errs[0]
     res = merge(ads, [1] * 5, "rmm", {"basis": 0, "gauge": "raw"})

@@ -16,13 +16,21 @@ SHAPES = llama_shapes(48, 80, 24)
 CTX64 = MergeContext(dtype=torch.float64)
 # Params under which a single adapter at weight 1 must come back unchanged.
 IDENTITY_PARAMS = {
-    "ties": {"density": 1.0}, "dare_linear": {"density": 1.0}, "dare_ties": {"density": 1.0},
-    "magnitude_prune": {"density": 1.0}, "ties_svd": {"density": 1.0},
-    "dare_linear_svd": {"density": 1.0}, "dare_ties_svd": {"density": 1.0},
+    "ties": {"density": 1.0},
+    "dare_linear": {"density": 1.0},
+    "dare_ties": {"density": 1.0},
+    "magnitude_prune": {"density": 1.0},
+    "ties_svd": {"density": 1.0},
+    "dare_linear_svd": {"density": 1.0},
+    "dare_ties_svd": {"density": 1.0},
     "magnitude_prune_svd": {"density": 1.0},
 }
-TYPICAL_PARAMS = {**{k: {"density": 0.5} for k in IDENTITY_PARAMS}, "svd": {"rank": 6},
-                  "lego": {"rank": 6}, "rmm": {"basis": 1}}
+TYPICAL_PARAMS = {
+    **{k: {"density": 0.5} for k in IDENTITY_PARAMS},
+    "svd": {"rank": 6},
+    "lego": {"rank": 6},
+    "rmm": {"basis": 1},
+}
 METHODS = [m.name for m in list_methods()]
 
 
@@ -34,8 +42,13 @@ def deltas(ad: LoraAdapter) -> dict[str, np.ndarray]:
     return {name: m.delta() for name, m in ad}
 
 
-def run_fn(method: str, ads: list[LoraAdapter], weights: list[float], params: dict,
-           ctx: MergeContext = CTX64) -> tuple[np.ndarray, np.ndarray, object]:
+def run_fn(
+    method: str,
+    ads: list[LoraAdapter],
+    weights: list[float],
+    params: dict,
+    ctx: MergeContext = CTX64,
+) -> tuple[np.ndarray, np.ndarray, object]:
     """Call the method function directly on one module (engine refuses single adapters)."""
     spec = get_method(method)
     name = next(iter(ads[0].modules))
@@ -84,10 +97,20 @@ def test_dare_seed_changes_the_mask(method: str) -> None:
 
 @pytest.mark.parametrize(
     ("method", "params"),
-    [("ties", {}), ("ties", {"density": 0}), ("ties", {"density": 1.5}), ("svd", {"rank": 0}),
-     ("lego", {"rank": -1}), ("cat", {"rank": 4}), ("ties", {"density": 0.5, "bogus": 1}),
-     ("ties", {"density": 0.5, "majority_sign_method": "mean"}), ("rmm", {"basis": -1}),
-     ("svd", {"clamp": 1.0}), ("lego", {"norm": "l1"}), ("cat", {"modules": "any"})],
+    [
+        ("ties", {}),
+        ("ties", {"density": 0}),
+        ("ties", {"density": 1.5}),
+        ("svd", {"rank": 0}),
+        ("lego", {"rank": -1}),
+        ("cat", {"rank": 4}),
+        ("ties", {"density": 0.5, "bogus": 1}),
+        ("ties", {"density": 0.5, "majority_sign_method": "mean"}),
+        ("rmm", {"basis": -1}),
+        ("svd", {"clamp": 1.0}),
+        ("lego", {"norm": "l1"}),
+        ("cat", {"modules": "any"}),
+    ],
 )
 def test_params_models_reject_bad_params(method: str, params: dict) -> None:
     with pytest.raises(BadInputError) as exc:
@@ -123,11 +146,21 @@ def test_svd_fast_matches_exact_and_falls_back_without_gap() -> None:
     fast = merge(ads, [1] * 6, "svd", {"rank": 8, "algorithm": "fast", "fast_iters": 8})
     for name, mod in exact.adapter:
         ref = mod.delta()
-        assert np.linalg.norm(fast.adapter.modules[name].delta() - ref) <= 1e-3 * np.linalg.norm(ref)
+        assert np.linalg.norm(fast.adapter.modules[name].delta() - ref) <= 1e-3 * np.linalg.norm(
+            ref
+        )
     eye = np.eye(64)  # three orthogonal blocks: B A is a projection, every singular value is 1
-    flat = [LoraAdapter(BaseModelRef("x"), {"m": LoraModule(A=eye[16 * i : 16 * i + 16],
-                                                            B=eye[:, 16 * i : 16 * i + 16],
-                                                            alpha=16.0)}) for i in range(3)]
+    flat = [
+        LoraAdapter(
+            BaseModelRef("x"),
+            {
+                "m": LoraModule(
+                    A=eye[16 * i : 16 * i + 16], B=eye[:, 16 * i : 16 * i + 16], alpha=16.0
+                )
+            },
+        )
+        for i in range(3)
+    ]
     res = merge(flat, [1, 1, 1], "svd", {"rank": 4, "algorithm": "fast"})
     assert res.report["fast_path_fallbacks"] == 1
     dup = merge([flat[0]] * 3, [1, 1, 1], "svd", {"rank": 4, "algorithm": "fast"})

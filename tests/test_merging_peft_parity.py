@@ -9,14 +9,24 @@ input's ``use_rslora``, inflating it by sqrt(new rank); we always output scaling
 
 from __future__ import annotations
 
+import _pickle
+import pickle
+
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-peft = pytest.importorskip("peft")
-transformers = pytest.importorskip("transformers")
-
-from peft.tuners.lora import LoraLayer  # noqa: E402
+# conftest replaces pickle.Unpickler with a raising function; torch._dynamo (imported by
+# transformers) *subclasses* Unpickler at import time, so give it the real class just for the
+# import and put the guard back (nothing is unpickled here).
+_guard, pickle.Unpickler = pickle.Unpickler, _pickle.Unpickler
+try:
+    peft = pytest.importorskip("peft")
+    transformers = pytest.importorskip("transformers")
+    import torch._dynamo  # noqa: F401
+    from peft.tuners.lora import LoraLayer
+finally:
+    pickle.Unpickler = _guard
 
 from hub.core.lora import BaseModelRef, LoraAdapter, LoraModule  # noqa: E402
 from merging import get_method, merge  # noqa: E402
@@ -31,13 +41,24 @@ PREFIX = "base_model.model."
 
 def _tiny_peft(use_rslora: bool = False):  # noqa: ANN202
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, vocab_size=128)
+    cfg = transformers.LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=128,
+    )
     base = transformers.LlamaForCausalLM(cfg)
     model = None
     for i, alpha in enumerate(ALPHAS):
-        lcfg = peft.LoraConfig(r=4, lora_alpha=alpha, target_modules=TARGETS,
-                               init_lora_weights=False, use_rslora=use_rslora and i == 0)
+        lcfg = peft.LoraConfig(
+            r=4,
+            lora_alpha=alpha,
+            target_modules=TARGETS,
+            init_lora_weights=False,
+            use_rslora=use_rslora and i == 0,
+        )
         if model is None:
             model = peft.get_peft_model(base, lcfg, adapter_name="a0")
         else:
@@ -51,10 +72,15 @@ def _layers(model) -> dict[str, LoraLayer]:  # noqa: ANN001
 
 def _to_hub(model, adapter: str) -> LoraAdapter:  # noqa: ANN001
     cfg = model.peft_config[adapter]
-    mods = {name: LoraModule(A=layer.lora_A[adapter].weight.detach().numpy().copy(),
-                             B=layer.lora_B[adapter].weight.detach().numpy().copy(),
-                             alpha=float(cfg.lora_alpha), use_rslora=cfg.use_rslora)
-            for name, layer in _layers(model).items()}
+    mods = {
+        name: LoraModule(
+            A=layer.lora_A[adapter].weight.detach().numpy().copy(),
+            B=layer.lora_B[adapter].weight.detach().numpy().copy(),
+            alpha=float(cfg.lora_alpha),
+            use_rslora=cfg.use_rslora,
+        )
+        for name, layer in _layers(model).items()
+    }
     return LoraAdapter(base=BaseModelRef("tiny-llama"), modules=mods)
 
 
@@ -69,10 +95,16 @@ def tiny():  # noqa: ANN201
 
 
 CASES = [
-    ("linear", {}, {}), ("cat", {}, {}), ("svd", {}, {}), ("svd", {"svd_rank": 7}, {"rank": 7}),
+    ("linear", {}, {}),
+    ("cat", {}, {}),
+    ("svd", {}, {}),
+    ("svd", {"svd_rank": 7}, {"rank": 7}),
     ("ties", {"density": 0.5}, {"density": 0.5}),
-    ("ties", {"density": 0.3, "majority_sign_method": "frequency"},
-     {"density": 0.3, "majority_sign_method": "frequency"}),
+    (
+        "ties",
+        {"density": 0.3, "majority_sign_method": "frequency"},
+        {"density": 0.3, "majority_sign_method": "frequency"},
+    ),
     ("magnitude_prune", {"density": 0.4}, {"density": 0.4}),
     ("dare_linear", {"density": 0.5}, {"density": 0.5}),
     ("dare_ties", {"density": 0.6}, {"density": 0.6}),
@@ -83,15 +115,17 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("ctype", "peft_kw", "ours"), CASES,
-                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("ctype", "peft_kw", "ours"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)]
+)
 def test_merged_delta_matches_peft(tiny, monkeypatch, ctype, peft_kw, ours) -> None:  # noqa: ANN001
     model, ads = tiny
     name = f"m_{ctype}_{len(model.peft_config)}"
     recorded: list[torch.Tensor] = []
     real = torch.bernoulli
-    monkeypatch.setattr(torch, "bernoulli", lambda p, *a, **k: recorded.append(real(p)) or
-                        recorded[-1])
+    monkeypatch.setattr(
+        torch, "bernoulli", lambda p, *a, **k: recorded.append(real(p)) or recorded[-1]
+    )
     model.add_weighted_adapter(["a0", "a1", "a2"], WEIGHTS, name, combination_type=ctype, **peft_kw)
     monkeypatch.setattr(torch, "bernoulli", real)
     masks = iter(recorded)

@@ -13,3 +13,5 @@ def test_pickle_load_is_forbidden(tmp_path):
         pickle.loads(b"\x80\x04K\x01.")
     with pytest.raises(UnpicklingForbidden):
         torch.load(tmp_path / "x.pt")
+    with pytest.raises(UnpicklingForbidden), open(__file__, "rb") as f:
+        pickle.Unpickler(f)

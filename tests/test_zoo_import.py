@@ -11,7 +11,8 @@ from tests.cli_helpers import ZOO, cli
 pytestmark = pytest.mark.skipif(not ZOO.is_dir(), reason="../shared/zoo is not present")
 
 
-def test_import_zoo_registers_everything_once(tmp_path):
+def test_import_zoo_registers_everything_once(tmp_path, catalog_url, monkeypatch):
+    monkeypatch.setenv("LORADEX_DATABASE_URL", catalog_url)
     home = tmp_path / "home"
     manifest = json.loads((ZOO / "manifest.json").read_text())
     run = cli(home, "import-zoo", ZOO, "--json")

@@ -58,7 +58,9 @@ def module_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
     try:
         return ARCHITECTURES[model_type](config)
     except (KeyError, TypeError, ValueError) as exc:
-        raise UnknownNameError(f"config.json for {model_type!r} lacks a usable field: {exc}") from exc
+        raise UnknownNameError(
+            f"config.json for {model_type!r} lacks a usable field: {exc}"
+        ) from exc
 
 
 def shape_problems(

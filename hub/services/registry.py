@@ -83,7 +83,7 @@ class RegistryService:
             architecture=parsed.architecture or (info.architecture if info else None),
             target_modules=adapter.target_modules,
             module_ranks=adapter.ranks,
-            module_shapes={k: list(v) for k, v in adapter.shapes().items()},
+            module_shapes=adapter.shapes(),
             dtype=parsed.dtype,
             source=source,
             mergeable=adapter.mergeable,
@@ -98,7 +98,9 @@ class RegistryService:
     def check_compatible(parsed: ParsedAdapter, info: BaseModelInfo) -> None:
         problems = shape_problems(parsed.adapter.shapes(), info.module_shapes)
         if problems:
-            shown = "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+            shown = "; ".join(problems[:5]) + (
+                f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
+            )
             raise IncompatibleBaseModelError(
                 f"adapter does not fit base model {info.model_id!r}: {shown}",
                 problems=problems,

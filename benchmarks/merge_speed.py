@@ -1,0 +1,190 @@
+"""Merge speed bar (issue 5): loradex vs PEFT add_weighted_adapter, same device, same process.
+
+Synthetic Llama-shaped adapters: n x rank r on all seven linear modules of every layer.
+For svd (re-rank to r), cat, lego (k = r) and ties it prints loradex time, peak memory and the
+relative error vs an fp64 reference (the same method run in float64 by loradex, measured in
+factor space with Gram identities: no dense d_out x d_in matrix anywhere), next to PEFT with the
+matching combination_type timed on ``--peft-layers`` layers and scaled linearly to all layers.
+
+    .venv/bin/python benchmarks/merge_speed.py --shape reduced            # CI box, ~minutes
+    .venv/bin/python benchmarks/merge_speed.py --shape 7b --methods svd,svd_fast --skip-peft
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from hub.core.lora import LoraAdapter
+from merging import merge
+from merging.engine import resolve_device
+from merging.lowrank import frob_inner
+from merging.memory import PeakMemory
+from merging.synthetic import LLAMA_LEAVES, llama_shapes, random_adapter
+
+SHAPES = {"reduced": (1024, 2752, 4), "7b": (4096, 11008, 32)}
+# loradex method name, params, PEFT combination_type and kwargs (None: PEFT has no equivalent)
+METHODS = {
+    "svd": ("svd", lambda r: {"rank": r}, "svd", lambda r: {"svd_rank": r}),
+    "svd_fast": ("svd", lambda r: {"rank": r, "algorithm": "fast"}, None, None),
+    "cat": ("cat", lambda r: {}, "cat", lambda r: {}),
+    "lego": ("lego", lambda r: {"rank": r}, None, None),
+    "ties": ("ties", lambda r: {"density": 0.5}, "ties", lambda r: {"density": 0.5}),
+}
+
+
+def rel_err(ref: LoraAdapter, names: list[str], factors: dict[str, tuple]) -> float:
+    """Global ||dW - dW_ref||_F / ||dW_ref||_F over ``names``; factors: name -> (B, A) scaled."""
+    num = den = 0.0
+    for name in names:
+        m = ref.modules[name]
+        Br, Ar = (torch.from_numpy(np.asarray(x))[None] for x in (m.B * m.scaling, m.A))
+        B, A = (torch.as_tensor(np.asarray(x))[None] for x in factors[name])
+        rr, xx, rx = (
+            float(frob_inner(*p)) for p in ((Br, Ar, Br, Ar), (B, A, B, A), (Br, Ar, B, A))
+        )
+        num += max(rr + xx - 2 * rx, 0.0)
+        den += rr
+    return (num / den) ** 0.5
+
+
+def run_loradex(ads: list[LoraAdapter], method: str, params: dict, device: str) -> dict:
+    w = [1.0 / len(ads)] * len(ads)
+    merge(ads[:2], w[:2], method, params, device=device)  # warm-up (kernels, allocator)
+    res = merge(ads, w, method, params, device=device)
+    ref = merge(ads, w, method, params, device="cpu", dtype=torch.float64)
+    names = list(res.adapter.modules)
+    err = rel_err(ref.adapter, names, {n: (m.B, m.A) for n, m in res.adapter})
+    return {
+        "seconds": res.report["seconds"],
+        "peak": res.report["peak_memory_bytes"],
+        "err": err,
+        "ref": ref.adapter,
+        "fallbacks": res.report["fast_path_fallbacks"],
+    }
+
+
+def peft_model(ads: list[LoraAdapter], layers: int, shapes: dict, rank: int, device):  # noqa: ANN001, ANN201
+    """A bare module tree with Llama names (uninitialised base weights: PEFT never reads them)."""
+    import peft
+
+    root = torch.nn.Module()
+    root.model = torch.nn.Module()
+    root.model.layers = torch.nn.ModuleList()
+    for _ in range(layers):
+        blk = torch.nn.Module()
+        blk.self_attn, blk.mlp = torch.nn.Module(), torch.nn.Module()
+        for leaf in LLAMA_LEAVES:
+            d_out, d_in = shapes[leaf]
+            lin = torch.nn.Linear(d_in, d_out, bias=False, device="meta").to_empty(device=device)
+            setattr(
+                blk.mlp if leaf in ("gate_proj", "up_proj", "down_proj") else blk.self_attn,
+                leaf,
+                lin,
+            )
+        root.model.layers.append(blk)
+    alpha = next(iter(ads[0].modules.values())).alpha
+    cfg = peft.LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(LLAMA_LEAVES))
+    model = peft.get_peft_model(root, cfg, adapter_name="a0")
+    for i in range(1, len(ads)):
+        model.add_adapter(f"a{i}", cfg)
+    with torch.no_grad():
+        for key, mod in model.named_modules():
+            name = key.removeprefix("base_model.model.")
+            if hasattr(mod, "lora_A") and name in ads[0].modules:
+                for i, ad in enumerate(ads):
+                    mod.lora_A[f"a{i}"].weight.copy_(torch.from_numpy(ad.modules[name].A))
+                    mod.lora_B[f"a{i}"].weight.copy_(torch.from_numpy(ad.modules[name].B))
+    return model
+
+
+def run_peft(model, n: int, ctype: str, kw: dict, ref: LoraAdapter, scale: float, dev) -> dict:  # noqa: ANN001
+    name = f"m_{ctype}"
+    with PeakMemory(dev) as mem:
+        t0 = time.perf_counter()
+        model.add_weighted_adapter(
+            [f"a{i}" for i in range(n)], [1.0 / n] * n, name, combination_type=ctype, **kw
+        )
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+    factors = {}
+    for key, mod in model.named_modules():
+        if hasattr(mod, "lora_A") and name in mod.lora_A:
+            s = mod.scaling[name]
+            factors[key.removeprefix("base_model.model.")] = (
+                mod.lora_B[name].weight.detach().cpu().numpy() * s,
+                mod.lora_A[name].weight.detach().cpu().numpy(),
+            )
+    return {
+        "seconds": seconds * scale,
+        "peak": mem.peak_bytes,
+        "err": rel_err(ref, list(factors), factors),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="reduced")
+    ap.add_argument("--layers", type=int, default=None, help="default: 4 reduced, 32 for 7b")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--n", type=int, default=10)
+    ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--decay", type=float, default=0.1, help="per-unit magnitude decay")
+    ap.add_argument("--methods", default="svd,svd_fast,cat,lego,ties")
+    ap.add_argument("--peft-layers", type=int, default=2)
+    ap.add_argument("--skip-peft", action="store_true")
+    args = ap.parse_args()
+    hidden, inter, default_layers = SHAPES[args.shape]
+    layers = args.layers or default_layers
+    dev = resolve_device(args.device)
+    shapes = llama_shapes(hidden, inter)
+    t0 = time.perf_counter()
+    ads = [
+        random_adapter(shapes, layers=layers, rank=args.rank, seed=i, decay=args.decay)
+        for i in range(args.n)
+    ]
+    print(
+        f"# shape={args.shape} hidden={hidden} inter={inter} layers={layers} "
+        f"n={args.n} r={args.rank} modules={7 * layers} device={dev} "
+        f"threads={torch.get_num_threads()} (inputs built in {time.perf_counter() - t0:.1f}s)"
+    )
+    pl = min(args.peft_layers, layers)
+    model = (
+        None
+        if args.skip_peft
+        else peft_model([_first_layers(a, pl) for a in ads], pl, shapes, args.rank, dev)
+    )
+    print(
+        "| method | loradex s | peak MB | rel err vs fp64 | PEFT s (scaled) | PEFT peak MB "
+        "| PEFT rel err | speed-up |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for key in args.methods.split(","):
+        method, params, ctype, pkw = METHODS[key]
+        ours = run_loradex(ads, method, params(args.rank), str(dev))
+        row = f"| {key} | {ours['seconds']:.3f} | {ours['peak'] / 2**20:.0f} | {ours['err']:.1e} |"
+        if model is not None and ctype is not None:
+            theirs = run_peft(model, args.n, ctype, pkw(args.rank), ours["ref"], layers / pl, dev)
+            row += (
+                f" {theirs['seconds']:.2f} | {theirs['peak'] / 2**20:.0f} | "
+                f"{theirs['err']:.1e} | {theirs['seconds'] / ours['seconds']:.0f}x |"
+            )
+        else:
+            row += " - | - | - | - |"
+        if ours["fallbacks"]:
+            row += f" ({ours['fallbacks']} fast-path fallbacks)"
+        print(row, flush=True)
+
+
+def _first_layers(ad: LoraAdapter, layers: int) -> LoraAdapter:
+    keep = {f"model.layers.{i}." for i in range(layers)}
+    mods = {n: m for n, m in ad if any(n.startswith(k) for k in keep)}
+    return LoraAdapter(base=ad.base, modules=mods)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""End to end through the catalog: an adapter saved by PEFT, registered with `loradex add` and
+exported with `loradex export`, loads with `PeftModel.from_pretrained` with identical logits."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from tests.cli_helpers import cli
+from tests.factories import TINY_CONFIG
+
+
+def tiny_llama() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        **{k: v for k, v in TINY_CONFIG.items() if k not in ("model_type", "architectures")}
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize(
+    "lora_kwargs",
+    [
+        {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        {
+            "r": 4,
+            "lora_alpha": 8,
+            "target_modules": ["q_proj", "v_proj", "o_proj"],
+            "rank_pattern": {"o_proj": 2},
+            "alpha_pattern": {"v_proj": 3},
+            "use_rslora": True,
+        },
+    ],
+    ids=["plain", "patterns-rslora"],
+)
+def test_add_export_reload_identical_logits(tmp_path, lora_kwargs):
+    base = tiny_llama()
+    peft_model = get_peft_model(copy.deepcopy(base), LoraConfig(**lora_kwargs))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.normal_(0, 0.2)
+    src = tmp_path / "src"
+    peft_model.save_pretrained(src)
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(TINY_CONFIG))
+
+    home = tmp_path / "home"
+    base_id = json.loads((src / "adapter_config.json").read_text())["base_model_name_or_path"]
+    if base_id:
+        assert cli(home, "base", "add", base_id, "--config", cfg).code == 0
+    run = cli(home, "add", src, "--name", "tiny", "--json")
+    assert run.code == 0, run.stderr
+    out = tmp_path / "out"
+    assert cli(home, "export", "tiny", out).code == 0
+
+    reloaded = PeftModel.from_pretrained(copy.deepcopy(base), out).eval()
+    ids = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = peft_model.eval()(ids).logits
+        got = reloaded(ids).logits
+    assert torch.equal(expected, got)
+    assert not torch.equal(expected, base(ids).logits)  # the adapter really does something

@@ -6,7 +6,10 @@ no NaN/Inf can appear). Each registration does the full path a user's `loradex a
 strict safetensors + PEFT validation, finite check, sha256, temp write + fsync + atomic rename,
 one catalog transaction.
 
-Prints adapters/s, p50/p95 `show` latency and bytes on disk vs raw, per backend, side by side.
+Three ways of registering, side by side per backend: `sequential` (one durable commit per
+adapter, what a single `loradex add` does), `4-writers` (four concurrent writers, as API uploads
+arrive) and `batch` (50 adapters per commit with concurrent blob writes: `import-zoo`, sync).
+Prints adapters/s, p50/p95 `show` latency and bytes on disk vs raw.
 Target (issue #2): >= 100 adapters/s on the 2-core CI machine with SQLite.
 
     python benchmarks/ingest.py [--n 1000] [--pg-url postgresql+psycopg://...]
@@ -21,6 +24,7 @@ import struct
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,6 +36,18 @@ from hub.services.container import Container  # noqa: E402
 from storage.peft_format import read_peft_bytes  # noqa: E402
 
 ZOO = Path(__file__).resolve().parents[2] / "shared" / "zoo"
+MODES = ("sequential", "4-writers", "batch")
+BATCH = 50
+
+
+def _reset_pg(url: str) -> None:
+    """Each run starts from an empty PostgreSQL catalog (the database is the benchmark's own)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
 
 
 def zoo_sources() -> list[tuple[str, bytes, bytes]]:
@@ -57,40 +73,54 @@ def disk_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run(label: str, settings: Settings, n: int) -> dict[str, float | str]:
-    c = Container(settings)
-    registry = c.registry
+def ingest(registry, jobs, mode: str) -> None:
+    """Register ``jobs`` [(config, weights, meta)] the way ``mode`` names."""
+
+    def one(job):
+        config, weights, meta = job
+        registry.add_parsed(read_peft_bytes(config, weights), meta)
+
+    if mode == "sequential":
+        for job in jobs:
+            one(job)
+    elif mode == "4-writers":
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(one, jobs))
+    else:  # group commit, as import-zoo and sync do
+        for i in range(0, len(jobs), BATCH):
+            batch = [(read_peft_bytes(c, w), m, {}) for c, w, m in jobs[i : i + BATCH]]
+            registry.add_many(batch)
+
+
+def run(backend: str, mode: str, settings: Settings, n: int) -> dict[str, float | str]:
+    registry = Container(settings).registry
     sources = zoo_sources()
-    raw = 0
-    t0 = time.perf_counter()
+    jobs = []
     for i in range(n):
         task, config, weights = sources[i % len(sources)]
-        weights = perturbed(weights, i)
-        raw += len(weights) + len(config)
-        parsed = read_peft_bytes(config, weights)
-        registry.add_parsed(parsed, AdapterMeta(name=f"{task}-{i:05d}", description=task))
+        meta = AdapterMeta(name=f"{task}-{i:05d}", description=task)
+        jobs.append((config, perturbed(weights, i), meta))
+    raw = sum(len(c) + len(w) for c, w, _ in jobs)
+    t0 = time.perf_counter()
+    ingest(registry, jobs, mode)
     elapsed = time.perf_counter() - t0
 
     lat = []
     for i in range(0, n, max(1, n // 200)):
-        task = sources[i % len(sources)][0]
         s = time.perf_counter()
-        registry.show(AdapterRef(f"{task}-{i:05d}"))
+        registry.show(AdapterRef(jobs[i][2].name))
         lat.append((time.perf_counter() - s) * 1000)
     lat.sort()
-    blob_bytes = disk_bytes(settings.resolved_blob_dir)
-    db_path = settings.home / "catalog.db"
-    db_bytes = (
-        sum(p.stat().st_size for p in settings.home.glob("catalog.db*")) if db_path.exists() else 0
-    )
+    db_bytes = sum(p.stat().st_size for p in settings.home.glob("catalog.db*"))
     return {
-        "backend": label,
+        "backend": backend,
+        "mode": mode,
         "adapters": n,
         "adapters_per_s": n / elapsed,
         "show_p50_ms": statistics.median(lat),
         "show_p95_ms": lat[int(0.95 * (len(lat) - 1))],
         "raw_mb": raw / 1e6,
-        "blobs_mb": blob_bytes / 1e6,
+        "blobs_mb": disk_bytes(settings.resolved_blob_dir) / 1e6,
         "sqlite_mb": db_bytes / 1e6,
     }
 
@@ -99,14 +129,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--pg-url", default=None, help="also run against this PostgreSQL database")
+    ap.add_argument("--modes", default=",".join(MODES), help="sequential,4-writers,batch")
     args = ap.parse_args()
     rows = []
-    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
-        home = Path(tmp) / "sqlite"
-        rows.append(run("sqlite", Settings(home=home), args.n))
-        if args.pg_url:
-            home = Path(tmp) / "pg"
-            rows.append(run("postgresql", Settings(home=home, database_url=args.pg_url), args.n))
+    backends = [("sqlite", None)] + ([("postgresql", args.pg_url)] if args.pg_url else [])
+    for backend, url in backends:
+        for mode in args.modes.split(","):
+            with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+                if url:
+                    _reset_pg(url)
+                settings = Settings(home=Path(tmp), database_url=url)
+                rows.append(run(backend, mode, settings, args.n))
+                print(rows[-1], file=sys.stderr)
     cols = list(rows[0])
     print(" | ".join(f"{c:>14}" for c in cols))
     for r in rows:

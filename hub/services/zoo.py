@@ -17,8 +17,10 @@ from typing import Any
 from hub.core.errors import BadInputError
 from hub.core.models import AdapterItem, AdapterMeta, EvaluationRecord
 from hub.services.registry import RegistryService
+from storage.peft_format import ParsedAdapter, read_peft_dir
 
 SMOLLM2_CONFIG = "smollm2-135m-instruct.config.json"
+IMPORT_CHUNK = 16  # adapters per catalog commit (progress granularity; all-or-nothing each)
 
 
 def read_manifest(zoo_dir: Path) -> dict[str, Any]:
@@ -43,35 +45,45 @@ def import_zoo(
     base = manifest["base_model"]
     config = json.loads(resources.files("hub.data").joinpath(SMOLLM2_CONFIG).read_text())
     registry.register_base_model(base["id"], config, fingerprint=base.get("gguf_sha256"))
-    results = []
-    for record in manifest["adapters"]:
-        meta = AdapterMeta(
-            name=record["task"],
-            description=record["descriptions"][0],
-            tags=[record["family"], "zoo"],
-            license="apache-2.0",
-        )
-        metadata = {
-            k: record[k]
-            for k in ("task", "family", "descriptions", "recipe", "base_acc", "adapter_acc")
-            if k in record
-        }
-        result = registry.add_path(
-            zoo_dir / record["adapter"], meta, source="zoo", metadata=metadata
-        )
-        # Also after a re-import: a kill between the version commit and this insert must heal.
-        if not registry.catalog.get_detail(meta.name, result.item.version).evaluations:
-            version_id = registry.catalog.version_id(meta.name, result.item.version)
-            registry.catalog.add_evaluation(
-                version_id,
-                EvaluationRecord(
-                    task=record["task"],
-                    accuracy=float(record["adapter_acc"]),
-                    n=200,
-                    details={"source": "zoo manifest (recorded at build time)"},
-                ),
-            )
-        results.append((result.item, result.created))
-        if progress:
-            progress(record["task"])
+    results: list[tuple[AdapterItem, bool]] = []
+    records = manifest["adapters"]
+    for chunk in range(0, len(records), IMPORT_CHUNK):
+        batch = [_zoo_entry(zoo_dir, record) for record in records[chunk : chunk + IMPORT_CHUNK]]
+        for result in registry.add_many(batch):
+            _ensure_evaluation(registry, result.item)
+            results.append((result.item, result.created))
+            if progress:
+                progress(result.item.name)
     return results
+
+
+def _zoo_entry(zoo_dir: Path, record: dict[str, Any]) -> tuple[ParsedAdapter, AdapterMeta, dict]:
+    meta = AdapterMeta(
+        name=record["task"],
+        description=record["descriptions"][0],
+        tags=[record["family"], "zoo"],
+        license="apache-2.0",
+    )
+    metadata = {
+        k: record[k]
+        for k in ("task", "family", "descriptions", "recipe", "base_acc", "adapter_acc")
+        if k in record
+    }
+    parsed = read_peft_dir(zoo_dir / record["adapter"])
+    return parsed, meta, {"source": "zoo", "metadata": metadata}
+
+
+def _ensure_evaluation(registry: RegistryService, item: AdapterItem) -> None:
+    """Record the zoo's measured accuracy once. Also runs on re-import, so a kill between the
+    version commit and this insert heals."""
+    if registry.catalog.get_detail(item.name, item.version).evaluations:
+        return
+    registry.catalog.add_evaluation(
+        registry.catalog.version_id(item.name, item.version),
+        EvaluationRecord(
+            task=item.metadata["task"],
+            accuracy=float(item.metadata["adapter_acc"]),
+            n=200,
+            details={"source": "zoo manifest (recorded at build time)"},
+        ),
+    )

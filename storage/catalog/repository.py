@@ -66,27 +66,43 @@ class Catalog(JobsMixin, BaseModelsMixin, CatalogBase):
         """
 
         def run(s: Session) -> tuple[AdapterItem, bool]:
-            adapter = self._lock_adapter(s, meta)
-            same = s.scalars(
-                select(AdapterVersion).where(
-                    AdapterVersion.adapter_id == adapter.id, AdapterVersion.digest == new.digest
-                )
-            ).first()
-            if same is not None:
-                return to_item(same, adapter), False
-            _apply_meta(adapter, meta)
-            edges = _lineage_edges(s, parents)
-            adapter.last_version += 1
-            row = _version_row(adapter, new)
-            s.add(row)
-            s.flush()
-            for edge in edges:
-                edge.child_version_id = row.id
-            s.add_all(edges)
-            s.flush()
-            return to_item(row, adapter), True
+            return self._register_one(s, meta, new, parents)
 
         return self._write(run, what=f"register_version({meta.name})")
+
+    def register_versions(
+        self, batch: Sequence[tuple[AdapterMeta, NewVersion, Sequence[ParentSpec]]]
+    ) -> list[tuple[AdapterItem, bool]]:
+        """``register_version`` for many in ONE transaction (group commit for bulk imports:
+        one durable commit instead of one per adapter). All or nothing."""
+
+        def run(s: Session) -> list[tuple[AdapterItem, bool]]:
+            return [self._register_one(s, meta, new, parents) for meta, new, parents in batch]
+
+        return self._write(run, what=f"register_versions({len(batch)})")
+
+    def _register_one(
+        self, s: Session, meta: AdapterMeta, new: NewVersion, parents: Sequence[ParentSpec]
+    ) -> tuple[AdapterItem, bool]:
+        adapter = self._lock_adapter(s, meta)
+        same = s.scalars(
+            select(AdapterVersion).where(
+                AdapterVersion.adapter_id == adapter.id, AdapterVersion.digest == new.digest
+            )
+        ).first()
+        if same is not None:
+            return to_item(same, adapter), False
+        _apply_meta(adapter, meta)
+        edges = _lineage_edges(s, parents)
+        adapter.last_version += 1
+        row = _version_row(adapter, new)
+        s.add(row)
+        s.flush()
+        for edge in edges:
+            edge.child_version_id = row.id
+        s.add_all(edges)
+        s.flush()
+        return to_item(row, adapter), True
 
     def _lock_adapter(self, s: Session, meta: AdapterMeta) -> Adapter:
         """Create the adapter row if missing, then lock it for the rest of the transaction."""

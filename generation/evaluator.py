@@ -110,7 +110,9 @@ def evaluate(
     start = time.perf_counter()
     examples: list[Example] = task.split("eval")[:limit]
     prompts = [
-        encode_prompt(loaded_base.tokenizer, task.render(ex.input), add_bos=loaded_base.spec.add_bos)
+        encode_prompt(
+            loaded_base.tokenizer, task.render(ex.input), add_bos=loaded_base.spec.add_bos
+        )
         for ex in examples
     ]
     with torch.inference_mode(), applied(loaded_base.model, adapter_like):

@@ -99,9 +99,8 @@ def _single(name: str, d_in: int, d_out: int) -> LoraAdapter:
 def test_incompatible_adapters_name_the_module(adapter, message):
     model = tiny_model(64)
     name = next(iter(adapter.modules))
-    with pytest.raises(IncompatibleBaseModelError, match=message) as info:
-        with applied(model, adapter):
-            pass
+    with pytest.raises(IncompatibleBaseModelError, match=message) as info, applied(model, adapter):
+        pass
     assert name in info.value.message and info.value.details["module"] == name
     assert not any(m._forward_hooks for m in model.modules())
 
@@ -122,7 +121,10 @@ def test_plain_objects_plug_in():
     a = np.full((1, layer.in_features), 0.1, dtype=np.float32)
     b = np.ones((layer.out_features, 1), dtype=np.float32)
     x = torch.randn(2, layer.in_features)
-    with torch.no_grad(), applied(model, Mixture({"model.layers.0.self_attn.q_proj": Factors(a, b, 3.0)})):
+    with (
+        torch.no_grad(),
+        applied(model, Mixture({"model.layers.0.self_attn.q_proj": Factors(a, b, 3.0)})),
+    ):
         got = layer(x)
     with torch.no_grad():
         want = layer(x) + 3.0 * (x @ torch.from_numpy(a).T) @ torch.from_numpy(b).T

@@ -35,8 +35,7 @@ def test_zoo_task_by_name():
     assert task.family == "lookup" and len(task.descriptions) == 3
     assert len(task.train) == 2000 and len(task.eval) == 200
     assert task.render("France") == (
-        "### Instruction:\nName the capital city of the country.\n### Input:\nFrance\n"
-        "### Output:\n"
+        "### Instruction:\nName the capital city of the country.\n### Input:\nFrance\n### Output:\n"
     )
 
 

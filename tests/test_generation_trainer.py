@@ -8,7 +8,6 @@ import random
 import pytest
 import torch
 
-from generation.apply import applied
 from generation.prompting import IGNORE_INDEX, training_example
 from generation.trainer import collate, example_batches, train_lora
 from hub.core.errors import BadInputError
@@ -80,8 +79,6 @@ def test_trained_adapter_helps_and_is_seeded():
     first = train_lora(base, task, **kwargs)
     second = train_lora(base, task, **kwargs)
     assert first.losses == second.losses
-    with torch.no_grad(), applied(base.model, first.adapter):
-        pass
     trained = evaluate(base, first.adapter, task, max_new_tokens=4).accuracy
     assert trained > evaluate(base, None, task, max_new_tokens=4).accuracy
 

@@ -146,9 +146,7 @@ def prepare(spec: BaseModelSpec, cache_dir: Path) -> PrepareInfo:
             _convert(spec, gguf, dest, digest)
             converted = True
     parameters = int(json.loads((dest / MARKER).read_text())["parameters"])
-    return PrepareInfo(
-        spec.name, digest, dest, parameters, time.perf_counter() - start, converted
-    )
+    return PrepareInfo(spec.name, digest, dest, parameters, time.perf_counter() - start, converted)
 
 
 def load(spec: BaseModelSpec, cache_dir: Path, device: str = "auto") -> LoadedBase:

@@ -1,109 +1,26 @@
-"""The ``loradex`` command. Parse -> call a service -> render (text for people, ``--json``).
-
-This module is the one place that maps the HubError tree to exit codes (CLI.md):
-0 ok, 1 failure, 2 bad input. Errors print one line on stderr, never a traceback (unless --debug).
-"""
+"""Catalog commands: init, add, ls, show, export, rm, gc, verify, import-zoo, base."""
 
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from pydantic import BaseModel, ValidationError
-from rich.console import Console
 
-from hub.config import load_settings
-from hub.core.errors import HubError
+from hub.cli.app import (
+    JsonOpt,
+    app,
+    base_app,
+    container,
+    emit_json,
+    emit_list,
+    err,
+    handles_errors,
+    out,
+)
 from hub.core.models import AdapterItem, AdapterMeta
 from hub.core.names import AdapterRef
-from hub.services.container import Container
-
-app = typer.Typer(
-    name="loradex",
-    help="loradex: a registry, retrieval and merging hub for LoRA adapters.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-base_app = typer.Typer(help="Base models that adapters are checked against.", no_args_is_help=True)
-app.add_typer(base_app, name="base")
-
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-EXIT_CODES = {"bad_input": 2, "not_found": 2, "conflict": 1, "failure": 1}
-
-
-class _State:
-    data_dir: Path | None = None
-    debug: bool = False
-
-
-STATE = _State()
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def container() -> Container:
-    return Container(load_settings(STATE.data_dir))
-
-
-def emit_json(doc: Any) -> None:
-    if isinstance(doc, BaseModel):
-        doc = doc.model_dump(mode="json")
-    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def emit_list(items: list[AdapterItem], total: int | None = None) -> None:
-    data = [i.model_dump(mode="json") for i in items]
-    emit_json(
-        {"data": data, "count": len(data), "total": total if total is not None else len(data)}
-    )
-
-
-def handles_errors(fn: F) -> F:
-    """Map every error to one stderr line and the contract's exit code."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except HubError as exc:
-            _fail(f"error [{exc.code}]: {exc.message}", EXIT_CODES.get(exc.kind, 1))
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-            )
-            _fail(f"error [bad_input]: {problems}", 2)
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # noqa: BLE001 - the contract forbids tracebacks by default
-            _fail(f"error [internal]: {type(exc).__name__}: {exc}", 1)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _fail(message: str, code: int) -> None:
-    if STATE.debug:
-        raise
-    err.print(message, markup=False, highlight=False)
-    raise typer.Exit(code)
-
-
-@app.callback()
-def main_options(
-    data_dir: Annotated[
-        Path | None,
-        typer.Option("--data-dir", help="Data directory (else $LORADEX_HOME, else per-user)."),
-    ] = None,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
-) -> None:
-    STATE.data_dir, STATE.debug = data_dir, debug
 
 
 def _print_items(items: list[AdapterItem]) -> None:
@@ -361,11 +278,3 @@ def base_ls(as_json: JsonOpt = False) -> None:
                 f"fingerprint={d['fingerprint']}",
                 highlight=False,
             )
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -99,6 +99,7 @@ class AdapterDetail(AdapterItem):
     lineage: Lineage
     evaluations: list[EvaluationRecord]
     config: dict[str, Any]
+    artifact_digest: str | None = None
 
 
 class BaseModelInfo(BaseModel):

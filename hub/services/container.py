@@ -33,3 +33,9 @@ class Container:
         from hub.services.registry import RegistryService
 
         return RegistryService(self.catalog, self.blobs)
+
+    @cached_property
+    def merges(self):  # -> MergeService
+        from hub.services.merge import MergeService
+
+        return MergeService(self.registry)

@@ -91,6 +91,7 @@ class RegistryService:
         base_model: str | None = None,
         metadata: dict[str, Any] | None = None,
         recipe: dict[str, Any] | None = None,
+        artifact_digest: str | None = None,
         write_blob: bool = True,
     ) -> tuple[NewVersion, list[str]]:
         """Check the adapter against its base model, store its blob (unless the caller batches
@@ -131,6 +132,7 @@ class RegistryService:
             not_mergeable_reason=adapter.not_mergeable_reason,
             metadata=metadata or {},
             recipe=recipe,
+            artifact_digest=artifact_digest,
         )
         return new, warnings
 

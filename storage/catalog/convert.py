@@ -72,6 +72,7 @@ def to_detail(s: Session, v: AdapterVersion, a: Adapter) -> AdapterDetail:
         lineage=Lineage(parents=parents, recipe=v.recipe),
         evaluations=[to_evaluation(e) for e in evals],
         config=dict(v.config or {}),
+        artifact_digest=v.artifact_digest,
     )
 
 

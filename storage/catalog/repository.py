@@ -50,6 +50,7 @@ class NewVersion:
     not_mergeable_reason: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     recipe: dict[str, Any] | None = None
+    artifact_digest: str | None = None
 
 
 class Catalog(JobsMixin, BaseModelsMixin, CatalogBase):
@@ -169,7 +170,7 @@ class Catalog(JobsMixin, BaseModelsMixin, CatalogBase):
                 rows = list(s.scalars(_versions_of(adapter.id)))
             else:
                 rows = [_resolve_version(s, adapter, version)]
-            digests = sorted({r.digest for r in rows})
+            digests = sorted({r.digest for r in rows} | {r.artifact_digest for r in rows} - {None})
             s.execute(delete(AdapterVersion).where(AdapterVersion.id.in_([r.id for r in rows])))
             if s.scalar(select(func.count()).select_from(_versions_of(adapter.id).subquery())) == 0:
                 s.execute(delete(Adapter).where(Adapter.id == adapter.id))
@@ -269,7 +270,16 @@ class Catalog(JobsMixin, BaseModelsMixin, CatalogBase):
         return self._read(run)
 
     def referenced_digests(self) -> set[str]:
-        return self._read(lambda s: set(s.scalars(select(AdapterVersion.digest).distinct())))
+        def run(s: Session) -> set[str]:
+            weights = set(s.scalars(select(AdapterVersion.digest).distinct()))
+            artifacts = s.scalars(
+                select(AdapterVersion.artifact_digest)
+                .where(AdapterVersion.artifact_digest.is_not(None))
+                .distinct()
+            )
+            return weights | {d for d in artifacts if d is not None}
+
+        return self._read(run)
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` ("ok" when sound); PostgreSQL: "ok"."""
@@ -311,6 +321,7 @@ def _version_row(adapter: Adapter, new: NewVersion) -> AdapterVersion:
         not_mergeable_reason=new.not_mergeable_reason,
         metadata_=dict(new.metadata),
         recipe=new.recipe,
+        artifact_digest=new.artifact_digest,
     )
 
 
@@ -342,7 +353,15 @@ def _versions_of(adapter_id: int) -> Any:
 
 
 def _digest_referenced(s: Session, digest: str) -> bool:
-    return bool(s.scalar(select(exists().where(AdapterVersion.digest == digest))))
+    return bool(
+        s.scalar(
+            select(
+                exists().where(
+                    (AdapterVersion.digest == digest) | (AdapterVersion.artifact_digest == digest)
+                )
+            )
+        )
+    )
 
 
 def _adapter(s: Session, name: str, *, lock: bool = False) -> Adapter:

@@ -68,6 +68,7 @@ class AdapterVersion(Base):
         UniqueConstraint("adapter_id", "digest"),
         Index("ix_adapter_versions_digest", "digest"),
         Index("ix_adapter_versions_base_model_id", "base_model_id"),
+        Index("ix_adapter_versions_artifact_digest", "artifact_digest"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -90,6 +91,8 @@ class AdapterVersion(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     recipe: Mapped[dict[str, Any] | None] = mapped_column(JSONNull, nullable=True)
     text_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # A second blob some versions own (an RMM merge's basis + coefficients, for `revert`).
+    artifact_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

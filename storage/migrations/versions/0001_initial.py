@@ -79,6 +79,7 @@ def _create_adapter_versions() -> None:
         sa.Column("metadata", sa.JSON(), nullable=False),
         sa.Column("recipe", sa.JSON(none_as_null=True), nullable=True),
         sa.Column("text_hash", sa.String(64), nullable=True),
+        sa.Column("artifact_digest", sa.String(64), nullable=True),
         sa.Column("created_at", TS, nullable=False),
         sa.ForeignKeyConstraint(
             ["adapter_id"],
@@ -92,6 +93,7 @@ def _create_adapter_versions() -> None:
     )
     op.create_index("ix_adapter_versions_digest", "adapter_versions", ["digest"])
     op.create_index("ix_adapter_versions_base_model_id", "adapter_versions", ["base_model_id"])
+    op.create_index("ix_adapter_versions_artifact_digest", "adapter_versions", ["artifact_digest"])
 
 
 def _version_fk(column: str, table: str, ondelete: str) -> sa.ForeignKeyConstraint:

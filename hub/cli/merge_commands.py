@@ -1,0 +1,134 @@
+"""Merge commands: methods, merge, revert."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from hub.cli.app import JsonOpt, app, container, emit_json, err, handles_errors, out
+from hub.core.errors import BadInputError
+from hub.core.names import AdapterRef
+
+
+def _parse_weights(text: str | None, n: int) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError as exc:
+        raise BadInputError(f"--weights must be comma-separated numbers, got {text!r}") from exc
+
+
+def _parse_params(pairs: list[str]) -> dict[str, object]:
+    """``key=value`` pairs; values are JSON when they parse as JSON (numbers, true, null)."""
+    import json
+
+    params: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BadInputError(f"--param expects key=value, got {pair!r}")
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    return params
+
+
+@app.command()
+@handles_errors
+def methods(as_json: JsonOpt = False) -> None:
+    """List merge methods with their parameters."""
+    from merging import list_methods, param_rows
+
+    docs = [
+        {
+            "name": m.name,
+            "pretty_name": m.pretty_name,
+            "reference": m.reference,
+            "params": param_rows(m),
+        }
+        for m in list_methods()
+    ]
+    if as_json:
+        emit_json({"data": docs, "count": len(docs)})
+        return
+    for d in docs:
+        params = ", ".join(f"{p['name']}={p['default']}" for p in d["params"])
+        out.print(f"[bold]{d['name']}[/] — {d['pretty_name']}  ({params})", highlight=False)
+
+
+@app.command()
+@handles_errors
+def merge(
+    adapters: Annotated[list[str], typer.Argument(metavar="NAME[@VERSION]...")],
+    name: Annotated[str, typer.Option(help="Name of the merged adapter.")],
+    method: Annotated[str, typer.Option(help="Merge method (see `loradex methods`).")] = "svd",
+    weights: Annotated[str | None, typer.Option(help="Comma-separated weights.")] = None,
+    rank: Annotated[int | None, typer.Option(help="Output rank (svd*, lego).")] = None,
+    density: Annotated[float | None, typer.Option(help="Density (ties, dare, prune).")] = None,
+    basis: Annotated[int | None, typer.Option(help="RMM basis size P.")] = None,
+    modules: Annotated[str | None, typer.Option(help="strict | intersection | union")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="Method param key=value.")] = None,
+    description: Annotated[str, typer.Option(help="Description of the result.")] = "",
+    tag: Annotated[list[str] | None, typer.Option(help="Tag (repeatable).")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed (DARE's random masks).")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Merge adapters into a new one, with lineage and the full recipe."""
+    from rich.progress import Progress
+
+    params = _parse_params(param or [])
+    for key, value in (
+        ("rank", rank),
+        ("density", density),
+        ("basis", basis),
+        ("modules", modules),
+    ):
+        if value is not None:
+            params[key] = value
+    refs = [AdapterRef.parse(a) for a in adapters]
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("merging", total=None)
+        outcome = container().merges.merge(
+            refs,
+            method=method,
+            name=name,
+            weights=_parse_weights(weights, len(refs)),
+            params=params,
+            description=description,
+            tags=tag or [],
+            device=device,
+            seed=seed,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    item = outcome.added.item
+    if as_json:
+        emit_json(
+            {
+                **item.model_dump(mode="json"),
+                "created": outcome.added.created,
+                "report": outcome.report,
+            }
+        )
+    else:
+        secs = outcome.report.get("seconds", 0.0)
+        out.print(f"merged into {item.name}@{item.version} (rank {item.rank}, {secs:.2f} s)")
+
+
+@app.command()
+@handles_errors
+def revert(
+    merged: Annotated[str, typer.Argument(metavar="MERGED[@VERSION]")],
+    member: Annotated[str, typer.Option(help="The input to rebuild: NAME or NAME@VERSION.")],
+    name: Annotated[str | None, typer.Option(help="Name of the reverted adapter.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rebuild one input of a reversible (RMM) merge as a new adapter."""
+    added = container().merges.revert(AdapterRef.parse(merged), member, name=name)
+    if as_json:
+        emit_json({**added.item.model_dump(mode="json"), "created": added.created})
+    else:
+        out.print(f"reverted {member} as {added.item.name}@{added.item.version}")

@@ -42,7 +42,7 @@ def methods(as_json: JsonOpt = False) -> None:
     """List merge methods with their parameters."""
     from merging import list_methods, param_rows
 
-    docs = [
+    docs: list[dict[str, Any]] = [
         {
             "name": m.name,
             "pretty_name": m.pretty_name,

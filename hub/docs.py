@@ -13,6 +13,7 @@ from hub.config import Settings
 MARKERS = {
     "settings": ("<!-- settings:start -->", "<!-- settings:end -->"),
     "commands": ("<!-- commands:start -->", "<!-- commands:end -->"),
+    "methods": ("<!-- methods:start -->", "<!-- methods:end -->"),
 }
 
 
@@ -41,7 +42,13 @@ def commands_table() -> str:
     return "\n".join(rows)
 
 
-GENERATORS = {"settings": settings_table, "commands": commands_table}
+def methods_table() -> str:
+    from merging import methods_table as table
+
+    return table()
+
+
+GENERATORS = {"settings": settings_table, "commands": commands_table, "methods": methods_table}
 
 
 def render(readme: str) -> str:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: set up, init a catalog in ./.loradex (SQLite + local
-# blobs), import the benchmark zoo, list it, show one adapter and export it back to PEFT format.
+# blobs), import the benchmark zoo, list it, merge two zoo adapters (exact svd re-rank), show the
+# merge with its lineage and export it back to a PEFT directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -10,6 +11,7 @@ L=.venv/bin/loradex
 $L init
 $L import-zoo "$ZOO"
 $L ls
-$L show capital_of
-rm -rf "$LORADEX_HOME/export/capital_of"
-$L export capital_of "$LORADEX_HOME/export/capital_of"
+$L merge capital_of french_color --method svd --rank 8 --name demo-merge
+$L show demo-merge
+rm -rf "$LORADEX_HOME/export/demo-merge"
+$L export demo-merge "$LORADEX_HOME/export/demo-merge"

@@ -141,6 +141,9 @@ def show(
         ("mergeable", "yes" if detail.mergeable else f"no — {detail.not_mergeable_reason}"),
     ]:
         out.print(f"  {label:<12} {value}", highlight=False)
+    recipe = detail.lineage.recipe or {}
+    if recipe.get("method"):
+        out.print(f"  recipe       {recipe['method']} {recipe.get('params', {})}", highlight=False)
     for p in detail.lineage.parents:
         out.print(f"  parent       {p.name}@{p.version} ({p.relation}, weight {p.weight})")
     for e in detail.evaluations:

@@ -1,19 +1,31 @@
 """Merge speed bar (issue 5): loradex vs PEFT add_weighted_adapter, same device, same process.
 
-Synthetic Llama-shaped adapters: n x rank r on all seven linear modules of every layer.
+Inputs (``--data``): ``random`` synthetic Llama-shaped adapters (n x rank r on all seven linear
+modules of every layer; flat-ish spectra, so fast svd mostly falls back), ``shared`` the same
+shapes but every adapter = a per-module common rank-r component + noise (what related task
+adapters look like: a clear spectral gap at k = r, where fast svd's subspace iteration
+converges and passes its checks), or ``zoo``: the first n real rank-r adapters of
+``--zoo`` (SmolLM2-135M q/v LoRAs read with ``storage.peft_format.read_peft_dir``).
 For svd (re-rank to r), cat, lego (k = r) and ties it prints loradex time, peak memory and the
-relative error vs an fp64 reference (the same method run in float64 by loradex, measured in
+relative error vs an fp64 reference (the same method run in float64 by loradex -- for svd that
+is Householder QR + core SVD, an independent algorithm from the fp32 Gram path -- measured in
 factor space with Gram identities: no dense d_out x d_in matrix anywhere), next to PEFT with the
 matching combination_type timed on ``--peft-layers`` layers and scaled linearly to all layers.
+Note the machine load (``uptime``) next to CPU figures: they scale with it.
 
     .venv/bin/python benchmarks/merge_speed.py --shape reduced            # CI box, ~minutes
     .venv/bin/python benchmarks/merge_speed.py --shape 7b --methods svd,svd_fast --skip-peft
+    .venv/bin/python benchmarks/merge_speed.py --shape 7b --data shared --methods svd,svd_fast \
+        --skip-peft
+    .venv/bin/python benchmarks/merge_speed.py --data zoo --methods svd,svd_fast,cat
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,7 +35,8 @@ from merging import merge
 from merging.engine import resolve_device
 from merging.lowrank import frob_inner
 from merging.memory import PeakMemory
-from merging.synthetic import LLAMA_LEAVES, llama_shapes, random_adapter
+from hub.core.lora import BaseModelRef, LoraModule
+from merging.synthetic import llama_shapes, module_name, random_adapter
 
 SHAPES = {"reduced": (1024, 2752, 4), "7b": (4096, 11008, 32)}
 # loradex method name, params, PEFT combination_type and kwargs (None: PEFT has no equivalent)
@@ -67,27 +80,24 @@ def run_loradex(ads: list[LoraAdapter], method: str, params: dict, device: str) 
     }
 
 
-def peft_model(ads: list[LoraAdapter], layers: int, shapes: dict, rank: int, device):  # noqa: ANN001, ANN201
-    """A bare module tree with Llama names (uninitialised base weights: PEFT never reads them)."""
+def peft_model(ads: list[LoraAdapter], rank: int, device):  # noqa: ANN001, ANN201
+    """A bare module tree with the adapters' module names and shapes (uninitialised base
+    weights: PEFT never reads them), one PEFT adapter ``a{i}`` per input."""
     import peft
 
     root = torch.nn.Module()
-    root.model = torch.nn.Module()
-    root.model.layers = torch.nn.ModuleList()
-    for _ in range(layers):
-        blk = torch.nn.Module()
-        blk.self_attn, blk.mlp = torch.nn.Module(), torch.nn.Module()
-        for leaf in LLAMA_LEAVES:
-            d_out, d_in = shapes[leaf]
-            lin = torch.nn.Linear(d_in, d_out, bias=False, device="meta").to_empty(device=device)
-            setattr(
-                blk.mlp if leaf in ("gate_proj", "up_proj", "down_proj") else blk.self_attn,
-                leaf,
-                lin,
-            )
-        root.model.layers.append(blk)
+    for name, mod in ads[0]:
+        parent = root
+        *path, leaf = name.split(".")
+        for part in path:
+            if not hasattr(parent, part):
+                parent.add_module(part, torch.nn.Module())
+            parent = getattr(parent, part)
+        lin = torch.nn.Linear(mod.in_features, mod.out_features, bias=False, device="meta")
+        parent.add_module(leaf, lin.to_empty(device=device))
     alpha = next(iter(ads[0].modules.values())).alpha
-    cfg = peft.LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(LLAMA_LEAVES))
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in ads[0].modules})
+    cfg = peft.LoraConfig(r=rank, lora_alpha=alpha, target_modules=leaves)
     model = peft.get_peft_model(root, cfg, adapter_name="a0")
     for i in range(1, len(ads)):
         model.add_adapter(f"a{i}", cfg)
@@ -96,9 +106,46 @@ def peft_model(ads: list[LoraAdapter], layers: int, shapes: dict, rank: int, dev
             name = key.removeprefix("base_model.model.")
             if hasattr(mod, "lora_A") and name in ads[0].modules:
                 for i, ad in enumerate(ads):
-                    mod.lora_A[f"a{i}"].weight.copy_(torch.from_numpy(ad.modules[name].A))
-                    mod.lora_B[f"a{i}"].weight.copy_(torch.from_numpy(ad.modules[name].B))
+                    mod.lora_A[f"a{i}"].weight.copy_(torch.tensor(ad.modules[name].A))
+                    mod.lora_B[f"a{i}"].weight.copy_(torch.tensor(ad.modules[name].B))
     return model
+
+
+def shared_adapters(
+    shapes: dict[str, tuple[int, int]], layers: int, n: int, rank: int, noise: float, seed: int = 0
+) -> list[LoraAdapter]:
+    """n adapters whose delta per module = common rank-r part (decaying strengths) + noise:
+    ``B_i = U diag(s) + noise G_i``, ``A_i = V^T + noise H_i`` with U, V shared by all."""
+    rng = np.random.default_rng(seed)
+    strengths = np.exp(-0.1 * np.arange(rank)).astype(np.float32)
+    mods: list[dict[str, LoraModule]] = [{} for _ in range(n)]
+    for layer in range(layers):
+        for leaf, (d_out, d_in) in shapes.items():
+            U = rng.standard_normal((d_out, rank), dtype=np.float32) * strengths / np.sqrt(rank)
+            V = rng.standard_normal((rank, d_in), dtype=np.float32) / np.sqrt(d_in)
+            for i in range(n):
+                gb = rng.standard_normal((d_out, rank), dtype=np.float32) / np.sqrt(rank)
+                ga = rng.standard_normal((rank, d_in), dtype=np.float32) / np.sqrt(d_in)
+                mods[i][module_name(layer, leaf)] = LoraModule(
+                    A=V + noise * ga, B=U + noise * gb, alpha=float(2 * rank)
+                )
+    base = BaseModelRef(model_id="synthetic-llama")
+    return [LoraAdapter(base=base, modules=m) for m in mods]
+
+
+def zoo_adapters(zoo: Path, n: int, rank: int) -> list[LoraAdapter]:
+    """The first n adapters of rank ``rank`` in the zoo (sorted by task name), read and
+    validated like uploads."""
+    from storage.peft_format import read_peft_dir
+
+    ads = []
+    for d in sorted(p for p in (zoo / "adapters").iterdir() if p.is_dir()):
+        ad = read_peft_dir(d).adapter
+        if {m.rank for m in ad.modules.values()} == {rank}:
+            ads.append(ad)
+        if len(ads) == n:
+            return ads
+    raise SystemExit(f"zoo {zoo} has only {len(ads)} adapters of rank {rank}")
 
 
 def run_peft(model, n: int, ctype: str, kw: dict, ref: LoraAdapter, scale: float, dev) -> dict:  # noqa: ANN001
@@ -137,26 +184,37 @@ def main() -> None:
     ap.add_argument("--methods", default="svd,svd_fast,cat,lego,ties")
     ap.add_argument("--peft-layers", type=int, default=2)
     ap.add_argument("--skip-peft", action="store_true")
+    ap.add_argument("--data", choices=("random", "shared", "zoo"), default="random")
+    ap.add_argument("--noise", type=float, default=0.3, help="--data shared: noise level")
+    ap.add_argument("--zoo", type=Path, default=Path(__file__).parents[1] / "../shared/zoo")
     args = ap.parse_args()
     hidden, inter, default_layers = SHAPES[args.shape]
     layers = args.layers or default_layers
     dev = resolve_device(args.device)
     shapes = llama_shapes(hidden, inter)
     t0 = time.perf_counter()
-    ads = [
-        random_adapter(shapes, layers=layers, rank=args.rank, seed=i, decay=args.decay)
-        for i in range(args.n)
-    ]
+    if args.data == "zoo":
+        ads = zoo_adapters(args.zoo.resolve(), args.n, args.rank)
+        layers = len({n.split(".layers.")[1].split(".")[0] for n in ads[0].modules})
+        desc = f"data=zoo ({args.zoo.resolve()}) layers={layers}"
+    elif args.data == "shared":
+        ads = shared_adapters(shapes, layers, args.n, args.rank, args.noise)
+        desc = f"data=shared noise={args.noise} shape={args.shape} hidden={hidden} inter={inter}"
+    else:
+        ads = [
+            random_adapter(shapes, layers=layers, rank=args.rank, seed=i, decay=args.decay)
+            for i in range(args.n)
+        ]
+        desc = f"data=random shape={args.shape} hidden={hidden} inter={inter}"
     print(
-        f"# shape={args.shape} hidden={hidden} inter={inter} layers={layers} "
-        f"n={args.n} r={args.rank} modules={7 * layers} device={dev} "
-        f"threads={torch.get_num_threads()} (inputs built in {time.perf_counter() - t0:.1f}s)"
+        f"# {desc} layers={layers} n={args.n} r={args.rank} modules={len(ads[0].modules)} "
+        f"device={dev} threads={torch.get_num_threads()} "
+        f"load={' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+        f"(inputs built in {time.perf_counter() - t0:.1f}s)"
     )
     pl = min(args.peft_layers, layers)
     model = (
-        None
-        if args.skip_peft
-        else peft_model([_first_layers(a, pl) for a in ads], pl, shapes, args.rank, dev)
+        None if args.skip_peft else peft_model([_first_layers(a, pl) for a in ads], args.rank, dev)
     )
     print(
         "| method | loradex s | peak MB | rel err vs fp64 | PEFT s (scaled) | PEFT peak MB "
@@ -181,8 +239,8 @@ def main() -> None:
 
 
 def _first_layers(ad: LoraAdapter, layers: int) -> LoraAdapter:
-    keep = {f"model.layers.{i}." for i in range(layers)}
-    mods = {n: m for n, m in ad if any(n.startswith(k) for k in keep)}
+    keep = {f".layers.{i}." for i in range(layers)}
+    mods = {n: m for n, m in ad if any(k in n for k in keep)}
     return LoraAdapter(base=ad.base, modules=mods)
 
 

@@ -39,6 +39,23 @@ class Settings(BaseSettings):
         description="`gc` keeps unreferenced blobs younger than this (an `add` may be mid-way).",
     )
 
+    jobs_backend: str = Field(
+        default="inprocess",
+        description="Where jobs (merges...) run: `inprocess` (a thread pool in the server).",
+    )
+    jobs_workers: int = Field(
+        default=2, ge=1, le=64, description="Worker threads of the in-process job pool."
+    )
+    api_read_requires_token: bool = Field(
+        default=False,
+        description="REST reads need a bearer token too (writes always do).",
+    )
+    upload_max_bytes: int = Field(
+        default=256 << 20,
+        ge=1,
+        description="Largest accepted upload request body in bytes (HTTP 413 above it).",
+    )
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'catalog.db'}"

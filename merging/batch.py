@@ -25,6 +25,27 @@ class MergeContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     seed: int = 0
+    # reusable work buffers for the lifetime of one merge (see ``scratch``)
+    _scratch: dict[str, torch.Tensor] = field(
+        default_factory=dict, compare=False, hash=False, repr=False
+    )
+
+    def scratch(
+        self, key: str, shape: tuple[int, ...], dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """An uninitialised ``shape`` tensor on ``device`` that reuses the storage of the last
+        request under ``key`` (grown when too small). Fresh memory is expensive on CPU (page
+        faults: ~1 s per GB here, several GB per 7B merge), so batch inputs and fp64 work
+        arrays live in a few buffers per merge. The previous contents of ``key`` are
+        invalidated: only for data that dies before the next request under the same key.
+        """
+        dtype = dtype or self.dtype
+        n = int(np.prod(shape)) if shape else 1
+        buf = self._scratch.get(key)
+        if buf is None or buf.dtype != dtype or buf.numel() < n:
+            buf = torch.empty(n, dtype=dtype, device=self.device)
+            self._scratch[key] = buf
+        return buf[:n].view(shape)
 
     def generator(self, module: str) -> torch.Generator:
         """A generator seeded from (seed, module name): results do not depend on batching."""
@@ -102,8 +123,13 @@ def iter_batches(
     names: Sequence[str],
     ctx: MergeContext,
     max_batch: int,
+    *,
+    reuse_buffers: bool = False,
 ) -> Iterator[ModuleBatch]:
-    """Yield batches of at most ``max_batch`` modules, building device tensors lazily."""
+    """Yield batches of at most ``max_batch`` modules, building device tensors lazily.
+
+    ``reuse_buffers``: every CPU batch is built into the same ``ctx.scratch`` buffers, so a
+    batch is only valid until the next one is requested."""
     for (_, _, present, ranks), group in group_modules(adapters, names).items():
         for start in range(0, len(group), max_batch):
             chunk = group[start : start + max_batch]
@@ -114,7 +140,11 @@ def iter_batches(
                 ctx,
                 members=present,
                 ranks=ranks,
+                reuse_buffers=reuse_buffers,
             )
+
+
+_NP_DTYPES = {torch.float64: np.float64, torch.float32: np.float32, torch.float16: np.float16}
 
 
 def build_batch(
@@ -125,11 +155,33 @@ def build_batch(
     *,
     members: tuple[int, ...] | None = None,
     ranks: tuple[int, ...] | None = None,
+    reuse_buffers: bool = False,
 ) -> ModuleBatch:
-    """Stack ``names`` of ``adapters`` (all must have them) onto ``ctx.device``."""
+    """Stack ``names`` of ``adapters`` (all must have them) onto ``ctx.device``.
+
+    ``reuse_buffers``: the stacked factors live in ``ctx.scratch`` buffers, valid until the
+    next batch is built (the engine consumes each batch before building the next)."""
     ranks = ranks or tuple(ad.modules[names[0]].rank for ad in adapters)
-    A = np.stack([np.concatenate([ad.modules[nm].A for ad in adapters], axis=0) for nm in names])
-    B = np.stack([np.concatenate([ad.modules[nm].B for ad in adapters], axis=1) for nm in names])
+    first = adapters[0].modules[names[0]]
+    d_out, d_in, R = first.out_features, first.in_features, int(sum(ranks))
+    # one copy (with the dtype cast) straight into the stacked layout: no per-module
+    # concatenate + stack round trip, which dominated CPU merges of 7B shapes
+    np_dtype = _NP_DTYPES.get(ctx.dtype, np.float32)  # bf16 etc.: cast on the torch side
+    m = len(names)
+    if reuse_buffers and ctx.device.type == "cpu" and np_dtype is _NP_DTYPES.get(ctx.dtype):
+        A = ctx.scratch("batch_A", (m, R, d_in)).numpy()
+        B = ctx.scratch("batch_B", (m, d_out, R)).numpy()
+    else:
+        A = np.empty((m, R, d_in), dtype=np_dtype)
+        B = np.empty((m, d_out, R), dtype=np_dtype)
+    for j, nm in enumerate(names):
+        off = 0
+        for ad in adapters:
+            mod = ad.modules[nm]
+            r = mod.rank
+            A[j, off : off + r] = mod.A
+            B[j, :, off : off + r] = mod.B
+            off += r
     scaling = [[ad.modules[nm].scaling for ad in adapters] for nm in names]
 
     def dev(x: np.ndarray | list) -> torch.Tensor:

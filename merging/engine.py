@@ -23,6 +23,7 @@ import torch
 from hub.core.errors import BadInputError, HubError
 from hub.core.lora import LoraAdapter, LoraModule
 from merging.batch import MergeContext, group_modules, iter_batches
+from merging.lowrank import cpu_threads
 from merging.memory import PeakMemory
 from merging.registry import BatchOutput, MergeParams, MethodSpec, get_method
 from merging.validation import align_modules, check_adapters, check_weights
@@ -160,7 +161,8 @@ def _run(
 ) -> _RunOutput:
     out = _RunOutput({}, {}, {}, {})
     done = 0
-    for batch in iter_batches(adapters, weights, modules, ctx, max_batch):
+    # batches share buffers: _collect copies each result out before the next batch is built
+    for batch in iter_batches(adapters, weights, modules, ctx, max_batch, reuse_buffers=True):
         res = spec.fn(batch, p, ctx)
         _collect(out, batch.names, list(batch.members), res)
         done += len(batch.names)
@@ -170,7 +172,9 @@ def _run(
 
 
 def _collect(out: _RunOutput, names: list[str], members: list[int], res: BatchOutput) -> None:
-    if not (torch.isfinite(res.B).all() and torch.isfinite(res.A).all()):
+    with cpu_threads(1, res.B.device):  # a scan of small outputs: 2 threads only add stalls
+        finite = bool(torch.isfinite(res.B).all() and torch.isfinite(res.A).all())
+    if not finite:
         raise HubError(
             f"merged factors are not finite (modules {names[0]}...)", code="merge_not_finite"
         )

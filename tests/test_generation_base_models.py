@@ -113,7 +113,8 @@ def test_smollm2_load_and_cache(smollm2, model_cache):
 
 @pytest.mark.slow
 @needs_zoo
-@pytest.mark.parametrize("task_name", ["capital_of", "uppercase", "sentiment"])
+# Short answers keep these fast on CPU: one per family (lookup, classify, numbers).
+@pytest.mark.parametrize("task_name", ["capital_of", "sentiment", "parity"])
 def test_zoo_adapter_accuracy(smollm2, task_name):
     from generation.evaluator import evaluate
     from generation.tasks import load_task
@@ -132,8 +133,9 @@ def test_zoo_base_accuracy(smollm2):
     from generation.evaluator import evaluate
     from generation.tasks import load_task
 
-    record = zoo_record("sentiment")
-    result = evaluate(smollm2, None, load_task("sentiment", ZOO), limit=60)
+    # base_acc was measured on the first 100 examples; the first 60 stay within the band.
+    record = zoo_record("capital_of")
+    result = evaluate(smollm2, None, load_task("capital_of", ZOO), limit=60)
     assert abs(result.accuracy - record["base_acc"]) <= 0.05
 
 

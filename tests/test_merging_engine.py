@@ -145,3 +145,16 @@ def test_dense_guard_catches_a_dense_method() -> None:
     ads = [random_adapter({"w": (96, 80)}, layers=1, rank=6, seed=i) for i in range(2)]
     with pytest.raises(AssertionError, match="dense"), DenseGuard(96, 80):
         merge(ads, [1, 1], "ties_svd", {"density": 0.5})
+
+
+@pytest.mark.parametrize(("method", "params"), [("svd", {"rank": 5}), ("cat", {})])
+def test_batch_buffer_reuse_does_not_leak_between_batches(method: str, params: dict) -> None:
+    """Batches share scratch buffers; one-module batches of alternating shapes must give the
+    same result as one batch per shape, and torch's thread setting must be left as found."""
+    ads = adapters(3, layers=3)
+    threads = torch.get_num_threads()
+    one = merge(ads, [1.0, -0.5, 0.8], method, params, max_batch=1)
+    many = merge(ads, [1.0, -0.5, 0.8], method, params)
+    assert torch.get_num_threads() == threads
+    for name, mod in many.adapter:
+        np.testing.assert_allclose(one.adapter.modules[name].delta(), mod.delta(), atol=1e-5)

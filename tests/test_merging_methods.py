@@ -180,3 +180,101 @@ def test_methods_table_lists_every_method_with_params() -> None:
     for spec in list_methods():
         assert f"| `{spec.name}` |" in table
     assert "`density`: float = required" in table and "arXiv:2409.16167" in table
+
+
+def _module(B: np.ndarray, A: np.ndarray) -> LoraAdapter:
+    r = A.shape[0]
+    mod = LoraModule(A=A.astype(np.float32), B=B.astype(np.float32), alpha=float(r))
+    return LoraAdapter(BaseModelRef("x"), {"m": mod})
+
+
+def _hard_stack(case: str) -> tuple[list[LoraAdapter], list[float]]:
+    """Stacks that make a Gram matrix singular or ill-conditioned (d_out=72, d_in=56, R=24)."""
+    rng = np.random.default_rng(5)
+
+    def rand(r: int = 4) -> LoraAdapter:
+        return _module(rng.standard_normal((72, r)), rng.standard_normal((r, 56)) / 8)
+
+    ads = [rand() for _ in range(6)]
+    w = [1.0, 0.5, -0.7, 0.3, 1.2, 0.8]
+    if case == "duplicated":  # the same adapter three times (+ its negation-free copies)
+        ads = [ads[0], ads[0], ads[0], ads[1], ads[1], ads[2]]
+    elif case == "zero":  # all-zero factors in two members
+        zero = _module(np.zeros((72, 4)), np.zeros((4, 56)))
+        ads = [ads[0], zero, ads[2], zero, ads[4], ads[5]]
+    elif case == "tiny_scales":
+        w = [1.0, 1e-6, 1e-9, 1e-12, 0.5, 0.0]
+    elif case == "near_deficient":  # B columns share a rank-6 span up to 1e-7 noise
+        span = rng.standard_normal((72, 6))
+        ads = [
+            _module(span @ rng.standard_normal((6, 4)) + 1e-7 * rng.standard_normal((72, 4)), a.A)
+            for a in ads
+        ]
+    elif case == "gray_zone":  # eigenvalues of the unit Gram ~1e-10: Householder QR fallback
+        base = rng.standard_normal((72, 4))
+        ads = [_module(base + 1e-5 * rng.standard_normal((72, 4)), a.A) for a in ads]
+    return ads, w
+
+
+def _dense64(ads: list[LoraAdapter], w: list[float]) -> np.ndarray:
+    return sum(wi * ad.modules["m"].delta(np.float64) for wi, ad in zip(w, ads, strict=True))
+
+
+@pytest.mark.parametrize(
+    "case", ["random", "duplicated", "zero", "tiny_scales", "near_deficient", "gray_zone"]
+)
+@pytest.mark.parametrize("algorithm", ["exact", "fast"])
+def test_svd_fp32_gram_path_is_exact_on_hard_stacks(case: str, algorithm: str) -> None:
+    """fp32 engine path (Gram + eigh, QR fallback) vs a dense fp64 truncated SVD: the achieved
+    error must be the optimal tail (Eckart-Young) to 1e-4 of ||dW||, ties at k or not."""
+    ads, w = _hard_stack(case)
+    dense = _dense64(ads, w)
+    S = np.linalg.svd(dense, compute_uv=False)
+    norm = np.linalg.norm(dense)
+    for k in (3, 8):
+        res = merge(ads, w, "svd", {"rank": k, "algorithm": algorithm})
+        got = res.adapter.modules["m"].delta(np.float64)
+        tail = np.sqrt((S[k:] ** 2).sum())
+        assert np.linalg.norm(dense - got) <= tail + 1e-4 * norm, (case, k)
+        if S[k - 1] > 1.01 * S[k] and S[k - 1] > 1e-6 * S[0]:  # unique best rank k: match it
+            U, _, Vt = np.linalg.svd(dense)
+            best = (U[:, :k] * S[:k]) @ Vt[:k]
+            assert np.linalg.norm(got - best) <= 1e-4 * norm, (case, k)
+        err = res.report["reconstruction_error"]["max"]
+        assert err == pytest.approx(tail / norm if norm else 0.0, abs=1e-5)
+    if case == "gray_zone":
+        assert res.report["fast_path_fallbacks"] == 1  # Householder QR took this module
+
+
+def test_svd_gram_path_matches_householder_reference() -> None:
+    """The fp32 Gram path against rerank_qr in fp64 (the benchmark's reference algorithm)."""
+    from merging.lowrank import rel_error, rerank_gram, rerank_qr
+
+    gen = torch.Generator().manual_seed(0)
+    B = torch.randn(3, 300, 40, generator=gen) * torch.exp(-0.2 * torch.arange(40.0))
+    A = torch.randn(3, 40, 200, generator=gen) / 15
+    c = torch.linspace(-1.0, 2.0, 40).expand(3, 40)
+    ref = rerank_qr(B.double() * c.double()[:, None, :], A.double(), 8)
+    got = rerank_gram(B, A, 8, coeffs=c)
+    assert got.B.dtype == torch.float32 and got.fallbacks == 0
+    assert float(rel_error(ref.B, ref.A, got.B, got.A).max()) < 1e-6
+    torch.testing.assert_close(got.S.double(), ref.S, rtol=1e-5, atol=1e-7)
+
+
+def test_svd_fast_passes_its_checks_on_a_spectral_gap() -> None:
+    """Related adapters (common rank-r part + noise): subspace iteration is certified for every
+    module (no fallback) and agrees with the exact path."""
+    rng = np.random.default_rng(1)
+    U, V = rng.standard_normal((96, 8)), rng.standard_normal((8, 80)) / 9
+    ads = [
+        _module(U + 0.2 * rng.standard_normal((96, 8)), V + 0.02 * rng.standard_normal((8, 80)))
+        for _ in range(6)
+    ]
+    exact = merge(ads, [1 / 6] * 6, "svd", {"rank": 8})
+    fast = merge(ads, [1 / 6] * 6, "svd", {"rank": 8, "algorithm": "fast"})
+    assert fast.report["fast_path_fallbacks"] == 0 and exact.report["fast_path_fallbacks"] == 0
+    ref = exact.adapter.modules["m"].delta()
+    got = fast.adapter.modules["m"].delta()
+    assert np.linalg.norm(got - ref) <= 1e-4 * np.linalg.norm(ref)
+    e_fast = fast.report["reconstruction_error"]["max"]
+    assert e_fast == pytest.approx(exact.report["reconstruction_error"]["max"], rel=1e-3)

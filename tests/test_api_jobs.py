@@ -1,0 +1,122 @@
+"""REST merges and jobs on SQLite and PostgreSQL: submit -> poll -> succeeded with lineage,
+up-front validation, cancel, the server-sent events stream, and restart recovery."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hub.services.jobs import RESTART_REASON
+from tests.api_helpers import (
+    api_client,
+    assert_error,
+    auth,
+    make_container,
+    new_token,
+    poll_job,
+    seed_adapters,
+)
+
+MERGE = {"adapters": ["a", "b@1"], "method": "linear", "weights": [0.7, 0.3], "name": "ab"}
+
+
+@pytest.fixture
+def container(tmp_path, catalog_url):
+    c = make_container(tmp_path / "home", catalog_url)
+    yield c
+    c.catalog.close()
+
+
+@pytest.fixture
+def token(container):
+    return new_token(container)
+
+
+@pytest.fixture
+def client(container, token, tmp_path):
+    with api_client(container) as cl:
+        seed_adapters(cl, token, tmp_path, ["a", "b"])
+        yield cl
+
+
+def test_merge_job_end_to_end_has_lineage(client, token):
+    r = client.post("/merges", headers=auth(token), json={**MERGE, "tags": ["merged"]})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    assert r.headers["location"] == f"/jobs/{job_id}"
+    job = poll_job(client, job_id)
+    assert job["state"] == "succeeded", job
+    assert (job["progress"], job["result"], job["error"]) == (1.0, "ab@1", None)
+    assert job["spec"]["adapters"] == ["a@1", "b@1"]  # pinned at submit time
+
+    detail = client.get("/adapters/ab").json()
+    assert detail["source"] == "merge" and detail["tags"] == ["merged"]
+    parents = [(p["name"], p["version"], p["weight"]) for p in detail["lineage"]["parents"]]
+    assert parents == [("a", 1, 0.7), ("b", 1, 0.3)]
+    assert detail["lineage"]["recipe"]["method"] == "linear"
+    listed = client.get("/jobs", params={"state": "succeeded"}).json()
+    assert [j["id"] for j in listed["data"]] == [job_id]
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "code"),
+    [
+        ({"method": "nope"}, 400, "unknown_method"),
+        ({"adapters": ["a", "missing"]}, 404, "not_found"),
+        ({"adapters": ["a", "b@7"]}, 404, "not_found"),
+        ({"weights": [1.0]}, 400, "weights_count_mismatch"),
+        ({"params": {"density": "lots"}, "method": "ties"}, 400, "invalid_params"),
+        ({"name": "../x"}, 422, "invalid_request"),
+        ({"adapters": ["a", "b@99999999999"]}, 422, "invalid_request"),
+        ({"adapters": []}, 422, "invalid_request"),
+        ({"unknown": 1}, 422, "invalid_request"),
+    ],
+)
+def test_merge_requests_are_validated_up_front(client, token, change, status, code):
+    r = client.post("/merges", headers=auth(token), json={**MERGE, **change})
+    assert_error(r, status, code)
+    assert client.get("/jobs").json()["count"] == 0
+
+
+def test_cancel_a_queued_job(container, token, tmp_path):
+    with api_client(container, run_jobs=False) as client:  # nothing picks jobs up
+        seed_adapters(client, token, tmp_path, ["a", "b"])
+        job_id = client.post("/merges", headers=auth(token), json=MERGE).json()["job_id"]
+        assert client.get(f"/jobs/{job_id}").json()["state"] == "queued"
+        r = client.post(f"/jobs/{job_id}/cancel", headers=auth(token))
+        assert r.status_code == 200 and r.json()["state"] == "cancelled"
+        assert_error(
+            client.post(f"/jobs/{job_id}/cancel", headers=auth(token)), 409, "job_finished"
+        )
+
+
+def test_events_stream_ends_with_the_terminal_state(client, token):
+    job_id = client.post("/merges", headers=auth(token), json=MERGE).json()["job_id"]
+    events = []
+    with client.stream("GET", f"/jobs/{job_id}/events") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[len("data: ") :]))
+    assert events and events[-1]["state"] == "succeeded" and events[-1]["result"] == "ab@1"
+    progress = [e["progress"] for e in events]
+    assert progress == sorted(progress)
+    assert all(e["id"] == job_id for e in events)
+
+
+def test_restart_fails_running_jobs_and_resumes_queued_ones(container, token, tmp_path):
+    with api_client(container, run_jobs=False) as client:
+        seed_adapters(client, token, tmp_path, ["a", "b"])
+        crashed = client.post("/merges", headers=auth(token), json=MERGE).json()["job_id"]
+        queued = client.post(
+            "/merges", headers=auth(token), json={**MERGE, "name": "resumed"}
+        ).json()["job_id"]
+    container.catalog.update_job(crashed, state="running", progress=0.3)  # as if killed mid-way
+
+    with api_client(container) as client:  # start-up runs the recovery
+        failed = client.get(f"/jobs/{crashed}").json()
+        assert failed["state"] == "failed" and failed["error"] == RESTART_REASON
+        done = poll_job(client, queued)
+        assert done["state"] == "succeeded" and done["result"] == "resumed@1"
+        assert_error(client.get("/adapters/ab"), 404)  # the crashed merge published nothing

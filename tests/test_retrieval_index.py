@@ -1,0 +1,217 @@
+"""Contract tests: the same checks over every vector-index backend."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from hub.core.errors import BadInputError, UnknownNameError
+from retrieval.index import BACKENDS, IndexMismatchError, VectorIndex
+
+DIM = 32
+EMB = "test-emb/1"
+PARAMS = {"flat": {}, "hnsw": {"ef_search": 128}, "ivf": {"nlist": 16, "nprobe": 16}}
+BACKEND_NAMES = [b for b in BACKENDS if b != "gpu-flat"]
+
+
+def clustered(n: int, dim: int = DIM, seed: int = 0, centers: int = 20) -> np.ndarray:
+    """Embedding-like data: cluster centres + noise, unit rows (uniform noise is unrealistic)."""
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centers, dim))
+    x = c[rng.integers(centers, size=n)] + 0.5 * rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def make(backend: str) -> VectorIndex:
+    return VectorIndex(DIM, EMB, backend=backend, **PARAMS[backend])
+
+
+@pytest.fixture(params=BACKEND_NAMES)
+def backend(request) -> str:
+    return request.param
+
+
+def filled(backend: str, n: int = 400, seed: int = 0) -> tuple[VectorIndex, np.ndarray]:
+    ix, x = make(backend), clustered(n, seed=seed)
+    ix.add(np.arange(n) * 10 + 7, x)  # ids unrelated to positions
+    return ix, x
+
+
+def test_add_search_maps_ids(backend):
+    ix, x = filled(backend)
+    assert ix.count == 400
+    scores, ids = ix.search(x[:20], 1)
+    assert (ids[:, 0] == np.arange(20) * 10 + 7).all()
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+
+
+def test_remove_and_update(backend):
+    ix, x = filled(backend)
+    assert ix.remove([7, 17, 999_999]) == 2
+    assert ix.count == 398 and 7 not in ix
+    _, ids = ix.search(x[:2], 5)
+    assert 7 not in ids and 17 not in ids
+    ix.add([27], x[0])  # update: id 27 now points at x[0]
+    _, ids = ix.search(x[0], 1)
+    assert ids[0, 0] == 27 and ix.count == 398
+
+
+def test_save_load_round_trip(backend, tmp_path):
+    ix, x = filled(backend)
+    ix.remove([7])
+    s1, i1 = ix.search(x[:10], 5)
+    ix.save(tmp_path / "text.faiss")
+    meta = json.loads((tmp_path / "text.faiss.json").read_text())
+    assert meta["embedder_id"] == EMB and meta["count"] == 399 and meta["dim"] == DIM
+    back = VectorIndex.load(tmp_path / "text.faiss", EMB, DIM)
+    s2, i2 = back.search(x[:10], 5)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(s1, s2, atol=1e-6)
+    assert back.count == 399 and back.backend == ix.backend
+
+
+def test_rebuild_compacts(backend):
+    ix, x = filled(backend)
+    ix.remove(np.arange(100) * 10 + 7)
+    ix.rebuild()
+    assert ix.count == 300
+    _, ids = ix.search(x[100:110], 1)
+    assert (ids[:, 0] == np.arange(100, 110) * 10 + 7).all()
+
+
+def test_empty_index_and_short_results(backend):
+    ix = make(backend)
+    scores, ids = ix.search(clustered(1)[0], 3)
+    assert (ids == -1).all() and np.isneginf(scores).all()
+    if backend != "ivf":  # ivf cannot train on 2 vectors
+        ix.add([1, 2], clustered(2))
+        _, ids = ix.search(clustered(1)[0], 5)
+        assert sorted(ids[0, :2]) == [1, 2] and (ids[0, 2:] == -1).all()
+
+
+def test_bad_inputs(backend):
+    ix = make(backend)
+    with pytest.raises(BadInputError):
+        ix.add([1], np.ones((1, DIM + 1)))
+    with pytest.raises(BadInputError):
+        ix.add([1, 1], np.ones((2, DIM)))
+    with pytest.raises(BadInputError):
+        ix.add([1], np.full((1, DIM), np.nan))
+    with pytest.raises(BadInputError):
+        ix.search(np.ones(DIM), 0)
+
+
+def test_flat_is_exact():
+    ix, x = filled("flat", 500)
+    q = clustered(20, seed=5)
+    _, ids = ix.search(q, 10)
+    exact = np.argsort(-(q @ x.T), axis=1)[:, :10] * 10 + 7
+    np.testing.assert_array_equal(ids, exact)
+
+
+@pytest.mark.parametrize("backend_name", ["hnsw", "ivf"])
+def test_approximate_recall(backend_name):
+    x = clustered(5000, seed=1, centers=50)
+    ix = VectorIndex(DIM, EMB, backend=backend_name, **PARAMS[backend_name])
+    ix.add(np.arange(5000), x)
+    q = clustered(100, seed=9, centers=50)
+    _, ids = ix.search(q, 10)
+    exact = np.argsort(-(q @ x.T), axis=1)[:, :10]
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact, strict=True)])
+    assert recall >= 0.95
+
+
+def test_auto_switches_to_ann_on_rebuild():
+    ix = VectorIndex(DIM, EMB, backend="auto", ann_threshold=100)
+    ix.add(np.arange(150), clustered(150))
+    assert ix.backend == "flat"  # grows in place; the switch happens at a rebuild
+    ix.rebuild()
+    assert ix.backend == "hnsw" and ix.count == 150
+
+
+def test_unknown_backend_lists_known():
+    with pytest.raises(UnknownNameError, match="flat"):
+        VectorIndex(DIM, EMB, backend="annoy")
+
+
+def test_other_embedder_refused(tmp_path):
+    ix, _ = filled("flat", 50)
+    ix.save(tmp_path / "i.faiss")
+    with pytest.raises(IndexMismatchError, match="loradex reindex"):
+        VectorIndex.load(tmp_path / "i.faiss", "other-emb/2")
+    with pytest.raises(IndexMismatchError, match="dim"):
+        VectorIndex.load(tmp_path / "i.faiss", EMB, dim=DIM * 2)
+
+
+@pytest.mark.parametrize("victim", ["i.faiss", "i.faiss.ids.npy", "i.faiss.json"])
+def test_corrupted_files_refused(tmp_path, victim):
+    ix, _ = filled("hnsw", 50)
+    ix.save(tmp_path / "i.faiss")
+    path = tmp_path / victim
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data[: len(data) - 3]))
+    with pytest.raises(IndexMismatchError, match="loradex reindex"):
+        VectorIndex.load(tmp_path / "i.faiss", EMB)
+
+
+def test_missing_index_refused(tmp_path):
+    with pytest.raises(IndexMismatchError, match="reindex"):
+        VectorIndex.load(tmp_path / "nope.faiss", EMB)
+
+
+def test_save_is_atomic_no_temp_left(tmp_path):
+    ix, _ = filled("flat", 20)
+    ix.save(tmp_path / "i.faiss")
+    ix.save(tmp_path / "i.faiss")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "i.faiss",
+        "i.faiss.ids.npy",
+        "i.faiss.json",
+    ]
+
+
+def test_rebuild_swaps_without_blocking_queries(monkeypatch):
+    """Queries and adds during a (slowed-down) rebuild are served by the old index; the adds
+    are replayed into the new one before the swap."""
+    ix, x = filled("flat", 300)
+    built = threading.Event()
+    import retrieval.index as mod
+
+    real_add = mod._State.add
+
+    def slow_add(self, ids, vecs):
+        if self is not ix._state and len(ids) > 1:  # the fresh state during rebuild
+            time.sleep(0.5)
+            built.set()
+        return real_add(self, ids, vecs)
+
+    monkeypatch.setattr(mod._State, "add", slow_add)
+    t = ix.rebuild(backend="hnsw", background=True)
+    latencies = []
+    while not built.is_set():
+        t0 = time.perf_counter()
+        _, ids = ix.search(x[3], 1)
+        latencies.append(time.perf_counter() - t0)
+        assert ids[0, 0] == 37
+        time.sleep(0.01)
+    ix.add([123_456], x[5])  # arrives during the rebuild
+    ix.remove([47])
+    t.join(5)
+    assert ix.backend == "hnsw" and ix.count == 300
+    assert max(latencies) < 0.25  # never waited for the 0.5 s build
+    _, ids = ix.search(x[5], 2)
+    assert 123_456 in ids[0] and 47 not in ix
+
+
+def test_add_one_visible_immediately():
+    ix, _ = filled("hnsw", 200)
+    v = clustered(1, seed=77)
+    t0 = time.perf_counter()
+    ix.add([5_000_000], v)
+    _, ids = ix.search(v, 1)
+    assert ids[0, 0] == 5_000_000 and time.perf_counter() - t0 < 1.0

@@ -1,0 +1,107 @@
+"""Search core: modes, hybrid fusion, filters, similar, and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hub.core.errors import BadInputError, NotFoundError, UnknownNameError
+from retrieval.embedders import HashEmbedder
+from retrieval.index import VectorIndex
+from retrieval.search import MAX_QUERY_CHARS, SearchEngine
+
+EMB = HashEmbedder()
+CARDS = {
+    1: "reverse the letters of a word",
+    2: "add two numbers together",
+    3: "translate a colour name to french",
+    4: "sort a list of numbers",
+}
+
+
+@pytest.fixture
+def engine() -> SearchEngine:
+    text = VectorIndex(EMB.dim, EMB.embedder_id, backend="flat")
+    text.add(list(CARDS), EMB.embed(list(CARDS.values())))
+    weights = VectorIndex(EMB.dim, "weights/test/384", backend="flat")
+    # weight vectors: near their own card text; id 5 has weights only (no description)
+    wv = EMB.embed([CARDS[1], CARDS[2], CARDS[3], CARDS[4], "reverse letters word backwards"])
+    weights.add([1, 2, 3, 4, 5], wv)
+    return SearchEngine(lambda q: EMB.embed([q])[0], text, weights)
+
+
+def test_text_mode(engine):
+    hits = engine.search("add numbers", k=2, mode="text")
+    assert hits[0].id == 2 and hits[0].why == "text" and hits[0].weight_score is None
+    assert hits[0].score == pytest.approx(hits[0].text_score)
+
+
+def test_weights_mode_finds_undescribed_adapter(engine):
+    hits = engine.search("reverse letters backwards", k=3, mode="weights")
+    assert 5 in [h.id for h in hits] and all(h.why == "weights" for h in hits)
+
+
+def test_hybrid_fuses_and_explains(engine):
+    hits = engine.search("reverse the letters", k=5, mode="hybrid")
+    by_id = {h.id: h for h in hits}
+    assert hits[0].id == 1 and hits[0].why == "text+weights"
+    assert by_id[1].score == pytest.approx(0.5 * by_id[1].text_score + 0.5 * by_id[1].weight_score)
+    assert by_id[5].text_score is None and by_id[5].why == "weights"
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_allowed_filter(engine):
+    hits = engine.search("add numbers", k=3, mode="text", allowed={3, 4})
+    assert {h.id for h in hits} == {3, 4}
+    assert engine.search("add numbers", k=3, mode="text", allowed=set()) == []
+
+
+def test_similar_excludes_self(engine):
+    hits = engine.similar(1, k=2)
+    assert hits[0].id == 5 and 1 not in [h.id for h in hits]
+    assert [h.id for h in engine.similar(1, k=2, allowed={2, 3})] != []
+    with pytest.raises(NotFoundError):
+        engine.similar(99)
+
+
+@pytest.mark.parametrize("query", ["", "   ", "x" * 10_000, "y" * (MAX_QUERY_CHARS + 1)])
+def test_bad_queries(engine, query):
+    with pytest.raises(BadInputError) as err:
+        engine.search(query)
+    assert err.value.code in {"query_empty", "query_too_long"}
+
+
+def test_query_at_limit_is_fine(engine):
+    assert engine.search("z" * MAX_QUERY_CHARS, k=1, mode="text")
+
+
+@pytest.mark.parametrize("k", [0, -1, 1001, 10**9, 2.5, True])
+def test_bad_k(engine, k):
+    with pytest.raises(BadInputError, match="k must be"):
+        engine.search("add", k=k)
+
+
+def test_unknown_mode(engine):
+    with pytest.raises(UnknownNameError, match="hybrid"):
+        engine.search("add", mode="fuzzy")
+
+
+def test_empty_index():
+    empty = VectorIndex(EMB.dim, EMB.embedder_id)
+    eng = SearchEngine(lambda q: EMB.embed([q])[0], empty, None)
+    with pytest.raises(BadInputError, match="reindex") as err:
+        eng.search("add", mode="text")
+    assert err.value.code == "index_empty"
+
+
+def test_hybrid_falls_back_to_text_without_weight_index():
+    text = VectorIndex(EMB.dim, EMB.embedder_id)
+    text.add([1], EMB.embed(["add numbers"]))
+    eng = SearchEngine(lambda q: EMB.embed([q])[0], text, None)
+    hits = eng.search("add", mode="hybrid")
+    assert hits[0].id == 1 and hits[0].why == "text"
+
+
+def test_k_larger_than_index(engine):
+    assert len(engine.search("add", k=1000, mode="text")) == 4
+    assert np.isfinite([h.score for h in engine.search("add", k=1000)]).all()

@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     blob_dir: Path | None = Field(
         default=None, description="Blob store directory; default: `blobs/` in home."
     )
+    model_cache_dir: Path | None = Field(
+        default=None,
+        description="Converted base models (fp32 safetensors); default: `models/` in home.",
+    )
+    zoo_dir: Path | None = Field(
+        default=None,
+        description="The benchmark zoo, for task names in `eval`/`train`; default: "
+        "`../shared/zoo` when it exists.",
+    )
     gc_grace_seconds: float = Field(
         default=3600.0,
         description="`gc` keeps unreferenced blobs younger than this (an `add` may be mid-way).",
@@ -63,6 +72,17 @@ class Settings(BaseSettings):
     @property
     def resolved_blob_dir(self) -> Path:
         return self.blob_dir or self.home / "blobs"
+
+    @property
+    def resolved_model_cache_dir(self) -> Path:
+        return self.model_cache_dir or self.home / "models"
+
+    @property
+    def resolved_zoo_dir(self) -> Path | None:
+        if self.zoo_dir is not None:
+            return self.zoo_dir
+        guess = Path.cwd().parent / "shared" / "zoo"
+        return guess if guess.is_dir() else None
 
 
 def load_settings(data_dir: Path | None = None) -> Settings:

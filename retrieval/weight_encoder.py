@@ -226,7 +226,10 @@ def train_encoder(
     spec, config = spec or FeatureSpec(), config or TrainConfig()
     layout = layout or SlotLayout.from_adapters(list(adapters))
     feats = np.stack([adapter_features(a, layout, spec).flat() for a in adapters])  # (n, F)
-    texts = [torch.from_numpy(np.asarray(t, np.float32).reshape(-1, t.shape[-1])) for t in text_embeddings]
+    texts = [
+        torch.from_numpy(np.asarray(t, np.float32).reshape(-1, t.shape[-1]))
+        for t in text_embeddings
+    ]
     out_dim = int(texts[0].shape[1])
     enc_cfg = EncoderConfig(spec, layout, text_embedder_id, out_dim, config)
     torch.manual_seed(config.seed)

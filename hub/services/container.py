@@ -35,6 +35,13 @@ class Container:
         return RegistryService(self.catalog, self.blobs)
 
     @cached_property
+    def models(self):  # -> ModelService
+        from hub.services.models import ModelService
+
+        s = self.settings
+        return ModelService(self.registry, s.resolved_model_cache_dir, s.resolved_zoo_dir)
+
+    @cached_property
     def merges(self):  # -> MergeService
         from hub.services.merge import MergeService
 

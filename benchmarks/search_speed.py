@@ -1,0 +1,152 @@
+"""Search speed on synthetic embedding-like vectors (issue 4 speed bar); prints one table.
+
+    .venv/bin/python benchmarks/search_speed.py [--sizes 10000,100000] [--queries 200]
+        [--ef 128] [--embedder-sentences 256]
+
+Data: a 64-d latent with a decaying spectrum lifted to 384-d plus 30 % isotropic noise, unit
+rows (PERF-RELIABILITY A1's recipe; uniform random vectors would understate recall). Per size:
+build time, single-query p50/p99 latency and recall@10 vs exact for the index the ``auto``
+policy picks (flat below 50k, HNSW32 above) and for HNSW, next to a numpy matmul +
+argpartition scan over the same matrix in the same run (1 BLAS thread, like the
+index's single-query path); then add-one-then-visible latency.
+Finally text-embedder throughput (MiniLM, CPU, 32-token-ish sentences).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from retrieval.index import VectorIndex  # noqa: E402
+
+DIM = 384
+
+
+def embedding_like(n: int, seed: int, dim: int = DIM, latent: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    lift = np.random.default_rng(1234).standard_normal((latent, dim)) / np.sqrt(latent)
+    z = rng.standard_normal((n, latent)) * (0.92 ** np.arange(latent))  # decaying spectrum
+    x = z @ lift
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x += 0.3 * rng.standard_normal((n, dim)) / np.sqrt(dim)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def latencies(fn, queries: np.ndarray) -> tuple[np.ndarray, list]:
+    out, times = [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        out.append(fn(q))
+        times.append(time.perf_counter() - t0)
+    return np.array(times) * 1e3, out
+
+
+def numpy_scan(x: np.ndarray, k: int):
+    def search(q: np.ndarray) -> np.ndarray:
+        s = x @ q  # (n,)
+        top = np.argpartition(-s, k)[:k]
+        return top[np.argsort(-s[top])]
+
+    return search
+
+
+def recall(found: list, exact: list, k: int) -> float:
+    return float(
+        np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(found, exact, strict=True)])
+    )
+
+
+def row(name: str, build_s: float | None, lat: np.ndarray, rec: float, scan_p50: float) -> str:
+    b = f"{build_s:8.1f}" if build_s is not None else f"{'-':>8s}"
+    p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
+    return f"{name:28s} {b} {p50:9.3f} {p99:9.3f} {rec:8.3f} {scan_p50 / p50:8.1f}x"
+
+
+def bench_size(n: int, n_queries: int, ef: int, k: int = 10) -> list[str]:
+    x = embedding_like(n, seed=n)
+    q = embedding_like(n_queries, seed=7)
+    with threadpool_limits(1):  # same footing as faiss' pinned single-query thread
+        scan_lat, exact = latencies(numpy_scan(x, k), q)
+    scan_p50 = float(np.percentile(scan_lat, 50))
+    lines = [row(f"n={n:,} numpy scan (exact)", None, scan_lat, 1.0, scan_p50)]
+    ids = np.arange(n, dtype=np.int64)
+    for backend, params in (("flat", {}), ("hnsw", {"ef_search": ef})):
+        if backend == "flat" and n > 200_000:
+            continue  # exact faiss scan at 1e6 is slower than numpy; nothing to learn
+        ix = VectorIndex(DIM, "bench", backend=backend, **params)
+        t0 = time.perf_counter()
+        ix.add(ids, x)
+        build = time.perf_counter() - t0
+        lat, found = latencies(lambda v, ix=ix: ix.search(v, k)[1][0], q)
+        lines.append(row(f"n={n:,} {backend}", build, lat, recall(found, exact, k), scan_p50))
+        lines.append(add_one_visible(ix, n))
+    return lines
+
+
+def add_one_visible(ix: VectorIndex, n: int) -> str:
+    v = embedding_like(1, seed=999)
+    t0 = time.perf_counter()
+    ix.add([n + 1], v)
+    t_add = time.perf_counter() - t0
+    _, ids = ix.search(v, 1)
+    t_vis = time.perf_counter() - t0
+    ok = "yes" if ids[0, 0] == n + 1 else "NO"
+    return f"    add one: {t_add * 1e3:.2f} ms, visible to search after {t_vis * 1e3:.2f} ms ({ok})"
+
+
+def embedder_speed(n: int) -> str:
+    from retrieval.embedders import MiniLMEmbedder
+
+    e = MiniLMEmbedder(device="cpu")
+    texts = [
+        f"reverse every word of sentence {i} and keep the punctuation as it is" for i in range(n)
+    ]
+    e.embed(texts[:8])  # warm-up
+    t0 = time.perf_counter()
+    e.embed(texts)
+    dt = time.perf_counter() - t0
+    import torch
+
+    return (
+        f"MiniLM CPU ({torch.get_num_threads()} threads, ~16 tokens, batch {e.batch_size}): "
+        f"{n / dt:,.0f} sentences/s; one query {query_latency(e):.1f} ms"
+    )
+
+
+def query_latency(e) -> float:
+    times = []
+    for i in range(20):
+        t0 = time.perf_counter()
+        e.embed([f"find an adapter that sorts numbers {i}"])
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--ef", type=int, default=128)
+    ap.add_argument("--embedder-sentences", type=int, default=256)
+    args = ap.parse_args()
+    print(
+        f"{'index':28s} {'build s':>8s} {'p50 ms':>9s} {'p99 ms':>9s} {'rec@10':>8s} "
+        f"{'vs numpy':>9s}"
+    )
+    for n in (int(s) for s in args.sizes.split(",")):
+        for line in bench_size(n, args.queries, args.ef):
+            print(line, flush=True)
+    if args.embedder_sentences:
+        print(embedder_speed(args.embedder_sentences))
+
+
+if __name__ == "__main__":
+    main()

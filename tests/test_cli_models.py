@@ -1,0 +1,98 @@
+"""`loradex models`, `eval` and `train` through the CLI: contract shapes, records, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cli_helpers import ZOO, cli
+from tests.factories import write_adapter_dir
+
+needs_zoo = pytest.mark.skipif(not ZOO.is_dir(), reason="../shared/zoo is not present")
+
+
+@pytest.fixture
+def home(tmp_path, model_cache, monkeypatch):
+    monkeypatch.setenv("LORADEX_MODEL_CACHE_DIR", str(model_cache))
+    monkeypatch.setenv("LORADEX_ZOO_DIR", str(ZOO))
+    return tmp_path / "home"
+
+
+def test_models_ls_lists_both_base_models(home):
+    doc = cli(home, "models", "ls", "--json").json()
+    assert {m["name"] for m in doc["data"]} == {"smollm2-135m-instruct", "gemma3-270m"}
+
+
+def test_models_prepare_unknown_name_lists_known(home):
+    run = cli(home, "models", "prepare", "gpt-17")
+    assert run.code == 2 and "smollm2-135m-instruct" in run.stderr
+
+
+def test_eval_refuses_bad_tasks_and_foreign_bases(home, tmp_path):
+    cli(home, "add", write_adapter_dir(tmp_path / "tiny", seed=1), "--name", "tiny")
+    bad = tmp_path / "task.json"
+    bad.write_text(
+        json.dumps(
+            {"name": "x", "descriptions": ["d"], "prompt": "no slot", "train": [], "eval": []}
+        )
+    )
+    for task, fragment in [(str(bad), "input"), ("no_such_task", "no_such_task")]:
+        run = cli(home, "eval", "tiny", "--task", task)
+        assert run.code == 2 and fragment in run.stderr, run.stderr
+    run = cli(home, "eval", "tiny", "--task", "capital_of", "--limit", "2")
+    assert run.code == 2 and "base_model_not_registered" in run.stderr
+    assert "tiny-llama" in run.stderr
+
+
+@pytest.mark.slow
+@needs_zoo
+def test_eval_zoo_adapter_records_evaluation(home):
+    assert cli(home, "import-zoo", ZOO).code == 0
+    run = cli(home, "eval", "capital_of", "--task", "capital_of", "--limit", "12", "--json")
+    assert run.code == 0, run.stderr
+    doc = run.json()
+    assert {"adapter", "task", "accuracy", "n", "outputs"} <= doc.keys()
+    assert (doc["adapter"], doc["task"], doc["n"]) == ("capital_of@1", "capital_of", 12)
+    assert doc["accuracy"] >= 0.9
+    assert {"input", "expected", "output", "correct"} <= doc["outputs"][0].keys()
+    evals = cli(home, "show", "capital_of", "--json").json()["evaluations"]
+    assert [(e["n"], e["details"]["source"]) for e in evals][-1] == (12, "loradex eval")
+
+
+@pytest.mark.slow
+@needs_zoo
+def test_train_registers_a_trained_adapter_with_its_recipe(home):
+    run = cli(
+        home,
+        "train",
+        "--base",
+        "smollm2-135m-instruct",
+        "--task",
+        "sentiment",
+        "--rank",
+        "2",
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--warmup",
+        "1",
+        "--seed",
+        "3",
+        "--name",
+        "sent-r2",
+        "--json",
+    )
+    assert run.code == 0, run.stderr
+    item = run.json()
+    assert (item["name"], item["source"], item["rank"]) == ("sent-r2", "trained", 2)
+    assert item["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    detail = cli(home, "show", "sent-r2", "--json").json()
+    recipe = detail["lineage"]["recipe"]
+    assert recipe["steps"] == 2 and recipe["seed"] == 3 and recipe["task"] == "sentiment"
+    assert len(detail["modules"]) == 60
+    assert (
+        detail["base_model_fingerprint"]
+        == json.loads((ZOO / "manifest.json").read_text())["base_model"]["gguf_sha256"]
+    )

@@ -123,7 +123,7 @@ def evaluate(
         {"input": ex.input, "expected": ex.output, "output": got, "correct": got == ex.output}
         for ex, got in zip(examples, answers, strict=True)
     ]
-    correct = sum(o["correct"] for o in outputs)
+    correct = sum(1 for o in outputs if o["correct"])
     return EvalResult(
         accuracy=correct / len(outputs),
         n=len(outputs),

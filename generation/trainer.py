@@ -115,8 +115,10 @@ def extract_adapter(peft_model: Any, base: LoadedBase, alpha: float, rslora: boo
     modules = {}
     for name, module in peft_model.named_modules():
         if isinstance(module, LoraLayer) and "default" in module.lora_A:
-            a = module.lora_A["default"].weight.detach().float().cpu().numpy()  # (r, d_in)
-            b = module.lora_B["default"].weight.detach().float().cpu().numpy()  # (d_out, r)
+            lora_a: Any = module.lora_A["default"]  # nn.ModuleDict items: stubs say Tensor
+            lora_b: Any = module.lora_B["default"]
+            a = lora_a.weight.detach().float().cpu().numpy()  # (r, d_in)
+            b = lora_b.weight.detach().float().cpu().numpy()  # (d_out, r)
             key = name.removeprefix("base_model.model.")
             modules[key] = LoraModule(A=a.copy(), B=b.copy(), alpha=alpha, use_rslora=rslora)
     ref = BaseModelRef(model_id=base.spec.hf_id, fingerprint=base.fingerprint)
@@ -168,7 +170,7 @@ def train_lora(
     seed_everything(seed)
     config = LoraConfig(
         r=rank,
-        lora_alpha=alpha,
+        lora_alpha=alpha,  # type: ignore[arg-type]  # PEFT annotates int; float alphas work
         target_modules=sorted(targets),
         lora_dropout=0.0,
         bias="none",

@@ -155,7 +155,7 @@ def load(spec: BaseModelSpec, cache_dir: Path, device: str = "auto") -> LoadedBa
     info = prepare(spec, cache_dir)
     target = resolve_device(device)
     model = AutoModelForCausalLM.from_pretrained(info.cache_path, dtype=torch.float32)
-    model.to(target).eval()
+    model.to(target).eval()  # type: ignore[arg-type]  # transformers' stub of .to is too narrow
     tokenizer = AutoTokenizer.from_pretrained(info.cache_path)
     return LoadedBase(
         spec=spec,

@@ -10,7 +10,7 @@ does not need the dense path and lives in ``merging.methods.svd``.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -45,7 +45,7 @@ def merge_dense(
     D = op(T, batch.weights.expand(len(batch.names), -1), params, masks)  # (m, d_out, d_in)
     del T, masks
     U, S, Vh = torch.linalg.svd(D, full_matrices=False)
-    split = "peft" if params.clamp is not None else "balanced"
+    split: Literal["balanced", "peft"] = "peft" if params.clamp is not None else "balanced"
     B, A = factors_from_svd(U, S, Vh.mT, k, split)
     if params.clamp is not None:
         B, A = clamp_factors(B, A, params.clamp)

@@ -34,9 +34,9 @@ def merge_factorwise(
     w_a = w_b * torch.where(c >= 0, 1.0, -1.0).to(c.dtype)  # PEFT: sign on the A side only
     T_a = batch.A.reshape(m, n, r, -1)  # (m, R, d_in) -> (m, n, r, d_in)
     T_b = batch.B.reshape(m, -1, n, r).permute(0, 2, 1, 3)  # (m, d_out, R) -> (m, n, d_out, r)
-    masks = [None, None]
+    masks: list[torch.Tensor | None] = [None, None]
     if random and params.density < 1:
-        masks = peft_ops.dare_masks(batch.names, [T_a, T_b], params.density, ctx)
+        masks = list(peft_ops.dare_masks(batch.names, [T_a, T_b], params.density, ctx))
     A = op(T_a, w_a, params, masks[0])  # (m, r, d_in)
     B = op(T_b, w_b, params, masks[1])  # (m, d_out, r)
     B_ref, A_ref = batch.folded()

@@ -42,6 +42,11 @@ class RmmParams(MergeParams):
     gauge: Literal["svd", "raw"] = Field("svd", description="per-member SVD gauge first")
 
 
+def _precheck(params: RmmParams, ranks: tuple[int, ...]) -> None:
+    """Refuse an impossible basis before any tensor work."""
+    basis_size(params, max(ranks), len(ranks))
+
+
 def basis_size(params: RmmParams, r: int, n: int) -> int:
     limit = min(r, n)
     p = params.basis if params.basis is not None else min(r, n - 1 if params.centre else n)
@@ -128,7 +133,7 @@ RMM = register(
         params=RmmParams,
         fn=merge_rmm,
         artifact_kind="rmm",
-        precheck=lambda p, ranks: basis_size(p, max(ranks), len(ranks)) and None,
+        precheck=_precheck,
         description="per-position basis + per-member coefficients; revert any member",
         error_reference="members (max over members of the revert error)",
     )
@@ -157,6 +162,13 @@ def _field(tensors: dict[str, np.ndarray], name: str, field: str) -> torch.Tenso
         ) from None
 
 
+def _parts(
+    tensors: dict[str, np.ndarray], name: str, side: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    mu, basis, coef = (_field(tensors, name, f"{side}_{f}") for f in ("mu", "basis", "coef"))
+    return mu, basis, coef
+
+
 def revert_member(
     tensors: dict[str, np.ndarray], metadata: dict[str, Any], member: int | str
 ) -> LoraAdapter:
@@ -168,8 +180,8 @@ def revert_member(
             continue
         col = info["members"].index(idx)
         r_i = int(info["ranks"][col])
-        b = reconstruct(*(_field(tensors, name, f"B_{f}") for f in ("mu", "basis", "coef")), col)
-        a = reconstruct(*(_field(tensors, name, f"A_{f}") for f in ("mu", "basis", "coef")), col)
+        b = reconstruct(*_parts(tensors, name, "B"), col)
+        a = reconstruct(*_parts(tensors, name, "A"), col)
         modules[name] = LoraModule(
             A=a[:, :r_i].T.numpy().copy(), B=b[:, :r_i].numpy().copy(), alpha=float(r_i)
         )

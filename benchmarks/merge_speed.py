@@ -30,12 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hub.core.lora import LoraAdapter
+from hub.core.lora import BaseModelRef, LoraAdapter, LoraModule
 from merging import merge
 from merging.engine import resolve_device
 from merging.lowrank import frob_inner
 from merging.memory import PeakMemory
-from hub.core.lora import BaseModelRef, LoraModule
 from merging.synthetic import llama_shapes, module_name, random_adapter
 
 SHAPES = {"reduced": (1024, 2752, 4), "7b": (4096, 11008, 32)}

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
         description="The benchmark zoo, for task names in `eval`/`train`; default: "
         "`../shared/zoo` when it exists.",
     )
+    text_embedder: str = Field(
+        default="minilm",
+        description="Text embedder for search: `minilm` (all-MiniLM-L6-v2, offline) or `hash` "
+        "(a tiny deterministic one for tests).",
+    )
     gc_grace_seconds: float = Field(
         default=3600.0,
         description="`gc` keeps unreferenced blobs younger than this (an `add` may be mid-way).",

@@ -4,13 +4,19 @@ For ``dW = B A`` with ``B: (d_out, R)``, ``A: (R, d_in)``: thin QR of ``B`` and 
 ``dW = Q_b (R_b R_a^T) Q_a^T``, so the SVD of ``dW`` is the SVD of the small ``R x R`` core
 rotated back (PERF-RELIABILITY §A2). Cost O((d_out + d_in) R^2), memory O((d_out + d_in) R).
 All functions are batched over a leading module axis ``m``.
+
+``rerank_gram`` (default for fp32) gets the QR implicitly from fp64 Gram matrices (``B^T B``,
+``A A^T``: GEMMs, ~20x faster than Householder QR of tall-skinny matrices on CPU) with Jacobi
+scaling and an R x R ``eigh``; near-null directions are dropped and ill-conditioned modules go
+to Householder QR (``rerank_qr``, also the fp64 reference path). ``rerank_fast`` shares the
+Grams and replaces only the core SVD by a checked subspace iteration.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Literal
 
 import torch

@@ -247,7 +247,11 @@ class VectorIndex:
                 raise
             with self._lock:
                 for op, j_ids, j_vecs in self._journal:
-                    fresh.add(j_ids, j_vecs) if op == "add" else fresh.remove(j_ids)
+                    if op == "add":
+                        assert j_vecs is not None  # adds are journalled with their vectors
+                        fresh.add(j_ids, j_vecs)
+                    else:
+                        fresh.remove(j_ids)
                 self._journal = None
                 self._state = fresh  # the swap: searches from now on use the new index
         return None

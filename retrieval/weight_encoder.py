@@ -90,6 +90,11 @@ class EncoderConfig:
 class _Net(nn.Module):
     """(n, F) standardised features -> (n, out_dim) unit vectors."""
 
+    # registered buffers (declared for type checkers, which see Module.__getattr__ otherwise)
+    mean: torch.Tensor
+    std: torch.Tensor
+    basis: torch.Tensor
+
     def __init__(self, in_dim: int, out_dim: int, hidden: int, dropout: float, m: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(in_dim))

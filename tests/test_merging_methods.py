@@ -207,12 +207,15 @@ def _hard_stack(case: str) -> tuple[list[LoraAdapter], list[float]]:
     elif case == "near_deficient":  # B columns share a rank-6 span up to 1e-7 noise
         span = rng.standard_normal((72, 6))
         ads = [
-            _module(span @ rng.standard_normal((6, 4)) + 1e-7 * rng.standard_normal((72, 4)), a.A)
+            _module(
+                span @ rng.standard_normal((6, 4)) + 1e-7 * rng.standard_normal((72, 4)),
+                a.modules["m"].A,
+            )
             for a in ads
         ]
     elif case == "gray_zone":  # eigenvalues of the unit Gram ~1e-10: Householder QR fallback
         base = rng.standard_normal((72, 4))
-        ads = [_module(base + 1e-5 * rng.standard_normal((72, 4)), a.A) for a in ads]
+        ads = [_module(base + 1e-5 * rng.standard_normal((72, 4)), a.modules["m"].A) for a in ads]
     return ads, w
 
 

@@ -4,6 +4,7 @@ from hub.cli import (  # noqa: F401 - importing registers the commands
     catalog_commands,
     merge_commands,
     model_commands,
+    search_commands,
     serve_commands,
 )
 from hub.cli.app import app

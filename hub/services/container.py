@@ -42,6 +42,14 @@ class Container:
         return ModelService(self.registry, s.resolved_model_cache_dir, s.resolved_zoo_dir)
 
     @cached_property
+    def search(self):  # -> SearchService
+        from hub.services.search import SearchService
+
+        return SearchService(
+            self.registry, self.settings.home / "index", self.settings.text_embedder
+        )
+
+    @cached_property
     def merges(self):  # -> MergeService
         from hub.services.merge import MergeService
 

@@ -1,10 +1,13 @@
 """``svd``: best rank-k approximation of ``sum_i w_i s_i B_i A_i`` without forming it.
 
-PEFT materializes each ``d_out x d_in`` delta and runs a dense SVD; we take thin QRs of the
-stacked factors and an SVD of the ``R x R`` core (``merging.lowrank``): same result up to fp
-rounding and the sign gauge of singular vectors, orders of magnitude faster.
-``algorithm='fast'`` uses Gram + Cholesky and subspace iteration on the core, checks the
-spectral gap / residual per module and falls back to the exact path where they fail.
+PEFT materializes each ``d_out x d_in`` delta and runs a dense SVD; we take (implicit) thin QRs
+of the stacked factors and an SVD of the ``R x R`` core (``merging.lowrank``): same result up to
+fp rounding and the sign gauge of singular vectors, orders of magnitude faster. In fp32 the QRs
+come from fp64 Gram matrices + ``eigh`` (Householder QR where a Gram is ill-conditioned); fp64
+runs (references) use Householder QR throughout. ``algorithm='fast'`` shares the Grams and
+replaces the core SVD by subspace iteration, checks the spectral gap / residual per module and
+falls back to the exact core SVD where they fail (``fast_path_fallbacks`` also counts modules
+sent to Householder QR).
 
 Deviations from PEFT 0.21 (tested): factors are split ``(U sqrt(S), sqrt(S) V^T)`` instead of
 ``(U S, V^T)`` unless ``clamp`` is set (PEFT's clamp is defined on its split); with ``clamp``,

@@ -1,0 +1,197 @@
+"""Find adapters for a task: text, weight and hybrid search over the catalog (AutoLoRA-style).
+
+Indexes are derived data under ``<home>/index``: ``text.faiss`` (card embeddings), and, once a
+weight encoder is trained, ``weights.faiss`` (weight embeddings) and ``encoder/``. They follow
+the catalog lazily: every search first syncs — versions added since are embedded and added,
+deleted ones removed — so a new adapter is searchable right away and nothing needs a hook in
+every writer. ``reindex`` rebuilds from scratch. Metadata filters are applied in the catalog and
+passed to the index as the allowed id set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hub.core.errors import BadInputError
+from hub.core.models import AdapterItem
+from hub.core.names import AdapterRef
+from hub.services.registry import RegistryService
+
+
+@dataclass
+class SearchResult:
+    item: AdapterItem
+    score: float
+    text_score: float | None
+    weight_score: float | None
+    why: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.item.model_dump(mode="json"),
+            "score": self.score,
+            "text_score": self.text_score,
+            "weight_score": self.weight_score,
+            "why": self.why,
+        }
+
+
+class SearchService:
+    def __init__(self, registry: RegistryService, index_dir: Path, embedder: str = "minilm"):
+        self.registry = registry
+        self.index_dir = Path(index_dir)
+        self.embedder_name = embedder
+        self._embedder: Any = None
+        self._encoder: Any = None
+
+    # -- components -----------------------------------------------------------------------------
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from retrieval.embedders import get_embedder
+
+            self._embedder = get_embedder(self.embedder_name)
+        return self._embedder
+
+    @property
+    def encoder(self) -> Any:
+        """The trained weight encoder, or None before `loradex encoder train`."""
+        if self._encoder is None and (self.index_dir / "encoder").is_dir():
+            from retrieval.weight_encoder import WeightEncoder
+
+            self._encoder = WeightEncoder.load(self.index_dir / "encoder")
+        return self._encoder
+
+    def _load_index(self, kind: str, embedder_id: str, dim: int, rebuild: bool) -> Any:
+        from retrieval.index import VectorIndex
+
+        path = self.index_dir / f"{kind}.faiss"
+        if path.exists() and not rebuild:
+            return VectorIndex.load(path, embedder_id, dim)
+        return VectorIndex(dim, embedder_id, ann_threshold=20_000)
+
+    # -- keeping the indexes in step with the catalog -------------------------------------------
+    def sync(self, *, rebuild: bool = False) -> dict[str, int]:
+        """Embed what the catalog has and the index lacks; drop what the catalog no longer has."""
+        catalog_ids = set(self.registry.catalog.list_version_ids())
+        items = None
+        report = {}
+        sides: list[tuple[str, Any, Any]] = [("text", self.embedder, self._embed_texts)]
+        if self.encoder is not None:
+            sides.append(("weights", self.encoder, self._embed_weights))
+        indexes = {}
+        for kind, model, embed in sides:
+            index = self._load_index(kind, model.embedder_id, self._dim(model), rebuild)
+            have = {int(i) for i in index.ids()}
+            missing = sorted(catalog_ids - have)
+            stale = have - catalog_ids
+            if missing:
+                items = items or self.registry.catalog.items_by_ids(sorted(catalog_ids))
+                index.add(missing, embed([items[i] for i in missing]))
+            if stale:
+                index.remove(sorted(stale))
+            if missing or stale or rebuild or not (self.index_dir / f"{kind}.faiss").exists():
+                if index.count >= index.ann_threshold and index.backend == "flat":
+                    index.rebuild()
+                self.index_dir.mkdir(parents=True, exist_ok=True)
+                index.save(self.index_dir / f"{kind}.faiss")
+            report[f"{kind}_added"], report[f"{kind}_removed"] = len(missing), len(stale)
+            report[f"{kind}_count"] = index.count
+            indexes[kind] = index
+        self._indexes = indexes
+        return report
+
+    @staticmethod
+    def _dim(model: Any) -> int:
+        dim = getattr(model, "dim", None) or model.config.out_dim
+        return int(dim)
+
+    def _embed_texts(self, items: list[AdapterItem]) -> np.ndarray:
+        from retrieval.embedders import card_text
+
+        return self.embedder.embed([card_text(i.name, i.description, i.tags) for i in items])
+
+    def _embed_weights(self, items: list[AdapterItem]) -> np.ndarray:
+        adapters = [self.registry.load(AdapterRef(i.name, i.version)).adapter for i in items]
+        return np.asarray(self.encoder.embed_many(adapters), np.float32)
+
+    # -- queries --------------------------------------------------------------------------------
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        mode: str = "hybrid",
+        base_model: str | None = None,
+        tag: str | None = None,
+        source: str | None = None,
+    ) -> list[SearchResult]:
+        from retrieval.search import SearchEngine
+
+        self.sync()
+        if mode == "weights" and "weights" not in self._indexes:
+            raise BadInputError(
+                "weight search needs a trained weight encoder: run `loradex encoder train`",
+                code="encoder_missing",
+            )
+        allowed = self._allowed(base_model, tag, source)
+        engine = SearchEngine(
+            lambda q: self.embedder.embed([q])[0],
+            self._indexes.get("text"),
+            self._indexes.get("weights"),
+        )
+        return self._results(engine.search(query, k, mode, allowed))
+
+    def similar(self, ref: AdapterRef, *, k: int = 10) -> list[SearchResult]:
+        from retrieval.search import SearchEngine
+
+        self.sync()
+        if "weights" not in self._indexes:
+            raise BadInputError(
+                "`similar` compares weight embeddings: run `loradex encoder train` first",
+                code="encoder_missing",
+            )
+        detail = self.registry.show(ref)
+        own = self.registry.catalog.version_id(detail.name, detail.version)
+        engine = SearchEngine(lambda q: self.embedder.embed([q])[0], None, self._indexes["weights"])
+        return self._results(engine.similar(own, k))
+
+    def _allowed(self, base_model: str | None, tag: str | None, source: str | None) -> set[int]:
+        """Latest version of each adapter passing the filters (filters live in the catalog)."""
+        items, _ = self.registry.ls(base_model=base_model, tag=tag, source=source, limit=10**9)
+        return {self.registry.catalog.version_id(i.name, i.version) for i in items}
+
+    def _results(self, hits: list[Any]) -> list[SearchResult]:
+        items = self.registry.catalog.items_by_ids([h.id for h in hits])
+        return [
+            SearchResult(items[h.id], h.score, h.text_score, h.weight_score, h.why)
+            for h in hits
+            if h.id in items
+        ]
+
+    # -- the weight encoder ---------------------------------------------------------------------
+    def train_encoder(self) -> dict[str, Any]:
+        """Train on every adapter with a description (zoo adapters bring three paraphrases)."""
+        from retrieval.weight_encoder import train_encoder
+
+        items, _ = self.registry.ls(limit=10**9)
+        described = [i for i in items if i.description.strip()]
+        texts = [i.metadata.get("descriptions") or [i.description] for i in described]
+        adapters = [self.registry.load(AdapterRef(i.name, i.version)).adapter for i in described]
+        embeddings = [self.embedder.embed(t) for t in texts]
+        encoder, losses = train_encoder(adapters, embeddings, self.embedder.embedder_id)
+        target = self.index_dir / "encoder"
+        encoder.save(target)
+        self._encoder = None
+        (self.index_dir / "weights.faiss").unlink(missing_ok=True)  # built for the old encoder
+        report = self.sync()
+        return {
+            "version": encoder.version,
+            "adapters": len(adapters),
+            "final_loss": float(losses[-1]) if losses else None,
+            **report,
+        }

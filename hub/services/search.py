@@ -10,6 +10,7 @@ passed to the index as the allowed id set.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ class SearchService:
         self.embedder_name = embedder
         self._embedder: Any = None
         self._encoder: Any = None
+        self._indexes: dict[str, Any] = {}  # kept in memory between queries (a server's case)
+        self._lock = threading.Lock()  # one sync at a time: concurrent requests share indexes
 
     # -- components -----------------------------------------------------------------------------
     @property
@@ -69,6 +72,9 @@ class SearchService:
     def _load_index(self, kind: str, embedder_id: str, dim: int, rebuild: bool) -> Any:
         from retrieval.index import VectorIndex
 
+        cached = self._indexes.get(kind)
+        if cached is not None and not rebuild and cached.embedder_id == embedder_id:
+            return cached
         path = self.index_dir / f"{kind}.faiss"
         if path.exists() and not rebuild:
             return VectorIndex.load(path, embedder_id, dim)
@@ -77,6 +83,10 @@ class SearchService:
     # -- keeping the indexes in step with the catalog -------------------------------------------
     def sync(self, *, rebuild: bool = False) -> dict[str, int]:
         """Embed what the catalog has and the index lacks; drop what the catalog no longer has."""
+        with self._lock:
+            return self._sync(rebuild)
+
+    def _sync(self, rebuild: bool) -> dict[str, int]:
         catalog_ids = set(self.registry.catalog.list_version_ids())
         items = None
         report = {}
@@ -187,6 +197,7 @@ class SearchService:
         target = self.index_dir / "encoder"
         encoder.save(target)
         self._encoder = None
+        self._indexes.pop("weights", None)
         (self.index_dir / "weights.faiss").unlink(missing_ok=True)  # built for the old encoder
         report = self.sync()
         return {

@@ -1,0 +1,63 @@
+"""``/search`` and ``/adapters/{name}/similar``: find adapters for a task, or near one."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+
+from api.deps import ContainerDep, ReadAccess
+from api.schemas import ERROR_RESPONSES
+from hub.core.models import AdapterItem
+from hub.core.names import AdapterRef
+
+router = APIRouter(tags=["search"], responses=ERROR_RESPONSES)
+
+
+class SearchHit(AdapterItem):
+    score: float
+    text_score: float | None
+    weight_score: float | None
+    why: str
+
+
+class SearchResults(BaseModel):
+    data: list[SearchHit]
+    count: int
+
+
+def _results(results: list) -> SearchResults:
+    hits = [SearchHit.model_validate(r.to_dict()) for r in results]
+    return SearchResults(data=hits, count=len(hits))
+
+
+@router.get("/search", dependencies=[ReadAccess])
+async def search(
+    container: ContainerDep,
+    q: Annotated[str, Query(max_length=2000, description="What the adapter should do.")],
+    k: Annotated[int, Query(ge=1, le=1000)] = 10,
+    mode: Literal["text", "weights", "hybrid"] = "hybrid",
+    base_model: str | None = None,
+    tag: str | None = None,
+    source: str | None = None,
+) -> SearchResults:
+    results = await run_in_threadpool(
+        container.search.search,
+        q,
+        k=k,
+        mode=mode,
+        base_model=base_model,
+        tag=tag,
+        source=source,
+    )
+    return _results(results)
+
+
+@router.get("/adapters/{name}/similar", dependencies=[ReadAccess])
+async def similar(
+    container: ContainerDep, name: str, k: Annotated[int, Query(ge=1, le=1000)] = 10
+) -> SearchResults:
+    results = await run_in_threadpool(container.search.similar, AdapterRef.parse(name), k=k)
+    return _results(results)

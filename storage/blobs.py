@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from hub.core.errors import BadInputError, BlobCorruptedError, NotFoundError, StorageError
+from storage.durable import fsync_dir
 
 CHUNK = 1 << 20
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -46,15 +47,6 @@ class BlobStore(Protocol):
     def age_seconds(self, digest: str) -> float: ...
     def verify(self, digest: str) -> bool: ...
     def clean_temp(self, older_than_s: float = 3600.0) -> int: ...
-
-
-def _fsync_dir(path: Path) -> None:
-    # A rename is only durable once the directory entry itself is flushed.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _hash_file(path: Path) -> str:
@@ -157,7 +149,7 @@ class LocalBlobStore:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(tmp, 0o444)
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
 
     # -- reads -------------------------------------------------------------------------------
     def get(self, digest: str) -> bytes:
@@ -204,7 +196,7 @@ class LocalBlobStore:
             p.unlink()
         except FileNotFoundError:
             return False
-        _fsync_dir(p.parent)
+        fsync_dir(p.parent)
         return True
 
     def iter_digests(self) -> Iterator[str]:

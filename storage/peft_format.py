@@ -23,6 +23,7 @@ import numpy as np
 
 from hub.core.errors import ConflictError, InvalidAdapterError, PickleRefusedError
 from hub.core.lora import BaseModelRef, LoraAdapter, LoraModule
+from storage.durable import fsync_dir
 from storage.peft_config import (
     MAX_CONFIG_BYTES,
     LoraSettings,
@@ -230,14 +231,6 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _refuse_existing(path: Path) -> None:
     if path.is_symlink() or path.is_file() or (path.is_dir() and any(path.iterdir())):
         raise ConflictError(f"{path} already exists and is not empty", path=str(path))
@@ -265,7 +258,7 @@ def write_peft_dir(
         os.chmod(tmp, 0o755)  # mkdtemp's 0700 would otherwise become the published mode
         _write_synced(tmp / CONFIG_NAME, config_text.encode("utf-8"))
         _write_synced(tmp / WEIGHTS_NAME, bytes(weights_bytes))
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         _refuse_existing(path)  # re-check just before publishing
         with contextlib.suppress(FileNotFoundError):
             path.rmdir()  # an empty placeholder dir: rename() cannot replace it on all systems
@@ -276,4 +269,4 @@ def write_peft_dir(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)

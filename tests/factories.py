@@ -66,3 +66,14 @@ def write_adapter_dir(path: Path, tensors=None, config=None, **kw) -> Path:
     (path / "adapter_config.json").write_text(json.dumps(config))
     (path / "adapter_model.safetensors").write_bytes(serialize_safetensors(tensors))
     return path
+
+
+def tiny_llama(seed: int = 0, **overrides):
+    """The 2-layer Llama of TINY_CONFIG, seeded, in eval mode (torch imported lazily so the
+    catalog tests stay light)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    fields = {k: v for k, v in TINY_CONFIG.items() if k not in ("model_type", "architectures")}
+    return LlamaForCausalLM(LlamaConfig(**{**fields, **overrides})).eval()

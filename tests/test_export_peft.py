@@ -9,18 +9,9 @@ import json
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from tests.cli_helpers import cli
-from tests.factories import TINY_CONFIG
-
-
-def tiny_llama() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        **{k: v for k, v in TINY_CONFIG.items() if k not in ("model_type", "architectures")}
-    )
-    return LlamaForCausalLM(cfg).eval()
+from tests.factories import TINY_CONFIG, tiny_llama
 
 
 @pytest.mark.parametrize(

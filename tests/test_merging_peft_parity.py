@@ -9,29 +9,17 @@ input's ``use_rslora``, inflating it by sqrt(new rank); we always output scaling
 
 from __future__ import annotations
 
-import _pickle
-import pickle
-
 import numpy as np
+import peft
 import pytest
+import torch
+from peft.tuners.lora import LoraLayer
 
-torch = pytest.importorskip("torch")
-# conftest replaces pickle.Unpickler with a raising function; torch._dynamo (imported by
-# transformers) *subclasses* Unpickler at import time, so give it the real class just for the
-# import and put the guard back (nothing is unpickled here).
-_guard, pickle.Unpickler = pickle.Unpickler, _pickle.Unpickler
-try:
-    peft = pytest.importorskip("peft")
-    transformers = pytest.importorskip("transformers")
-    import torch._dynamo  # noqa: F401
-    from peft.tuners.lora import LoraLayer
-finally:
-    pickle.Unpickler = _guard
-
-from hub.core.lora import BaseModelRef, LoraAdapter, LoraModule  # noqa: E402
-from merging import get_method, merge  # noqa: E402
-from merging.batch import MergeContext, build_batch  # noqa: E402
-from merging.methods import peft_ops  # noqa: E402
+from hub.core.lora import BaseModelRef, LoraAdapter, LoraModule
+from merging import get_method, merge
+from merging.batch import MergeContext, build_batch
+from merging.methods import peft_ops
+from tests.factories import tiny_llama
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ALPHAS = [8, 16, 4]
@@ -40,16 +28,7 @@ PREFIX = "base_model.model."
 
 
 def _tiny_peft(use_rslora: bool = False):  # noqa: ANN202
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=128,
-    )
-    base = transformers.LlamaForCausalLM(cfg)
+    base = tiny_llama()
     model = None
     for i, alpha in enumerate(ALPHAS):
         lcfg = peft.LoraConfig(

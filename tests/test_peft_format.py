@@ -3,51 +3,24 @@ non-mergeable adapters recorded faithfully, the 49 zoo adapters, atomic writes."
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import pickle
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import peft  # noqa: E402
 import pytest
 import torch
+import transformers  # noqa: E402
+from peft.tuners.tuners_utils import check_target_module_exists  # noqa: E402
+from peft.utils.other import get_pattern_key as peft_get_pattern_key  # noqa: E402
 
 from hub.core.errors import ConflictError, InvalidAdapterError, PickleRefusedError
 from storage.peft_config import get_pattern_key, lora_settings, peft_config_for, target_matches
 from storage.peft_format import read_peft_bytes, read_peft_dir, write_peft_dir
 from storage.safetensors_io import parse_safetensors, serialize_safetensors
-
-
-@contextlib.contextmanager
-def _subclassable_unpickler_ban() -> Iterator[None]:
-    """tests/conftest.py bans unpickling by replacing ``pickle.Unpickler`` with a function, but
-    torch._dynamo (imported by transformers) subclasses it at import time. Import under a class
-    that still refuses to unpickle, then put the suite's ban back."""
-    banned = pickle.Unpickler
-    if isinstance(banned, type):
-        yield
-        return
-
-    class _Refusing(pickle._Unpickler):  # the pure-Python class the ban left in place
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            banned(*args, **kwargs)  # raises
-
-    pickle.Unpickler = _Refusing  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        pickle.Unpickler = banned  # type: ignore[misc]
-
-
-with _subclassable_unpickler_ban():
-    import peft
-    import transformers
-    import transformers.generation  # noqa: F401  # pulls in torch._dynamo now, not mid-test
-    from peft.tuners.tuners_utils import check_target_module_exists
-    from peft.utils.other import get_pattern_key as peft_get_pattern_key
+from tests.factories import tiny_llama  # noqa: E402
 
 ZOO = Path(__file__).resolve().parents[2] / "shared" / "zoo"
 if not ZOO.exists():
@@ -56,17 +29,7 @@ INPUT_IDS = torch.tensor([[1, 5, 9, 17, 33, 65, 100, 127]])
 
 
 def tiny_base(attention_bias: bool = False) -> transformers.LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=128,
-        attention_bias=attention_bias,
-    )
-    return transformers.LlamaForCausalLM(config).eval()
+    return tiny_llama(attention_bias=attention_bias)
 
 
 def trained_peft(attention_bias: bool = False, **lora_kwargs: Any) -> peft.PeftModel:

@@ -178,19 +178,35 @@ class _GramFactor:
 
 
 def _gram_factor(G: torch.Tensor, coeffs: torch.Tensor | None) -> _GramFactor:
-    """G: (m, R, R) fp64 Gram of the raw tall factor X (``X^T X``)."""
+    """G: (m, R, R) fp64 Gram of the raw tall factor X (``X^T X``).
+
+    Jacobi-scaled Cholesky where it certifies itself (``1 / ||L^-1||_F^2 = 1 / tr(G^-1)`` is a
+    lower bound on the smallest eigenvalue, checked against ILL_TOL); ``eigh`` with dropping of
+    null directions for the rest (zero / duplicated / tiny-scaled members)."""
     if coeffs is not None:
         G = G * coeffs[:, :, None] * coeffs[:, None, :]
     d = torch.diagonal(G, dim1=-2, dim2=-1).clamp_min(0).sqrt()  # column norms (m, R)
     dinv = torch.where(d > 0, 1 / d.clamp_min(1e-300), 0.0)
-    lam, V = torch.linalg.eigh(G * dinv[:, :, None] * dinv[:, None, :])  # unit diagonal
-    keep = lam > DROP_TOL
-    ok = ~(keep & (lam < ILL_TOL)).any(-1)
-    root = torch.where(keep, lam.clamp_min(DROP_TOL).sqrt(), 0.0)
-    W = (dinv[:, :, None] * V) * torch.where(keep, 1 / root.clamp_min(1e-300), 0.0)[:, None, :]
+    Gn = G * dinv[:, :, None] * dinv[:, None, :]  # unit diagonal
+    L, info = torch.linalg.cholesky_ex(Gn)
+    eye = torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
+    Linv = torch.linalg.solve_triangular(L, eye.expand_as(L), upper=False)
+    chol = (info == 0) & (Linv.square().sum((-2, -1)) * ILL_TOL <= 1)  # NaN-safe: NaN -> False
+    # Gn = L L^T: X D^-1 = Q L^T, so Q = X D^-1 L^-T and T = L^T D
+    W = dinv[:, :, None] * Linv.mT
+    T = L.mT * d[:, None, :]
+    ok = chol.clone()
+    rest = ~chol
+    if bool(rest.any()):
+        lam, V = torch.linalg.eigh(Gn[rest])
+        keep = lam > DROP_TOL
+        ok[rest] = ~(keep & (lam < ILL_TOL)).any(-1)
+        root = torch.where(keep, lam.clamp_min(DROP_TOL).sqrt(), 0.0)
+        inv = torch.where(keep, 1 / root.clamp_min(1e-300), 0.0)
+        W[rest] = (dinv[rest][:, :, None] * V) * inv[:, None, :]
+        T[rest] = root[:, :, None] * V.mT * d[rest][:, None, :]
     if coeffs is not None:
         W = coeffs[:, :, None] * W
-    T = root[:, :, None] * V.mT * d[:, None, :]
     return _GramFactor(W, T, ok)
 
 
@@ -236,13 +252,12 @@ def rerank_gram(
                 U, S, V, unsure = sol.U, sol.S, sol.V, sol.unsure
                 core_fallbacks += int((unsure & fb.ok & fa.ok).sum())
                 if bool(unsure.any()):
-                    U2, S2, Vh2 = torch.linalg.svd(core[unsure], full_matrices=False)
+                    U2, S2, V2 = _core_svd(core[unsure])
                     U, S, V = U.clone(), S.clone(), V.clone()
-                    U[unsure], V[unsure] = U2[..., : U.shape[-1]], Vh2.mT[..., : V.shape[-1]]
+                    U[unsure], V[unsure] = U2[..., : U.shape[-1]], V2[..., : V.shape[-1]]
                     S[unsure] = S2
             else:
-                U, S, Vh = torch.linalg.svd(core, full_matrices=False)
-                V = Vh.mT
+                U, S, V = _core_svd(core)
             kk = min(k, R)
             Wb, Wa = fb.W @ U[..., :kk], fa.W @ V[..., :kk]  # (mc, R, kk)
             with cpu_threads(nthreads, B.device):  # lift: O(d R k)
@@ -259,9 +274,26 @@ def rerank_gram(
         exact = rerank_qr(*_fold(B[bad_gram], A[bad_gram], cb), k, split)
         out.B[bad_gram], out.A[bad_gram] = exact.B, exact.A
         out.S[bad_gram] = _pad_spectrum(exact.S, out.S.shape[-1])
+        assert out.total_sq is not None  # the Gram path always fills it
         out.total_sq[bad_gram] = exact.S.double().square().sum(-1)
         out.fallbacks += int(bad_gram.sum())
     return out
+
+
+def _core_svd(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SVD of (m, R, R) fp64 cores via ``eigh(M M^T)`` (2-3x cheaper than gesdd at R = 160).
+
+    ``U`` are eigenvectors (descending), ``S = sqrt(eigenvalues)`` (absolute error ~ eps64 s_1^2
+    in s^2: exact enough for Eckart-Young tails), ``V = M^T U / S``. Units with
+    ``S < 1e-7 s_1`` (eigh noise level) get ``V = 0``: the lifted product ``U U^T M`` stays an
+    exact projection, dropping at most 1e-7 s_1 per unit.
+    """
+    lam, U = torch.linalg.eigh(M @ M.mT)
+    lam, U = lam.flip(-1), U.flip(-1)
+    S = lam.clamp_min(0).sqrt()
+    live = 1e-7 * S[:, :1] < S
+    V = (M.mT @ U) * torch.where(live, 1 / S.clamp_min(1e-300), 0.0)[:, None, :]
+    return U, torch.where(live, S, 0.0), V
 
 
 @dataclass

@@ -57,7 +57,7 @@ def merge_svd(batch: ModuleBatch, params: SvdParams, ctx: MergeContext) -> Batch
     # raw stacked factors + per-unit coefficients: B diag(c) A = sum_i c_i B_i A_i (the Gram
     # path folds c into R x R matrices, so no scaled copy of the tall factors is made)
     B, A, c = batch.B, batch.A, batch.unit_coeffs()  # (m, d_out, R), (m, R, d_in), (m, R)
-    split = "peft" if params.clamp is not None else "balanced"
+    split: Literal["balanced", "peft"] = "peft" if params.clamp is not None else "balanced"
     if params.algorithm == "fast":
         res = rerank_fast(
             B,

@@ -30,12 +30,13 @@ FUZZ = settings(
     database=None,
     suppress_health_check=list(HealthCheck),
 )
-# Generous for slow CI machines; typical parses take well under a millisecond.
+# A hang detector: CPU seconds of this process per parse (wall time would also count the other
+# jobs sharing the machine's 2 cores). Typical parses take well under a millisecond.
 MAX_SECONDS = 0.5
 
 
 def _parse_or_reject(data: bytes, *, record: bool = True) -> Any:
-    start = time.perf_counter()
+    start = time.process_time()
     try:
         result = parse_safetensors(data)
     except HubError as exc:
@@ -46,7 +47,7 @@ def _parse_or_reject(data: bytes, *, record: bool = True) -> Any:
     else:
         if record:
             event("accepted")
-    assert time.perf_counter() - start < MAX_SECONDS
+    assert time.process_time() - start < MAX_SECONDS
     return result
 
 

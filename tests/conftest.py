@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pickle
 
-pytest_plugins = ["tests.catalog_fixtures", "tests.model_fixtures"]
+pytest_plugins = ["tests.catalog_fixtures", "tests.model_fixtures", "tests.api_fixtures"]
 
 
 class UnpicklingForbidden(AssertionError):

@@ -26,21 +26,9 @@ from tests.factories import peft_config, write_adapter_dir
 
 
 @pytest.fixture
-def container(tmp_path, catalog_url):
-    c = make_container(tmp_path / "home", catalog_url)
-    yield c
-    c.catalog.close()
-
-
-@pytest.fixture
 def client(container):
     with api_client(container) as cl:
         yield cl
-
-
-@pytest.fixture
-def token(container):
-    return new_token(container)
 
 
 def test_upload_list_show_download_delete(client, token, tmp_path):

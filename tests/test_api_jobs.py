@@ -12,25 +12,11 @@ from tests.api_helpers import (
     api_client,
     assert_error,
     auth,
-    make_container,
-    new_token,
     poll_job,
     seed_adapters,
 )
 
 MERGE = {"adapters": ["a", "b@1"], "method": "linear", "weights": [0.7, 0.3], "name": "ab"}
-
-
-@pytest.fixture
-def container(tmp_path, catalog_url):
-    c = make_container(tmp_path / "home", catalog_url)
-    yield c
-    c.catalog.close()
-
-
-@pytest.fixture
-def token(container):
-    return new_token(container)
 
 
 @pytest.fixture

@@ -12,13 +12,6 @@ from tests.api_helpers import api_client, assert_error, auth, make_container
 from tests.cli_helpers import cli
 
 
-@pytest.fixture
-def container(tmp_path, catalog_url):
-    c = make_container(tmp_path / "home", catalog_url)
-    yield c
-    c.catalog.close()
-
-
 def test_create_verify_revoke_list(container):
     tokens = TokenService(container.catalog)
     new = tokens.create("ci")

@@ -22,8 +22,8 @@ from hub.core.errors import BadInputError
 from hub.core.lora import LoraAdapter
 from hub.core.models import AdapterMeta
 from hub.core.names import AdapterRef
-from hub.services.registry import AddResult, RegistryService
-from storage.peft_format import ParsedAdapter, adapter_tensors, peft_config_for, read_peft_bytes
+from hub.services.registry import AddResult, RegistryService, as_published
+from storage.peft_format import ParsedAdapter, peft_config_for
 from storage.safetensors_io import parse_safetensors, serialize_safetensors
 
 ARTIFACT_META_KEY = "loradex.artifact"
@@ -147,9 +147,7 @@ class MergeService:
 def _validated(adapter: LoraAdapter, base: str | None) -> ParsedAdapter:
     """Serialize as PEFT files and re-read them with the upload validator: what we publish is
     exactly what a later `export` + `PeftModel.from_pretrained` will see."""
-    config = peft_config_for(adapter, base_model_name_or_path=base)
-    weights = serialize_safetensors(adapter_tensors(adapter), metadata={"format": "pt"})
-    return read_peft_bytes(json.dumps(config).encode(), weights)
+    return as_published(adapter, peft_config_for(adapter, base_model_name_or_path=base))
 
 
 def _artifact_bytes(kind: str, tensors: dict[str, np.ndarray], metadata: dict[str, Any]) -> bytes:

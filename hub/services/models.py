@@ -8,7 +8,6 @@ name and shape must exist in the loaded model (``generation.apply`` names the fi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,7 @@ from typing import Any
 from hub.core.errors import BadInputError, IncompatibleBaseModelError
 from hub.core.models import AdapterItem, AdapterMeta, EvaluationRecord
 from hub.core.names import AdapterRef
-from hub.services.registry import AddResult, RegistryService
-from storage.peft_format import read_peft_bytes
+from hub.services.registry import AddResult, RegistryService, as_published
 
 
 @dataclass
@@ -199,11 +197,7 @@ class ModelService:
         )
         config = dict(result.peft_config)
         config["base_model_name_or_path"] = loaded.spec.hf_id
-        from storage.peft_format import adapter_tensors
-        from storage.safetensors_io import serialize_safetensors
-
-        weights = serialize_safetensors(adapter_tensors(result.adapter), metadata={"format": "pt"})
-        parsed = read_peft_bytes(json.dumps(config).encode(), weights)
+        parsed = as_published(result.adapter, config)
         meta = AdapterMeta(
             name=name or f"{task.name}.r{rank}",
             description=task.descriptions[0],

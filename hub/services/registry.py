@@ -18,11 +18,26 @@ from typing import Any
 
 from hub.core.architectures import module_shapes, shape_problems
 from hub.core.errors import HubError, IncompatibleBaseModelError, NotFoundError
+from hub.core.lora import LoraAdapter
 from hub.core.models import AdapterDetail, AdapterItem, AdapterMeta, BaseModelInfo
 from hub.core.names import AdapterRef
 from storage.blobs import LocalBlobStore
 from storage.catalog import Catalog, NewVersion
-from storage.peft_format import ParsedAdapter, read_peft_bytes, read_peft_dir, write_peft_dir
+from storage.peft_format import (
+    ParsedAdapter,
+    adapter_tensors,
+    read_peft_bytes,
+    read_peft_dir,
+    write_peft_dir,
+)
+from storage.safetensors_io import serialize_safetensors
+
+
+def as_published(adapter: LoraAdapter, config: dict[str, Any]) -> ParsedAdapter:
+    """Serialize a computed adapter (merge, revert, training) as PEFT files and re-read them with
+    the upload validator: what we register is exactly what `export` + PEFT will later see."""
+    weights = serialize_safetensors(adapter_tensors(adapter), metadata={"format": "pt"})
+    return read_peft_bytes(json.dumps(config).encode(), weights)
 
 
 @dataclass

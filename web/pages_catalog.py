@@ -88,7 +88,8 @@ def search(
     except HubError as exc:  # e.g. weight mode before an encoder exists: say so on the page
         if exc.kind != "bad_input":
             raise
-        problem = f"{exc.code}: {exc.message}"
+        if exc.code != "index_empty":  # an empty catalog simply has no results
+            problem = f"{exc.code}: {exc.message}"
     return render(
         request,
         "search.html",
@@ -142,7 +143,8 @@ def _spectra_context(container: Container, ref: AdapterRef, modules: list[Any]) 
     except HubError as exc:  # e.g. a corrupted blob: the rest of the page still renders
         return {"spectra_rows": [], "charts": [], "spectra_error": f"{exc.code}: {exc.message}"}
     shapes = {m.name: m for m in modules}
-    rows = [(m, shapes.get(m.name)) for m in spectra.modules]
+    ordered = sorted(spectra.modules, key=lambda m: (m.layer is None, m.layer or 0, m.name))
+    rows = [(m, shapes.get(m.name)) for m in ordered]
     charts = [
         (kind, spectra_chart(kind, mods, f"spectra-{i}"))
         for i, (kind, mods) in enumerate(spectra.by_kind().items())

@@ -44,72 +44,93 @@ def _x_positions(modules: Sequence[ModuleSpectrum]) -> list[float]:
     return [float(i) for i in range(len(modules))]
 
 
+def _log_range(modules: Sequence[ModuleSpectrum], n_lines: int) -> tuple[float, float]:
+    """Decades that hold every drawn value (down to 1e-4 of the largest: below that a
+    singular value is numerically zero for the plot)."""
+    drawn = [v for m in modules for v in m.singular_values[:n_lines] if v > 0]
+    hi = max(drawn, default=1.0)
+    lo = max(min(drawn, default=hi), hi * 1e-4)
+    top, bottom = math.ceil(math.log10(hi)), math.floor(math.log10(lo))
+    return float(bottom), float(max(top, bottom + 1))
+
+
 def spectra_chart(kind: str, modules: Sequence[ModuleSpectrum], chart_id: str) -> Markup:
+    """Log-scale y: a LoRA spectrum spans orders of magnitude and its tail is the story."""
     xs = _x_positions(modules)
     x_lo, x_hi = min(xs), max(xs)
     x_span = (x_hi - x_lo) or 1.0
-    y_hi = max((m.singular_values[0] for m in modules if m.singular_values), default=0.0) or 1.0
-    y_step = _nice_step(y_hi, 4)
-    y_top = y_step * math.ceil(y_hi / y_step)
+    n_lines = min(MAX_LINES, max(m.rank for m in modules))
+    d_lo, d_hi = _log_range(modules, n_lines)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def px(x: float) -> float:
         return LEFT + (x - x_lo) / x_span * plot_w
 
     def py(y: float) -> float:
-        return TOP + plot_h - y / y_top * plot_h
+        decade = math.log10(y) if y > 0 else d_lo
+        return TOP + plot_h - (max(decade, d_lo) - d_lo) / (d_hi - d_lo) * plot_h
 
-    n_lines = min(MAX_LINES, max(m.rank for m in modules))
-    title = f"Singular values of {kind} per layer"
+    title = f"Singular values of {kind} per layer (log scale)"
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" '
         f'width="{WIDTH}" height="{HEIGHT}" role="img" aria-labelledby="{escape(chart_id)}-t" '
         f'data-kind="{escape(kind)}" data-lines="{n_lines}">',
         f'<title id="{escape(chart_id)}-t">{escape(title)}</title>',
-        *_axes(x_lo, x_hi, y_top, y_step, px, py),
+        *_axes(x_lo, x_hi, d_lo, d_hi, px, py),
     ]
     for i in range(n_lines):
-        points = [
-            (px(x), py(m.singular_values[i]), m)
-            for x, m in zip(xs, modules, strict=True)
-            if i < len(m.singular_values)
-        ]
-        colour = PALETTE[i % len(PALETTE)]
-        path = " ".join(f"{a:.1f},{b:.1f}" for a, b, _ in points)
-        parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
-        for a, b, m in points:
-            tip = f"{m.name}: σ{i + 1} = {m.singular_values[i]:.4g}"
-            parts.append(
-                f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2.2" fill="{colour}">'
-                f"<title>{escape(tip)}</title></circle>"
-            )
-        ly = TOP + 12 + 16 * i
-        parts.append(
-            f'<line x1="{WIDTH - RIGHT + 12}" y1="{ly - 4}" x2="{WIDTH - RIGHT + 30}" '
-            f'y2="{ly - 4}" stroke="{colour}" stroke-width="2"/>'
-            f'<text x="{WIDTH - RIGHT + 36}" y="{ly}" font-size="11">σ{i + 1}</text>'
-        )
+        parts += _series(i, xs, modules, px, py)
     parts.append("</svg>")
     return Markup("".join(parts))
 
 
-def _axes(
-    x_lo: float, x_hi: float, y_top: float, y_step: float, px: Scale, py: Scale
+def _series(
+    i: int, xs: list[float], modules: Sequence[ModuleSpectrum], px: Scale, py: Scale
 ) -> list[str]:
-    bottom, left = py(0.0), px(x_lo)
+    """The line of sigma_(i+1) across layers, its points (with tooltips) and its legend entry."""
+    points = [
+        (px(x), py(m.singular_values[i]), m)
+        for x, m in zip(xs, modules, strict=True)
+        if i < len(m.singular_values)
+    ]
+    colour = PALETTE[i % len(PALETTE)]
+    path = " ".join(f"{a:.1f},{b:.1f}" for a, b, _ in points)
+    out = [f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.5"/>']
+    for a, b, m in points:
+        tip = f"{m.name}: σ{i + 1} = {m.singular_values[i]:.4g}"
+        out.append(
+            f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2.2" fill="{colour}">'
+            f"<title>{escape(tip)}</title></circle>"
+        )
+    ly = TOP + 12 + 16 * i
+    out.append(
+        f'<line x1="{WIDTH - RIGHT + 12}" y1="{ly - 4}" x2="{WIDTH - RIGHT + 30}" '
+        f'y2="{ly - 4}" stroke="{colour}" stroke-width="2"/>'
+        f'<text x="{WIDTH - RIGHT + 36}" y="{ly}" font-size="11">σ{i + 1}</text>'
+    )
+    return out
+
+
+def _axes(
+    x_lo: float, x_hi: float, d_lo: float, d_hi: float, px: Scale, py: Scale
+) -> list[str]:
+    bottom, left = py(10**d_lo), px(x_lo)
     out = [
         f'<line x1="{left:.1f}" y1="{bottom:.1f}" x2="{px(x_hi):.1f}" y2="{bottom:.1f}" '
         'stroke="#555"/>',
         f'<line x1="{left:.1f}" y1="{TOP}" x2="{left:.1f}" y2="{bottom:.1f}" stroke="#555"/>',
     ]
-    y = 0.0
-    while y <= y_top + 1e-12:
-        out.append(
-            f'<line x1="{left - 4:.1f}" y1="{py(y):.1f}" x2="{px(x_hi):.1f}" y2="{py(y):.1f}" '
-            f'stroke="#e3e3e3"/><text x="{left - 7:.1f}" y="{py(y) + 4:.1f}" font-size="11" '
-            f'text-anchor="end">{y:.3g}</text>'
-        )
-        y += y_step
+    few = d_hi - d_lo <= 2  # with one or two decades, 2x and 5x ticks help reading values
+    for decade in range(int(d_lo), int(d_hi) + 1):
+        for mult in (1, 2, 5) if few else (1,):
+            y = mult * 10.0**decade
+            if y > 10**d_hi * 1.0001:
+                break
+            out.append(
+                f'<line x1="{left - 4:.1f}" y1="{py(y):.1f}" x2="{px(x_hi):.1f}" '
+                f'y2="{py(y):.1f}" stroke="#e3e3e3"/><text x="{left - 7:.1f}" '
+                f'y="{py(y) + 4:.1f}" font-size="11" text-anchor="end">{y:g}</text>'
+            )
     x_step = max(1.0, _nice_step(x_hi - x_lo, 8)) if x_hi > x_lo else 1.0
     x = x_lo
     while x <= x_hi + 1e-9:

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from tests.api_helpers import make_container, new_token
-from tests.web_helpers import import_zoo_subset
+from tests.web_helpers import ZOO, import_zoo_subset
 
 pytestmark = pytest.mark.browser
 
@@ -72,6 +72,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[tuple[str, str]]:
     """(base URL, write token) of a real server over a catalog of four zoo adapters."""
+    if not (ZOO / "manifest.json").is_file():
+        _unavailable(f"the benchmark zoo is not at {ZOO}")
     tmp = tmp_path_factory.mktemp("web-browser")
     home = tmp / "home"
     container = make_container(home, text_embedder="hash")

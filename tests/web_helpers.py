@@ -4,7 +4,6 @@ and tiny synthetic ones with lineage, registered straight through the registry."
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -13,11 +12,8 @@ from hub.core.models import AdapterMeta
 from hub.services.container import Container
 from hub.services.zoo import import_zoo
 from storage.peft_format import read_peft_dir
+from tests.cli_helpers import ZOO
 from tests.factories import write_adapter_dir
-
-ZOO = Path(os.environ.get("LORADEX_ZOO_DIR", Path(__file__).resolve().parents[2] / "shared" / "zoo"))
-if not (ZOO / "manifest.json").is_file():
-    ZOO = Path("/work/shared/zoo")
 
 
 def mini_zoo(tmp: Path, tasks: list[str]) -> Path:

@@ -78,4 +78,3 @@ def job_page(request: Request, job_id: Annotated[UUID, Path()], jobs: JobsDep) -
 def not_found(request: Request, path: str) -> Response:
     """Any other /ui address: an HTML 404 rather than the API's JSON one."""
     raise NotFoundError(f"no page at {UI}/{path}")
-

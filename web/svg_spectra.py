@@ -111,9 +111,7 @@ def _series(
     return out
 
 
-def _axes(
-    x_lo: float, x_hi: float, d_lo: float, d_hi: float, px: Scale, py: Scale
-) -> list[str]:
+def _axes(x_lo: float, x_hi: float, d_lo: float, d_hi: float, px: Scale, py: Scale) -> list[str]:
     bottom, left = py(10**d_lo), px(x_lo)
     out = [
         f'<line x1="{left:.1f}" y1="{bottom:.1f}" x2="{px(x_hi):.1f}" y2="{bottom:.1f}" '

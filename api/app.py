@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -43,6 +44,8 @@ def create_app(container: Container, *, run_jobs: bool = True) -> FastAPI:
     app.state.tokens = TokenService(container.catalog)
     for module in (health, adapters, methods, merges, jobs, search):
         app.include_router(module.router)
+    # The web catalog: a sibling delivery layer, so mounted by module name, never imported.
+    importlib.import_module("web").mount(app)
     install_error_handlers(app)
     return app
 

@@ -54,3 +54,15 @@ class Container:
         from hub.services.merge import MergeService
 
         return MergeService(self.registry)
+
+    @cached_property
+    def spectra(self):  # -> SpectraService (singular values per module, cached by digest)
+        from hub.services.spectra import SpectraService
+
+        return SpectraService(self.registry, self.settings.home / "cache" / "spectra")
+
+    @cached_property
+    def browse(self):  # -> BrowseService (facets, paging, lineage graph: the web catalog)
+        from hub.services.browse import BrowseService
+
+        return BrowseService(self.registry, self.search)

@@ -172,8 +172,12 @@ class SearchService:
 
     def _allowed(self, base_model: str | None, tag: str | None, source: str | None) -> set[int]:
         """Latest version of each adapter passing the filters (filters live in the catalog)."""
+        from storage.catalog.version_ids import version_ids
+
         items, _ = self.registry.ls(base_model=base_model, tag=tag, source=source, limit=10**9)
-        return {self.registry.catalog.version_id(i.name, i.version) for i in items}
+        return set(
+            version_ids(self.registry.catalog, [(i.name, i.version) for i in items]).values()
+        )
 
     def _results(self, hits: list[Any]) -> list[SearchResult]:
         items = self.registry.catalog.items_by_ids([h.id for h in hits])

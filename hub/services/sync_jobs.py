@@ -1,0 +1,151 @@
+"""The ``sync`` job kind: a Hub pull or push submitted over REST (``POST /sync``) runs in a worker.
+
+Submit-time validation needs no network: the request's shape, repository ids and revisions, the
+pull's filters-or-repos rule, and for a push the adapter (pinned to a version then, so the job
+pushes what existed when it was submitted). The Hub is only contacted by the worker.
+
+A pull job succeeds when at least one repository did not fail (or none matched); its message
+summarizes the outcomes and ``spec.report`` (added when the job ends) lists each repository's.
+The job's ``result`` is the last adapter version it created, or the version a push published.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from hub.core.errors import BadInputError
+from hub.core.names import AdapterRef
+from hub.services.jobs import JobContext, JobKind, JobOutcome, register_job_kind
+from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, REF_PATTERN, Tag
+
+if TYPE_CHECKING:
+    from hub.services.container import Container
+    from hub.services.sync import PullReport, PullTargets
+
+_REPO = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*/[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+RepoId = Annotated[str, StringConstraints(max_length=193, pattern=_REPO)]
+RepoSpec = Annotated[str, StringConstraints(max_length=450, pattern=r"^[^\s\x00@]+(@[^\s\x00]+)?$")]
+Text = Annotated[str, StringConstraints(max_length=256, pattern=NO_NUL)]
+
+PULL_FIELDS = ("repos", "base_model", "author", "search", "tags", "name")
+PUSH_FIELDS = ("adapter", "repo")
+
+
+class SyncJobSpec(BaseModel):
+    """A sync request: the body of ``POST /sync`` and the spec stored on the job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["pull", "push"] = Field(description="pull from or push to the Hub.")
+    repos: list[RepoSpec] = Field(
+        default_factory=list, max_length=100, description="pull: OWNER/NAME[@REVISION] each."
+    )
+    base_model: Text | None = Field(default=None, description="pull: adapters of this base.")
+    author: Text | None = Field(default=None, description="pull: user or organization.")
+    search: Text | None = Field(default=None, description="pull: substring of the repo id.")
+    tags: list[Tag] = Field(default_factory=list, max_length=16, description="pull: Hub tags.")
+    limit: int = Field(default=20, ge=1, le=1000, description="pull: most repositories.")
+    name: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=NAME_PATTERN,
+        description="pull: adapter name for a single repo (default OWNER--NAME).",
+    )
+    adapter: str | None = Field(
+        default=None, max_length=140, pattern=REF_PATTERN, description="push: NAME[@VERSION]."
+    )
+    repo: RepoId | None = Field(default=None, description="push: the target OWNER/NAME.")
+    private: bool = Field(default=False, description="push: create the repo private.")
+
+
+def _parse(raw: dict[str, Any]) -> SyncJobSpec:
+    try:
+        return SyncJobSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise BadInputError(f"invalid sync request: {problems}", code="invalid_spec") from None
+
+
+def _stray(spec: SyncJobSpec, fields: tuple[str, ...]) -> list[str]:
+    return [f for f in fields if getattr(spec, f) not in (None, [], False)]
+
+
+def validate_sync(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
+    from storage.hf_hub import validate_repo_id
+
+    spec = _parse(raw)
+    wrong = _stray(spec, PUSH_FIELDS + ("private",) if spec.action == "pull" else PULL_FIELDS)
+    if wrong:
+        raise BadInputError(
+            f"{', '.join(wrong)} do not apply to a {spec.action}", code="invalid_sync_request"
+        )
+    if spec.action == "pull":
+        _targets(spec)
+        return spec.model_dump(mode="json")
+    if spec.adapter is None or spec.repo is None:
+        raise BadInputError("a push needs adapter and repo", code="invalid_sync_request")
+    validate_repo_id(spec.repo)
+    ref = AdapterRef.parse(spec.adapter)
+    item = container.registry.catalog.get_item(ref.name, ref.version)
+    return {**spec.model_dump(mode="json"), "adapter": f"{item.name}@{item.version}"}
+
+
+def _targets(spec: SyncJobSpec) -> PullTargets:
+    from hub.services.sync import PullTargets
+
+    return PullTargets.checked(
+        repos=spec.repos,
+        base_model=spec.base_model,
+        author=spec.author,
+        search=spec.search,
+        tags=spec.tags,
+        limit=spec.limit,
+        name=spec.name,
+    )
+
+
+def run_sync(container: Container, raw: dict[str, Any], ctx: JobContext) -> JobOutcome:
+    spec = SyncJobSpec.model_validate({k: v for k, v in raw.items() if k in _FIELDS})
+    if spec.action == "push":
+        assert spec.adapter is not None and spec.repo is not None  # checked at submit
+        ctx.progress(0.0, f"pushing {spec.adapter} to {spec.repo}")
+        pushed = container.sync.push(
+            AdapterRef.parse(spec.adapter), spec.repo, private=spec.private
+        )
+        version_id = container.catalog.version_id(pushed.item.name, pushed.item.version)
+        return JobOutcome(version_id, f"pushed {spec.adapter} to hf://{spec.repo}@{pushed.revision}")
+
+    def on_progress(done: int, total: int, message: str) -> None:
+        ctx.progress(done / max(total, 1), message)  # raises once the job is cancelled
+
+    ctx.progress(0.0, "listing adapters" if not spec.repos else "resolving revisions")
+    report = container.sync.pull(_targets(spec), progress=on_progress)
+    _store_report(container, ctx.job_id, report)
+    if report.outcomes and len(report.failed) == len(report.outcomes):
+        error = report.failed[0].error
+        assert error is not None
+        raise error
+    created = report.created
+    last = created[-1] if created else None
+    version_id = container.catalog.version_id(last.name, last.version) if last else None
+    return JobOutcome(version_id, report.summary())
+
+
+def _store_report(container: Container, job_id: str, report: PullReport) -> None:
+    job = container.catalog.get_job(job_id)
+    outcomes = [o.to_dict() for o in report.outcomes]
+    container.catalog.update_job(job_id, spec={**job.spec, "report": outcomes})
+
+
+_FIELDS = frozenset(SyncJobSpec.model_fields)
+
+SYNC_JOB = register_job_kind(
+    JobKind(
+        "sync",
+        run=run_sync,
+        validate=validate_sync,
+        description="Pull adapters from or push one to the Hugging Face Hub.",
+    )
+)

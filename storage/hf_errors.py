@@ -163,8 +163,8 @@ def _http(exc: BaseException, call: Call) -> HubError | None:
 
 def _unauthorized(exc: HfHubHTTPError, call: Call, status: int) -> HubError:
     return HfAuthError(
-        f"the Hub refused the credentials (HTTP 401) for {call.action} on {call.where}; set a "
-        "valid token with LORADEX_HF_TOKEN or HF_TOKEN",
+        f"the Hub refused {call.action} on {call.where} (HTTP 401: token missing or invalid); "
+        "set a valid token with LORADEX_HF_TOKEN or HF_TOKEN",
         code="hf_unauthorized",
         status=status,
         repo=call.repo_id,
@@ -193,8 +193,7 @@ def _rate_limited(exc: HfHubHTTPError, call: Call, status: int) -> HubError:
     wait = _retry_after(exc)
     hint = f"retry after {wait} s" if wait is not None else "retry later"
     return HfRateLimitedError(
-        f"the Hub rate-limited {call.action} on {call.where} (HTTP 429) after the client's own "
-        f"retries; {hint}",
+        f"the Hub rate-limited {call.action} on {call.where} (HTTP 429); {hint}",
         code="hf_rate_limited",
         retry_after=wait,
         repo=call.repo_id,

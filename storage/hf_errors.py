@@ -249,8 +249,7 @@ def _offline(exc: BaseException, call: Call) -> HubError:
 
 def _bad_reply(exc: BaseException, call: Call) -> HubError:
     return HfHubError(
-        f"{call.action}: the server at hf_endpoint does not answer like a Hugging Face Hub "
-        f"({exc})",
+        f"{call.action}: the server at hf_endpoint does not answer like a Hugging Face Hub ({exc})",
         code="hf_bad_reply",
         repo=call.repo_id,
     )

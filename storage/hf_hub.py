@@ -212,9 +212,7 @@ class HfHubClient:
             self._api.create_repo(repo_id, private=private, exist_ok=True)
         operations = [CommitOperationAdd(name, data) for name, data in files.items()]
         with hub_errors(self._call("commit files", repo_id)):
-            info = self._api.create_commit(
-                repo_id, operations=operations, commit_message=message
-            )
+            info = self._api.create_commit(repo_id, operations=operations, commit_message=message)
         return PushedCommit(repo_id, str(info.oid), str(info.commit_url))
 
 

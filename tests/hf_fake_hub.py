@@ -22,6 +22,7 @@ part-way through a download body, or wait before answering.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -193,7 +194,9 @@ class FakeHub:
         return sorted(tags)
 
     # -- faults -------------------------------------------------------------------------------
-    def fail(self, method: str, path: str, status: int, *, times: int | None = None, **headers: str) -> None:
+    def fail(
+        self, method: str, path: str, status: int, *, times: int | None = None, **headers: str
+    ) -> None:
         self.faults.append(Fault(method, re.compile(path), status, headers, times=times))
 
     def drop(self, path: str, after_bytes: int, *, times: int | None = None) -> None:
@@ -227,10 +230,9 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def handle(self) -> None:
-        try:
+        # The client gave up (a timeout test) or we dropped the socket on purpose.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             super().handle()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (a timeout test) or we dropped the socket on purpose
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         self._dispatch("GET")
@@ -367,7 +369,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(
                 404, "Entry not found", **{"X-Error-Code": "EntryNotFound", "X-Repo-Commit": sha}
             )
-        etag = hashlib.sha256(data).hexdigest() if path.endswith(LFS_SUFFIXES) else git_blob_sha1(data)
+        etag = (
+            hashlib.sha256(data).hexdigest() if path.endswith(LFS_SUFFIXES) else git_blob_sha1(data)
+        )
         if self.corrupt and method == "GET":
             data = data[:-1] + bytes([data[-1] ^ 0xFF])
         start = _range_start(self.headers.get("Range"))
@@ -456,7 +460,9 @@ ROUTES = [
     ),
     (
         ("GET", "HEAD"),
-        re.compile(rf"/(?P<owner>{_NAME})/(?P<name>{_NAME})/resolve/(?P<revision>{_NAME})/(?P<path>.+)"),
+        re.compile(
+            rf"/(?P<owner>{_NAME})/(?P<name>{_NAME})/resolve/(?P<revision>{_NAME})/(?P<path>.+)"
+        ),
         "resolve",
     ),
     (("POST",), re.compile(r"/api/repos/create"), "create_repo"),
@@ -505,4 +511,3 @@ def _sibling(path: str, data: bytes, blobs: bool) -> dict[str, Any]:
 def _range_start(header: str | None) -> int:
     match = re.fullmatch(r"bytes=(\d+)-", header or "")
     return int(match.group(1)) if match else 0
-

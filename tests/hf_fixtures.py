@@ -1,5 +1,5 @@
-"""Fixtures for the Hugging Face Hub sync tests: a fake Hub on loopback (``tests/hf_fake_hub.py``)
-and a container whose ``hf_endpoint`` points at it. Import the fixtures into a test module."""
+"""Fixtures for the Hugging Face Hub sync tests (a pytest plugin, listed in conftest): a fake Hub
+on loopback (``tests/hf_fake_hub.py``) and a container whose ``hf_endpoint`` points at it."""
 
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ library_name: peft
 """
 
 
-@pytest.fixture(autouse=True)
-def _isolated_hf_env(monkeypatch, tmp_path):
+@pytest.fixture
+def isolated_hf_env(monkeypatch):
     """No ambient Hub credentials or endpoint leak into a test."""
     for var in ("HF_TOKEN", "HF_ENDPOINT", "LORADEX_HF_TOKEN", "LORADEX_HF_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
@@ -48,7 +48,7 @@ def _isolated_hf_env(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def fake_hub(tmp_path) -> Iterator[FakeHub]:
+def fake_hub(tmp_path, isolated_hf_env) -> Iterator[FakeHub]:
     hub = FakeHub(tmp_path / "fake-hub", tokens={ALICE: "alice", "tok-bob": "bob"}, page_size=2)
     hub.start()
     yield hub

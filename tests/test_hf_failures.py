@@ -18,17 +18,7 @@ from hub.core.errors import HfRateLimitedError, HfUnreachableError
 from hub.services.sync import PullTargets
 from storage.safetensors_io import serialize_safetensors
 from tests.factories import make_tensors
-from tests.hf_fixtures import (  # noqa: F401 - fixtures
-    ALICE,
-    _isolated_hf_env,
-    adapter_files,
-    all_versions,
-    blob_files,
-    fake_hub,
-    hf_container,
-    hub_container,
-    publish,
-)
+from tests.hf_fixtures import adapter_files, all_versions, blob_files, hub_container, publish
 
 REPO = "alice/lora"
 WEIGHTS = r"/resolve/[^/]+/adapter_model\.safetensors$"
@@ -77,7 +67,10 @@ CASES: dict[str, tuple[Callable, str, str]] = {
         "revision 'v9' of alice/lora does not exist",
     ),
     "file 404": (
-        lambda hub: (publish(hub, REPO), hub.fail("HEAD", WEIGHTS, 404, **{"X-Error-Code": "EntryNotFound"})),
+        lambda hub: (
+            publish(hub, REPO),
+            hub.fail("HEAD", WEIGHTS, 404, **{"X-Error-Code": "EntryNotFound"}),
+        ),
         "hf_file_not_found",
         "download adapter_model.safetensors",
     ),
@@ -92,7 +85,10 @@ CASES: dict[str, tuple[Callable, str, str]] = {
         "if it is private, that the token",
     ),
     "429 with Retry-After": (
-        lambda hub: (publish(hub, REPO), hub.fail("GET", "^/api/models/", 429, **{"Retry-After": "30"})),
+        lambda hub: (
+            publish(hub, REPO),
+            hub.fail("GET", "^/api/models/", 429, **{"Retry-After": "30"}),
+        ),
         "hf_rate_limited",
         "retry after 30 s",
     ),
@@ -113,7 +109,9 @@ CASES: dict[str, tuple[Callable, str, str]] = {
         "not a PEFT adapter repository",
     ),
     "no config": (
-        lambda hub: hub.add_repo(REPO, {"adapter_model.safetensors": adapter_files()["adapter_model.safetensors"]}),
+        lambda hub: hub.add_repo(
+            REPO, {"adapter_model.safetensors": adapter_files()["adapter_model.safetensors"]}
+        ),
         "config_missing",
         "has no adapter_config.json",
     ),

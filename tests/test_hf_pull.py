@@ -14,16 +14,7 @@ from hub.core.models import AdapterMeta
 from hub.services.sync import PullTargets, derived_name
 from storage.hf_hub import parse_repo_spec
 from tests.factories import TINY_BASE, TINY_CONFIG, write_adapter_dir
-from tests.hf_fixtures import (  # noqa: F401 - fixtures
-    _isolated_hf_env,
-    adapter_files,
-    all_versions,
-    blob_files,
-    fake_hub,
-    hf_container,
-    hub_container,
-    publish,
-)
+from tests.hf_fixtures import adapter_files, all_versions, blob_files, publish
 
 
 def pull(container, **kw):

@@ -12,9 +12,7 @@ router = APIRouter(prefix="/sync", tags=["sync"], responses=ERROR_RESPONSES)
 
 
 @router.post("", status_code=202)
-def submit_sync(
-    body: SyncJobSpec, response: Response, _: WriteAuth, jobs: JobsDep
-) -> JobAccepted:
+def submit_sync(body: SyncJobSpec, response: Response, _: WriteAuth, jobs: JobsDep) -> JobAccepted:
     """Queue a pull (``repos`` or filters ``base_model``/``author``/``search``/``tags``) or a
     push (``adapter`` to ``repo``). Malformed ids, a missing adapter or mixed pull/push fields
     fail here with a 4xx; Hub errors end the job. Follow it at ``Location``; a finished pull's

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from hub.cli.app import EXIT_CODES, JsonOpt, app, container, emit_json, err, handles_errors, out
 from hub.core.names import AdapterRef
+
+if TYPE_CHECKING:
+    from hub.services.sync import PullReport
 
 sync_app = typer.Typer(help="Sync adapters with the Hugging Face Hub.", no_args_is_help=True)
 app.add_typer(sync_app, name="sync")
@@ -18,19 +21,23 @@ app.add_typer(sync_app, name="sync")
 def pull(
     repo: Annotated[
         list[str] | None,
-        typer.Option("--repo", help="Repository OWNER/NAME, optionally OWNER/NAME@REVISION (repeatable)."),
+        typer.Option(
+            "--repo", help="Repository OWNER/NAME, optionally OWNER/NAME@REVISION (repeatable)."
+        ),
     ] = None,
     base: Annotated[str | None, typer.Option("--base", help="Adapters of this base model.")] = None,
     author: Annotated[str | None, typer.Option(help="Only this user or organization.")] = None,
     search: Annotated[str | None, typer.Option(help="Substring of the repository id.")] = None,
-    tag: Annotated[list[str] | None, typer.Option(help="Hub tag (repeatable; all must match).")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option(help="Hub tag (repeatable; all must match).")
+    ] = None,
     limit: Annotated[int, typer.Option(help="Pull at most this many repositories.")] = 20,
     name: Annotated[
         str | None, typer.Option(help="Adapter name, for one --repo (default OWNER--NAME).")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Pull PEFT adapters from the Hugging Face Hub, pinned to a commit (skips ones already here)."""
+    """Pull PEFT adapters from the Hugging Face Hub, pinned to a commit; skips ones already here."""
     from rich.progress import Progress
 
     from hub.services.sync import PullTargets
@@ -72,18 +79,21 @@ def pull(
     _exit_on_failures(report)
 
 
-def _exit_on_failures(report) -> None:  # type: ignore[no-untyped-def]
+def _exit_on_failures(report: PullReport) -> None:
+    """One stderr line for the failures; exit 2 when all of them are bad input or not found
+    (a wrong id, token or file), else 1."""
     failed = report.failed
     if not failed:
         return
     first = failed[0]
+    assert first.error is not None
     more = f" (+{len(failed) - 1} more failed)" if len(failed) > 1 else ""
     err.print(
         f"error [{first.error.code}]: {first.repo}: {first.error.message}{more}",
         markup=False,
         highlight=False,
     )
-    codes = {EXIT_CODES.get(o.error.kind, 1) for o in failed}
+    codes = {EXIT_CODES.get(o.error.kind, 1) if o.error else 1 for o in failed}
     raise typer.Exit(2 if codes == {2} else 1)
 
 

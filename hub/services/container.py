@@ -61,7 +61,5 @@ class Container:
         from storage.hf_hub import HfHubClient
 
         s = self.settings
-        client = HfHubClient(
-            s.resolved_hf_endpoint, s.resolved_hf_token, timeout_s=s.hf_timeout_s
-        )
+        client = HfHubClient(s.resolved_hf_endpoint, s.resolved_hf_token, timeout_s=s.hf_timeout_s)
         return SyncService(self.registry, client)

@@ -209,7 +209,9 @@ class SyncService:
         present = self._at_source(snapshot.source)
         if present is not None:
             outcome.status, outcome.item = "skipped", present
-            outcome.reason = f"already registered at this revision as {present.name}@{present.version}"
+            outcome.reason = (
+                f"already registered at this revision as {present.name}@{present.version}"
+            )
             return
         target = name or derived_name(outcome.repo)
         if name is None:

@@ -108,15 +108,18 @@ def _targets(spec: SyncJobSpec) -> PullTargets:
 
 def run_sync(container: Container, raw: dict[str, Any], ctx: JobContext) -> JobOutcome:
     spec = SyncJobSpec.model_validate({k: v for k, v in raw.items() if k in _FIELDS})
-    if spec.action == "push":
-        assert spec.adapter is not None and spec.repo is not None  # checked at submit
-        ctx.progress(0.0, f"pushing {spec.adapter} to {spec.repo}")
-        pushed = container.sync.push(
-            AdapterRef.parse(spec.adapter), spec.repo, private=spec.private
-        )
-        version_id = container.catalog.version_id(pushed.item.name, pushed.item.version)
-        return JobOutcome(version_id, f"pushed {spec.adapter} to hf://{spec.repo}@{pushed.revision}")
+    return (_run_push if spec.action == "push" else _run_pull)(container, spec, ctx)
 
+
+def _run_push(container: Container, spec: SyncJobSpec, ctx: JobContext) -> JobOutcome:
+    assert spec.adapter is not None and spec.repo is not None  # checked at submit
+    ctx.progress(0.0, f"pushing {spec.adapter} to {spec.repo}")
+    pushed = container.sync.push(AdapterRef.parse(spec.adapter), spec.repo, private=spec.private)
+    version_id = container.catalog.version_id(pushed.item.name, pushed.item.version)
+    return JobOutcome(version_id, f"pushed {spec.adapter} to hf://{spec.repo}@{pushed.revision}")
+
+
+def _run_pull(container: Container, spec: SyncJobSpec, ctx: JobContext) -> JobOutcome:
     def on_progress(done: int, total: int, message: str) -> None:
         ctx.progress(done / max(total, 1), message)  # raises once the job is cancelled
 
@@ -126,7 +129,7 @@ def run_sync(container: Container, raw: dict[str, Any], ctx: JobContext) -> JobO
     if report.outcomes and len(report.failed) == len(report.outcomes):
         error = report.failed[0].error
         assert error is not None
-        raise error
+        raise error  # the job fails with the (first) repository's error
     created = report.created
     last = created[-1] if created else None
     version_id = container.catalog.version_id(last.name, last.version) if last else None

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import huggingface_hub.constants
 import pytest
 
 from hub.services.container import Container
@@ -45,6 +46,8 @@ def isolated_hf_env(monkeypatch):
     for var in ("HF_TOKEN", "HF_ENDPOINT", "LORADEX_HF_TOKEN", "LORADEX_HF_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    # A machine-wide HF_HUB_OFFLINE=1 (read once, at import) must not block the loopback Hub.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 
 
 @pytest.fixture

@@ -144,9 +144,10 @@ def test_rest_sync_job_that_only_fails_is_failed(fake_hub, api):
     [
         ({"action": "pull"}, 400, "invalid_sync_request"),
         ({"action": "pull", "repos": ["a/b"], "author": "x"}, 400, "invalid_sync_request"),
-        ({"action": "pull", "repos": ["a/b"], "adapter": "x"}, 400, "invalid_sync_request"),
+        ({"action": "pull", "repos": ["a/b"], "adapter": "x"}, 422, "invalid_request"),
         ({"action": "pull", "repos": ["a/b--c"]}, 400, "invalid_repo_id"),
-        ({"action": "push", "repo": "alice/x"}, 400, "invalid_sync_request"),
+        ({"action": "push", "repo": "alice/x"}, 422, "invalid_request"),
+        ({"action": "push", "adapter": "a", "repo": "alice/x--y"}, 400, "invalid_repo_id"),
         ({"action": "push", "adapter": "missing", "repo": "alice/x"}, 404, "not_found"),
         ({"action": "push", "adapter": "a", "repo": "alice/x", "limit": 0}, 422, "invalid_request"),
         ({"action": "sideways"}, 422, "invalid_request"),

@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import Callable
 
+import huggingface_hub.constants
 import huggingface_hub.file_download
 import huggingface_hub.utils._http
 import numpy as np
@@ -248,3 +249,10 @@ def test_one_bad_repo_does_not_stop_the_others(fake_hub, hf_container):
     assert len(blob_files(hf_container)) == 2
     docs = [o.to_dict() for o in report.outcomes]
     assert json.loads(json.dumps(docs))[1]["error"]["code"] == "hf_repo_not_found"
+
+
+def test_offline_mode_is_reported(fake_hub, hf_container, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    outcome = pull_one(hf_container)
+    assert outcome.error.code == "hf_offline" and "HF_HUB_OFFLINE" in outcome.error.message
+    assert fake_hub.log == []

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
+from hub.core.errors import BadInputError, HfAuthError, NotFoundError
 from hub.core.models import AdapterMeta
 from hub.core.names import AdapterRef
 from hub.services.sync import PullTargets
@@ -133,21 +134,21 @@ def test_push_then_pull_round_trips(fake_hub, hf_container, qa, tmp_path):
 def test_push_failures_are_clear_and_change_nothing(fake_hub, hf_container, qa, tmp_path):
     anonymous = hub_container(tmp_path / "anon", fake_hub, None)
     anonymous.registry.add_path(qa, AdapterMeta(name="qa"))
-    with pytest.raises(Exception) as no_token:
+    with pytest.raises(HfAuthError) as no_token:
         anonymous.sync.push(AdapterRef("qa"), "alice/qa-lora")
     assert no_token.value.code == "hf_unauthorized"
     anonymous.catalog.close()
 
-    with pytest.raises(Exception) as foreign:
+    with pytest.raises(HfAuthError) as foreign:
         hf_container.sync.push(AdapterRef("qa"), "bob/qa-lora")
     assert foreign.value.code == "hf_forbidden" and "HTTP 403" in foreign.value.message
     assert not fake_hub.exists("alice/qa-lora") and not fake_hub.exists("bob/qa-lora")
 
     requests = len(fake_hub.log)
-    with pytest.raises(Exception) as missing:
+    with pytest.raises(NotFoundError) as missing:
         hf_container.sync.push(AdapterRef("nope"), "alice/nope")
     assert missing.value.code == "not_found"
-    with pytest.raises(Exception) as bad_repo:
+    with pytest.raises(BadInputError) as bad_repo:
         hf_container.sync.push(AdapterRef("qa"), "alice/../etc")
     assert bad_repo.value.code == "invalid_repo_id"
     assert len(fake_hub.log) == requests  # refused before any request

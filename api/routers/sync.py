@@ -13,10 +13,10 @@ router = APIRouter(prefix="/sync", tags=["sync"], responses=ERROR_RESPONSES)
 
 @router.post("", status_code=202)
 def submit_sync(body: SyncJobSpec, response: Response, _: WriteAuth, jobs: JobsDep) -> JobAccepted:
-    """Queue a pull (``repos`` or filters ``base_model``/``author``/``search``/``tags``) or a
-    push (``adapter`` to ``repo``). Malformed ids, a missing adapter or mixed pull/push fields
-    fail here with a 4xx; Hub errors end the job. Follow it at ``Location``; a finished pull's
-    ``spec.report`` lists each repository's outcome."""
+    """Queue a pull (``repos``, or filters ``base_model``/``author``/``search``/``tags``) or a
+    push (``adapter`` to ``repo``). Malformed ids, nothing to pull, repos mixed with filters or
+    an unknown adapter fail here with a 4xx; Hub errors end the job. Follow it at ``Location``;
+    a finished pull's ``spec.report`` lists each repository's outcome."""
     job = jobs.submit("sync", body.model_dump(mode="json"))
     response.headers["Location"] = f"/jobs/{job.id}"
     return JobAccepted(job_id=job.id, state=job.state)

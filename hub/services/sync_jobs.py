@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from hub.core.errors import BadInputError
 from hub.core.names import AdapterRef
@@ -29,70 +29,67 @@ RepoId = Annotated[str, StringConstraints(max_length=193, pattern=_REPO)]
 RepoSpec = Annotated[str, StringConstraints(max_length=450, pattern=r"^[^\s\x00@]+(@[^\s\x00]+)?$")]
 Text = Annotated[str, StringConstraints(max_length=256, pattern=NO_NUL)]
 
-PULL_FIELDS = ("repos", "base_model", "author", "search", "tags", "name")
-PUSH_FIELDS = ("adapter", "repo")
 
-
-class SyncJobSpec(BaseModel):
-    """A sync request: the body of ``POST /sync`` and the spec stored on the job."""
+class SyncPull(BaseModel):
+    """Pull ``repos``, or the adapters matching every filter given."""
 
     model_config = ConfigDict(extra="forbid")
 
-    action: Literal["pull", "push"] = Field(description="pull from or push to the Hub.")
+    action: Literal["pull"]
     repos: list[RepoSpec] = Field(
-        default_factory=list, max_length=100, description="pull: OWNER/NAME[@REVISION] each."
+        default_factory=list, max_length=100, description="OWNER/NAME[@REVISION] each."
     )
-    base_model: Text | None = Field(default=None, description="pull: adapters of this base.")
-    author: Text | None = Field(default=None, description="pull: user or organization.")
-    search: Text | None = Field(default=None, description="pull: substring of the repo id.")
-    tags: list[Tag] = Field(default_factory=list, max_length=16, description="pull: Hub tags.")
-    limit: int = Field(default=20, ge=1, le=1000, description="pull: most repositories.")
+    base_model: Text | None = Field(default=None, description="Adapters of this base model.")
+    author: Text | None = Field(default=None, description="Only this user or organization.")
+    search: Text | None = Field(default=None, description="Substring of the repository id.")
+    tags: list[Tag] = Field(default_factory=list, max_length=16, description="Hub tags (all).")
+    limit: int = Field(default=20, ge=1, le=1000, description="Pull at most this many.")
     name: str | None = Field(
         default=None,
         max_length=128,
         pattern=NAME_PATTERN,
-        description="pull: adapter name for a single repo (default OWNER--NAME).",
+        description="Adapter name for a single repo (default OWNER--NAME).",
     )
-    adapter: str | None = Field(
-        default=None, max_length=140, pattern=REF_PATTERN, description="push: NAME[@VERSION]."
-    )
-    repo: RepoId | None = Field(default=None, description="push: the target OWNER/NAME.")
-    private: bool = Field(default=False, description="push: create the repo private.")
 
 
-def _parse(raw: dict[str, Any]) -> SyncJobSpec:
+class SyncPush(BaseModel):
+    """Push ``adapter`` (NAME or NAME@VERSION) to the Hub repository ``repo``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["push"]
+    adapter: str = Field(max_length=140, pattern=REF_PATTERN, description="NAME[@VERSION].")
+    repo: RepoId = Field(description="The target OWNER/NAME (created when missing).")
+    private: bool = Field(default=False, description="Create the repository private.")
+
+
+# The body of ``POST /sync`` and the spec stored on the job.
+SyncJobSpec = Annotated[SyncPull | SyncPush, Field(discriminator="action")]
+_SPEC: TypeAdapter[SyncPull | SyncPush] = TypeAdapter(SyncJobSpec)
+
+
+def _parse(raw: dict[str, Any]) -> SyncPull | SyncPush:
     try:
-        return SyncJobSpec.model_validate(raw)
+        return _SPEC.validate_python(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise BadInputError(f"invalid sync request: {problems}", code="invalid_spec") from None
-
-
-def _stray(spec: SyncJobSpec, fields: tuple[str, ...]) -> list[str]:
-    return [f for f in fields if getattr(spec, f) not in (None, [], False)]
 
 
 def validate_sync(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
     from storage.hf_hub import validate_repo_id
 
     spec = _parse(raw)
-    wrong = _stray(spec, PUSH_FIELDS + ("private",) if spec.action == "pull" else PULL_FIELDS)
-    if wrong:
-        raise BadInputError(
-            f"{', '.join(wrong)} do not apply to a {spec.action}", code="invalid_sync_request"
-        )
-    if spec.action == "pull":
+    if isinstance(spec, SyncPull):
         _targets(spec)
         return spec.model_dump(mode="json")
-    if spec.adapter is None or spec.repo is None:
-        raise BadInputError("a push needs adapter and repo", code="invalid_sync_request")
     validate_repo_id(spec.repo)
     ref = AdapterRef.parse(spec.adapter)
     item = container.registry.catalog.get_item(ref.name, ref.version)
     return {**spec.model_dump(mode="json"), "adapter": f"{item.name}@{item.version}"}
 
 
-def _targets(spec: SyncJobSpec) -> PullTargets:
+def _targets(spec: SyncPull) -> PullTargets:
     from hub.services.sync import PullTargets
 
     return PullTargets.checked(
@@ -107,19 +104,22 @@ def _targets(spec: SyncJobSpec) -> PullTargets:
 
 
 def run_sync(container: Container, raw: dict[str, Any], ctx: JobContext) -> JobOutcome:
-    spec = SyncJobSpec.model_validate({k: v for k, v in raw.items() if k in _FIELDS})
-    return (_run_push if spec.action == "push" else _run_pull)(container, spec, ctx)
+    # The stored spec also holds job bookkeeping (cancel flag, report): keep the model's fields.
+    model = SyncPush if raw.get("action") == "push" else SyncPull
+    spec = model.model_validate({k: v for k, v in raw.items() if k in model.model_fields})
+    if isinstance(spec, SyncPush):
+        return _run_push(container, spec, ctx)
+    return _run_pull(container, spec, ctx)
 
 
-def _run_push(container: Container, spec: SyncJobSpec, ctx: JobContext) -> JobOutcome:
-    assert spec.adapter is not None and spec.repo is not None  # checked at submit
+def _run_push(container: Container, spec: SyncPush, ctx: JobContext) -> JobOutcome:
     ctx.progress(0.0, f"pushing {spec.adapter} to {spec.repo}")
     pushed = container.sync.push(AdapterRef.parse(spec.adapter), spec.repo, private=spec.private)
     version_id = container.catalog.version_id(pushed.item.name, pushed.item.version)
     return JobOutcome(version_id, f"pushed {spec.adapter} to hf://{spec.repo}@{pushed.revision}")
 
 
-def _run_pull(container: Container, spec: SyncJobSpec, ctx: JobContext) -> JobOutcome:
+def _run_pull(container: Container, spec: SyncPull, ctx: JobContext) -> JobOutcome:
     def on_progress(done: int, total: int, message: str) -> None:
         ctx.progress(done / max(total, 1), message)  # raises once the job is cancelled
 
@@ -141,8 +141,6 @@ def _store_report(container: Container, job_id: str, report: PullReport) -> None
     outcomes = [o.to_dict() for o in report.outcomes]
     container.catalog.update_job(job_id, spec={**job.spec, "report": outcomes})
 
-
-_FIELDS = frozenset(SyncJobSpec.model_fields)
 
 SYNC_JOB = register_job_kind(
     JobKind(

@@ -48,6 +48,7 @@ def parse_card(text: str | None) -> CardFacts:
         return CardFacts()
     if len(text.encode()) > MAX_CARD_BYTES:
         return CardFacts(problem=f"README.md is over {MAX_CARD_BYTES} bytes; card ignored")
+    text = text.replace("\x00", "")  # no catalog (PostgreSQL text) can hold NUL
     try:
         card = ModelCard(text, ignore_metadata_errors=True)
     except Exception as exc:  # noqa: BLE001 - malformed YAML etc.: the weights still count

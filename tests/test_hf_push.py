@@ -15,6 +15,7 @@ from hub.core.errors import BadInputError, HfAuthError, NotFoundError
 from hub.core.models import AdapterMeta
 from hub.core.names import AdapterRef
 from hub.services.sync import PullTargets
+from storage.hf_card import MAX_CARD_BYTES, CardFacts, parse_card, relation_for
 from tests.factories import TINY_BASE, write_adapter_dir
 from tests.hf_fake_hub import front_matter
 from tests.hf_fixtures import all_versions, hub_container
@@ -161,3 +162,23 @@ def test_card_yaml_is_valid_for_the_hub(fake_hub, hf_container, qa):
     assert len(validations) == 1  # huggingface_hub validates README metadata before committing
     text = fake_hub.files_at("alice/qa-lora", fake_hub.refs("alice/qa-lora")["main"])["README.md"]
     assert isinstance(yaml.safe_load(text.decode().split("---")[1]), dict)
+
+
+def test_parse_card_takes_only_what_the_catalog_can_hold():
+    text = (
+        "---\nlicense: other\nlicense_name: my-license\nbase_model: [org/base, org/other]\n"
+        f"tags: [lora, loradex, qa, 7, true, 'base_model:adapter:x', '{'t' * 65}']\n---\n"
+        "# Title\n\n<!-- comment -->\n\n- **Developed by:** [More Information Needed]\n\n"
+        "Does\x00 things\n  well.\n\nSecond paragraph.\n"
+    )
+    facts = parse_card(text)
+    assert facts == CardFacts(
+        description="Does things well.",
+        tags=["7", "qa"],
+        license="my-license",
+        base_model="org/base",
+    )
+    assert parse_card("just a body, no front matter").description == "just a body, no front matter"
+    assert parse_card(None) == CardFacts()
+    assert "over" in (parse_card("x" * (MAX_CARD_BYTES + 1)).problem or "")
+    assert relation_for("merge") == "merge" and relation_for("hf://a/b@c") == "adapter"

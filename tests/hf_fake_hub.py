@@ -29,6 +29,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -80,6 +81,7 @@ class FakeHub:
         self.faults: list[Fault] = []
         self.log: list[tuple[str, str]] = []
         self.ranges: list[str] = []  # Range headers received (resumed downloads)
+        self.on_request: Callable[[str, str], None] | None = None  # (method, path) hook
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self.url = ""
@@ -250,6 +252,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         self.body = self.rfile.read(length) if length else b""
         self.hub.log.append((method, self.path))
+        if self.hub.on_request is not None:
+            self.hub.on_request(method, path)
         fault = self.hub.fault_for(method, path)
         if fault is not None and fault.delay_s:
             time.sleep(fault.delay_s)

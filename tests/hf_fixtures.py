@@ -58,14 +58,17 @@ def fake_hub(tmp_path, isolated_hf_env) -> Iterator[FakeHub]:
     hub.stop()
 
 
-def hub_container(home: Path, hub: FakeHub, token: str | None = None, **kw: Any) -> Container:
+def hub_container(
+    home: Path, hub: FakeHub, token: str | None = None, database_url: str | None = None, **kw: Any
+) -> Container:
     settings = {"hf_endpoint": hub.url, "hf_token": token, "hf_timeout_s": 2.0, **kw}
-    return make_container(home, None, **settings)
+    return make_container(home, database_url, **settings)
 
 
 @pytest.fixture
-def hf_container(tmp_path, fake_hub) -> Iterator[Container]:
-    container = hub_container(tmp_path / "home", fake_hub, ALICE)
+def hf_container(tmp_path, fake_hub, catalog_url) -> Iterator[Container]:
+    """Signed in as alice, on SQLite and PostgreSQL (``catalog_url``)."""
+    container = hub_container(tmp_path / "home", fake_hub, ALICE, catalog_url)
     yield container
     container.catalog.close()
 

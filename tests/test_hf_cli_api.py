@@ -3,8 +3,11 @@ stderr line) and over REST (``POST /sync`` -> 202, a ``sync`` job with per-repo 
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
+from hub.services.jobs import JobService, execute_job
 from tests.api_helpers import api_client, assert_error, auth, new_token, poll_job
 from tests.cli_helpers import cli
 from tests.factories import TINY_BASE, write_adapter_dir
@@ -164,3 +167,24 @@ def test_rest_sync_validation(api, fake_hub, body, status, code):
 def test_rest_sync_needs_a_token(api):
     client, _ = api
     assert_error(client.post("/sync", json={"action": "pull", "author": "x"}), 401, "unauthorized")
+
+
+def test_sync_job_cancels_between_repositories(fake_hub, tmp_path):
+    container = hub_container(tmp_path / "home", fake_hub, ALICE)
+    for i in range(3):
+        publish(fake_hub, f"alice/r{i}", seed=i + 1)
+    jobs = JobService(container)  # not started: the job runs here, deterministically
+    job = jobs.submit("sync", {"action": "pull", "repos": ["alice/r0", "alice/r1", "alice/r2"]})
+    cancel = threading.Event()
+
+    def cancel_on_second_repo(method: str, path: str) -> None:
+        if path == "/api/models/alice/r1":
+            cancel.set()  # as `POST /jobs/{id}/cancel` does for a running job
+
+    fake_hub.on_request = cancel_on_second_repo
+    record = execute_job(container, job.id, cancel)
+    assert record.state == "cancelled"
+    # r1 was being pulled when the cancel came: it finished (atomically); r2 never started.
+    assert [i.name for i in container.catalog.list_items()[0]] == ["alice--r0", "alice--r1"]
+    assert fake_hub.requests(contains="alice/r2") == []
+    container.catalog.close()

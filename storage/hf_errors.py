@@ -1,9 +1,10 @@
 """The one choke point that turns Hugging Face Hub failures into the HubError tree.
 
-Every call into ``huggingface_hub`` runs inside :func:`hub_errors`. The client already retries
-transient failures itself (429 honouring ``Retry-After``, 5xx, resumable downloads after a
-dropped connection); what reaches us is final, so each case gets a specific code and a message
-that names the repository, the revision and what to do about it.
+Every call into ``huggingface_hub`` runs inside :func:`hub_errors`. Where the client retries
+by itself (listing pages and file downloads: 429 honouring ``Retry-After``, 5xx, a dropped
+connection resumed with ``Range``) what reaches us is final; single metadata calls (model info)
+fail at once. Either way each case gets a specific code and a message that names the repository,
+the revision and what to do about it.
 
 ``hf_hub_download`` reports some failures wrapped in ``LocalEntryNotFoundError`` ("cannot find
 the file in the local cache"): the real reason is in the exception chain, which is searched

@@ -66,3 +66,12 @@ class Container:
         from hub.services.browse import BrowseService
 
         return BrowseService(self.registry, self.search)
+
+    @cached_property
+    def sync(self):  # -> SyncService (Hugging Face Hub pull/push)
+        from hub.services.sync import SyncService
+        from storage.hf_hub import HfHubClient
+
+        s = self.settings
+        client = HfHubClient(s.resolved_hf_endpoint, s.resolved_hf_token, timeout_s=s.hf_timeout_s)
+        return SyncService(self.registry, client)

@@ -36,7 +36,7 @@ import numpy as np
 from hub.core.errors import BadInputError, HubError
 from retrieval.index_backends import BACKENDS, Backend, backend_class
 
-__all__ = ["BACKENDS", "FORMAT_VERSION", "IndexMismatchError", "VectorIndex"]
+__all__ = ["BACKENDS", "FORMAT_VERSION", "IndexMismatchError", "VectorIndex", "atomic_write"]
 
 FORMAT_VERSION = 1
 _DEFAULT_THREADS = faiss.omp_get_max_threads()
@@ -280,9 +280,9 @@ class VectorIndex:
             data = self._state.backend.to_bytes()
             ids_bytes = _npy_bytes(self._state.ids)
             meta = self.sidecar(_sha(data), _sha(ids_bytes))
-        _atomic_write(path, data)
-        _atomic_write(_ids_path(path), ids_bytes)
-        _atomic_write(_sidecar_path(path), json.dumps(meta, indent=2, sort_keys=True).encode())
+        atomic_write(path, data)
+        atomic_write(_ids_path(path), ids_bytes)
+        atomic_write(_sidecar_path(path), json.dumps(meta, indent=2, sort_keys=True).encode())
 
     @classmethod
     def load(
@@ -371,7 +371,7 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """temp file in the same dir + fsync + rename: readers see the old or the new file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

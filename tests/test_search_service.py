@@ -88,8 +88,9 @@ def test_bad_queries_exit_2(home, args, fragment):
 
 def test_empty_catalog_and_similar_without_encoder(tmp_path, monkeypatch):
     monkeypatch.setenv("LORADEX_TEXT_EMBEDDER", "hash")
-    run = cli(tmp_path / "h", "search", "anything")
-    assert run.code == 2 and "empty" in run.stderr
+    run = cli(tmp_path / "h", "search", "anything")  # an empty catalog: empty result, exit 0
+    assert run.code == 0 and run.stdout == "" and "catalog is empty" in run.stderr
+    assert cli(tmp_path / "h", "search", "anything", "--json").json() == {"data": [], "count": 0}
     cli(tmp_path / "h", "add", write_adapter_dir(tmp_path / "a", seed=1), "--name", "a")
     run = cli(tmp_path / "h", "similar", "a")
     assert run.code == 2 and "encoder train" in run.stderr

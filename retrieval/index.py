@@ -20,13 +20,14 @@ is visible. :class:`VectorIndex` owns everything else, the same for every backen
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +35,28 @@ import faiss
 import numpy as np
 
 from hub.core.errors import BadInputError, HubError
-from retrieval.index_backends import BACKENDS, Backend, backend_class
+from retrieval.index_backends import BACKENDS, Backend, backend_class, gpu_available
 
 __all__ = ["BACKENDS", "FORMAT_VERSION", "IndexMismatchError", "VectorIndex", "atomic_write"]
 
 FORMAT_VERSION = 1
 _DEFAULT_THREADS = faiss.omp_get_max_threads()
 _SINGLE_QUERY_BATCH = 8  # below this many queries, 1 OpenMP thread is faster (PERF A1 obs. 2)
+_TUNE_MIN = 2_000  # smaller indexes are flat (exact) under the default policy anyway
+_TUNE_QUERIES = 200
+
+
+@contextlib.contextmanager
+def _omp_threads(n: int | None) -> Iterator[None]:
+    """FAISS OpenMP threads for one call (None: leave as is)."""
+    if n is None:
+        yield
+        return
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(_DEFAULT_THREADS)
 
 
 class IndexMismatchError(HubError):
@@ -142,6 +158,7 @@ class VectorIndex:
         backend: str = "auto",
         ann_threshold: int = 50_000,
         ann_backend: str = "hnsw",
+        target_recall: float = 0.97,
         **params: Any,
     ) -> None:
         if backend != "auto":
@@ -152,6 +169,7 @@ class VectorIndex:
         self.backend_name = backend
         self.ann_threshold = ann_threshold
         self.ann_backend = ann_backend
+        self.target_recall = target_recall  # what rebuild() tunes approximate search for
         self.params = params
         self._lock = threading.RLock()
         self._rebuild_lock = threading.Lock()
@@ -159,9 +177,13 @@ class VectorIndex:
         self._state = _State(self._new_backend(0))
 
     def _choose(self, n: int) -> str:
+        """``auto``: exact flat below ``ann_threshold``; above it, exact on the GPU when one is
+        usable (the ``gpu`` extra + CUDA), else the approximate ``ann_backend``."""
         if self.backend_name != "auto":
             return self.backend_name
-        return self.ann_backend if n >= self.ann_threshold else "flat"
+        if n < self.ann_threshold:
+            return "flat"
+        return "gpu-flat" if gpu_available() else self.ann_backend
 
     def _new_backend(self, n: int, name: str | None = None) -> Backend:
         return backend_class(name or self._choose(n))(self.dim, **self.params)
@@ -175,8 +197,8 @@ class VectorIndex:
         ids_arr, x = _as_ids(ids), _as_matrix(vecs, self.dim)
         if len(ids_arr) != len(x):
             raise BadInputError(f"{len(ids_arr)} ids for {len(x)} vectors", code="bad_ids")
-        with self._lock:
-            self._state.add(ids_arr, x)
+        with self._lock, _omp_threads(1 if len(x) < _SINGLE_QUERY_BATCH else None):
+            self._state.add(ids_arr, x)  # one vector into HNSW: 2 spinning threads only hurt
             if self._journal is not None:
                 self._journal.append(("add", ids_arr, x))
 
@@ -193,13 +215,26 @@ class VectorIndex:
         if k <= 0:
             raise BadInputError(f"k must be >= 1, got {k}", code="bad_k")
         q = _as_matrix(vecs, self.dim)
-        threads = 1 if len(q) < _SINGLE_QUERY_BATCH else _DEFAULT_THREADS
-        with self._lock:  # FAISS is not safe for a concurrent add + search on one index
-            faiss.omp_set_num_threads(threads)
-            try:
-                return self._state.search(q, k)
-            finally:
-                faiss.omp_set_num_threads(_DEFAULT_THREADS)
+        threads = 1 if len(q) < _SINGLE_QUERY_BATCH else None
+        # FAISS is not safe for a concurrent add + search on one index: one lock
+        with self._lock, _omp_threads(threads):
+            return self._state.search(q, k)
+
+    def _build_tuned(self, fresh: _State, ids: np.ndarray, vecs: np.ndarray) -> None:
+        """Add everything to ``fresh``; with a recall target, first hold out a sample, tune
+        search parameters with it as queries (they are not in the graph, like real queries;
+        a stored vector would find itself and its graph neighbours at any efSearch), then
+        add the sample too."""
+        n = len(ids)
+        if not self.target_recall or n < _TUNE_MIN:
+            fresh.add(ids, vecs)
+            return
+        held = np.zeros(n, dtype=bool)
+        sample = _TUNE_QUERIES if n <= 200_000 else _TUNE_QUERIES // 2
+        held[np.random.default_rng(0).choice(n, size=sample, replace=False)] = True
+        fresh.add(ids[~held], vecs[~held])
+        fresh.backend.tune(vecs[~held], vecs[held], self.target_recall)
+        fresh.add(ids[held], vecs[held])
 
     @property
     def count(self) -> int:
@@ -240,7 +275,7 @@ class VectorIndex:
                 fresh = _State(self._new_backend(len(ids), backend))
                 if len(ids):
                     fresh.backend.train(vecs)
-                    fresh.add(ids, vecs)
+                    self._build_tuned(fresh, ids, vecs)
             except BaseException:
                 with self._lock:
                     self._journal = None
@@ -267,7 +302,8 @@ class VectorIndex:
             "backend_policy": self.backend_name,
             "ann_threshold": self.ann_threshold,
             "ann_backend": self.ann_backend,
-            "params": self.params,
+            "target_recall": self.target_recall,
+            "params": {**self.params, **self._state.backend.params},
             "count": int(len(live)),
             "ids_digest": hashlib.sha256(live.tobytes()).hexdigest(),
             "index_sha256": index_sha,
@@ -307,6 +343,7 @@ class VectorIndex:
             backend=meta["backend_policy"],
             ann_threshold=int(meta["ann_threshold"]),
             ann_backend=meta["ann_backend"],
+            target_recall=float(meta.get("target_recall", 0.97)),
             **meta["params"],
         )
         ids = np.load(io.BytesIO(ids_bytes), allow_pickle=False)

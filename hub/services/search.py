@@ -67,6 +67,7 @@ class SearchService:
         self._encoder: Any = None
         self._sides: dict[str, IndexSide] = {}  # kept in memory between queries (a server)
         self._fingerprint: tuple[Any, ...] | None = None
+        self._allowed_cache: dict[tuple[Any, ...], frozenset[int]] = {}  # filters -> ids
         self._lock = threading.Lock()  # one sync at a time; queries share the sides
         self._rebuild_lock = threading.Lock()
         self.saver = BackgroundSaver(on_saved=self._mirror_text_hashes)
@@ -267,7 +268,13 @@ class SearchService:
         given = {f: v for f, v in filters.items() if v is not None}
         if not given:
             return None
-        allowed = self.registry.catalog.latest_version_ids(**given)
+        key = (self._fingerprint, tuple(sorted(given.items())))
+        allowed = self._allowed_cache.get(key)
+        if allowed is None:  # a catalog scan (JSON tags): kept until the catalog changes
+            allowed = frozenset(self.registry.catalog.latest_version_ids(**given))
+            if len(self._allowed_cache) >= 64:
+                self._allowed_cache.pop(next(iter(self._allowed_cache)))
+            self._allowed_cache[key] = allowed
         if not allowed:
             self._check_known(given)
         return allowed

@@ -192,6 +192,14 @@ class VectorIndex:
     def backend(self) -> str:
         return self._state.backend.name
 
+    def outgrown(self) -> bool:
+        """Under the ``auto`` policy: the index grew past the threshold (or a GPU index was
+        loaded where no GPU is) and a rebuild would switch to the backend the policy picks."""
+        n = self.count
+        if self.backend_name != "auto" or n < self.ann_threshold:
+            return False
+        return self.backend in ("flat", "gpu-flat") and self.backend != self._choose(n)
+
     # -- the verbs
     def add(self, ids: Iterable[int], vecs: np.ndarray) -> None:
         ids_arr, x = _as_ids(ids), _as_matrix(vecs, self.dim)

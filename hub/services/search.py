@@ -80,9 +80,16 @@ class SearchService:
             from retrieval.cards import CardEmbedder
             from retrieval.embedders import get_embedder
 
-            kwargs = {"device": self.device} if self.device and self.embedder_name != "hash" else {}
+            kwargs = {} if self.embedder_name == "hash" else {"device": self._device()}
             self._cards = CardEmbedder(get_embedder(self.embedder_name, **kwargs))
         return self._cards
+
+    def _device(self) -> str:
+        if self.device in (None, "auto"):
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return str(self.device)
 
     @property
     def encoder(self) -> Any:
@@ -132,8 +139,8 @@ class SearchService:
                 counts[kind] = side.apply(latest, self._weight_embedder(kind))
             if any(counts[kind].values()) or not side.path.exists():
                 self.saver.request(side)
-            if side.index.count >= side.index.ann_threshold and side.index.backend == "flat":
-                side.index.rebuild(background=True)  # grew past the threshold: go approximate
+            if side.index.outgrown():
+                side.index.rebuild(background=True)  # grew past the threshold: switch, off-lock
         return counts
 
     def _rebuild(self) -> dict[str, int]:

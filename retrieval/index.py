@@ -11,7 +11,7 @@ is visible. :class:`VectorIndex` owns everything else, the same for every backen
 - build-then-swap: ``rebuild()`` snapshots the live vectors, builds a new backend *without*
   holding the lock, replays the adds/removes that arrived meanwhile, then swaps the reference
   under the lock. Searches keep using the old index during the whole build.
-- persistence: ``save(path)`` writes ``path`` (FAISS bytes), ``path.ids.npy`` and the sidecar
+- persistence (helpers in ``index_files.py``): ``save(path)`` writes ``path`` (FAISS bytes), ``path.ids.npy`` and the sidecar
   ``path.json`` (embedder id, dim, backend, count, ids digest, file hashes, format version),
   each atomically (temp + fsync + rename), sidecar last. ``load`` checks the sidecar and the
   hashes *before* handing bytes to FAISS, and refuses another embedder's or a corrupted index
@@ -25,7 +25,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -34,8 +33,20 @@ from typing import Any
 import faiss
 import numpy as np
 
-from hub.core.errors import BadInputError, HubError
+from hub.core.errors import BadInputError
 from retrieval.index_backends import BACKENDS, Backend, backend_class, gpu_available
+from retrieval.index_files import (
+    IndexMismatchError,
+    atomic_write,
+    check,
+    ids_path,
+    npy_bytes,
+    read,
+    read_sidecar,
+    sha,
+    sidecar_path,
+    stale,
+)
 
 __all__ = ["BACKENDS", "FORMAT_VERSION", "IndexMismatchError", "VectorIndex", "atomic_write"]
 
@@ -57,13 +68,6 @@ def _omp_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         faiss.omp_set_num_threads(_DEFAULT_THREADS)
-
-
-class IndexMismatchError(HubError):
-    """The stored index was built by another embedder / dim / format, or is corrupted."""
-
-    code = "index_stale"
-    kind = "conflict"
 
 
 # ---------------------------------------------------------------- the index
@@ -322,11 +326,11 @@ class VectorIndex:
         path = Path(path)
         with self._lock:
             data = self._state.backend.to_bytes()
-            ids_bytes = _npy_bytes(self._state.ids)
-            meta = self.sidecar(_sha(data), _sha(ids_bytes))
+            ids_bytes = npy_bytes(self._state.ids)
+            meta = self.sidecar(sha(data), sha(ids_bytes))
         atomic_write(path, data)
-        atomic_write(_ids_path(path), ids_bytes)
-        atomic_write(_sidecar_path(path), json.dumps(meta, indent=2, sort_keys=True).encode())
+        atomic_write(ids_path(path), ids_bytes)
+        atomic_write(sidecar_path(path), json.dumps(meta, indent=2, sort_keys=True).encode())
 
     @classmethod
     def load(
@@ -334,17 +338,17 @@ class VectorIndex:
     ) -> VectorIndex:
         """Load and verify; ``embedder_id``/``dim`` are what the caller will query with."""
         path = Path(path)
-        meta = _read_sidecar(path)
-        _check(meta.get("format_version") == FORMAT_VERSION, path, "format version differs")
-        _check(
+        meta = read_sidecar(path)
+        check(meta.get("format_version") == FORMAT_VERSION, path, "format version differs")
+        check(
             meta.get("embedder_id") == embedder_id,
             path,
             f"built with embedder {meta.get('embedder_id')!r}, now {embedder_id!r}",
         )
-        _check(dim is None or meta.get("dim") == dim, path, f"dim {meta.get('dim')} != {dim}")
-        data, ids_bytes = _read(path), _read(_ids_path(path))
-        _check(_sha(data) == meta.get("index_sha256"), path, "index file is corrupted")
-        _check(_sha(ids_bytes) == meta.get("ids_sha256"), path, "ids file is corrupted")
+        check(dim is None or meta.get("dim") == dim, path, f"dim {meta.get('dim')} != {dim}")
+        data, ids_bytes = read(path), read(ids_path(path))
+        check(sha(data) == meta.get("index_sha256"), path, "index file is corrupted")
+        check(sha(ids_bytes) == meta.get("ids_sha256"), path, "ids file is corrupted")
         index = cls(
             int(meta["dim"]),
             embedder_id,
@@ -358,79 +362,7 @@ class VectorIndex:
         try:
             backend = backend_class(meta["backend"]).from_bytes(index.dim, data, **meta["params"])
         except RuntimeError as exc:  # FAISS raises RuntimeError on bad bytes
-            raise _stale(path, f"FAISS cannot read it ({exc})") from exc
+            raise stale(path, f"FAISS cannot read it ({exc})") from exc
         index._state = _State(backend, ids.astype(np.int64))
-        _check(index.count == meta["count"], path, "count differs from the sidecar")
+        check(index.count == meta["count"], path, "count differs from the sidecar")
         return index
-
-
-# ---------------------------------------------------------------- file helpers
-
-
-def _ids_path(path: Path) -> Path:
-    return path.with_name(path.name + ".ids.npy")
-
-
-def _sidecar_path(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _npy_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    return buf.getvalue()
-
-
-def _stale(path: Path, why: str) -> IndexMismatchError:
-    return IndexMismatchError(
-        f"search index {path} cannot be used: {why}; run `loradex reindex`",
-        path=str(path),
-        reason=why,
-    )
-
-
-def _check(ok: bool, path: Path, why: str) -> None:
-    if not ok:
-        raise _stale(path, why)
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise _stale(path, f"cannot read {path.name} ({exc.strerror})") from exc
-
-
-def _read_sidecar(path: Path) -> dict[str, Any]:
-    raw = _read(_sidecar_path(path))
-    try:
-        meta = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _stale(path, "sidecar is not valid JSON") from exc
-    required = {"format_version", "embedder_id", "dim", "backend", "params", "count"}
-    _check(isinstance(meta, dict) and required <= set(meta), path, "sidecar lacks fields")
-    return meta
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """temp file in the same dir + fsync + rename: readers see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -88,24 +89,36 @@ class MiniLMEmbedder:
     max_tokens = 256
 
     def __init__(self, device: str = "cpu", batch_size: int = 64, model_dir: Path | None = None):
-        # Offline by construction: a local dir, and the hub client told not to reach out.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        path = model_dir or minilm_model_dir()
-        self._torch = torch
+        self.path = model_dir or minilm_model_dir()  # fails now if the package is missing
         self.device = device
         self.batch_size = batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
-        self.model.to(device).eval()
         self.embedder_id = f"minilm/{MINILM_VERSION}/{self.dim}"
+        self._load_lock = threading.Lock()
+        self._model: Any = None  # loaded on first use: checking an index's id needs no model
+
+    def _load(self) -> None:
+        with self._load_lock:
+            if self._model is not None:
+                return
+            # Offline by construction: a local dir, and the hub client told not to reach out.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            import torch
+            from transformers import AutoModel, AutoTokenizer
+
+            self._torch = torch
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+            model = AutoModel.from_pretrained(
+                self.path, local_files_only=True, use_safetensors=True
+            )
+            self.model = model.to(self.device).eval()
+            self._model = self.model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self._model is None:
+            self._load()
         with self._threads(1 if len(texts) <= SINGLE_THREAD_MAX_TEXTS else None):
             chunks = [
                 self._batch(texts[i : i + self.batch_size])

@@ -11,11 +11,12 @@ is visible. :class:`VectorIndex` owns everything else, the same for every backen
 - build-then-swap: ``rebuild()`` snapshots the live vectors, builds a new backend *without*
   holding the lock, replays the adds/removes that arrived meanwhile, then swaps the reference
   under the lock. Searches keep using the old index during the whole build.
-- persistence (helpers in ``index_files.py``): ``save(path)`` writes ``path`` (FAISS bytes), ``path.ids.npy`` and the sidecar
-  ``path.json`` (embedder id, dim, backend, count, ids digest, file hashes, format version),
-  each atomically (temp + fsync + rename), sidecar last. ``load`` checks the sidecar and the
-  hashes *before* handing bytes to FAISS, and refuses another embedder's or a corrupted index
-  with an error telling to run ``loradex reindex``.
+- persistence (helpers in ``index_files.py``): ``save(path)`` writes ``path`` (FAISS bytes),
+  ``path.ids.npy`` and the sidecar ``path.json`` (embedder id, dim, backend, count, ids
+  digest, file hashes, format version), each atomically (temp + fsync + rename), sidecar
+  last. ``load`` checks the sidecar and the hashes *before* handing bytes to FAISS, and
+  refuses another embedder's or a corrupted index with an error telling to run
+  ``loradex reindex``.
 """
 
 from __future__ import annotations

@@ -123,3 +123,15 @@ def test_background_saver_coalesces_and_flushes(tmp_path):
     loaded = side(tmp_path)
     loaded.load()
     assert loaded.count == 2
+
+
+def test_versions_that_cannot_be_embedded_are_left_out(tmp_path):
+    s, texts = side(tmp_path), Texts(a="alpha", b="beta")
+
+    def embed(versions):
+        vecs, hashes = texts.embed(versions)
+        vecs[[i for i, v in enumerate(versions) if v.name == "b"]] = np.nan
+        return vecs, hashes
+
+    assert s.apply([v(1, "a"), v(2, "b")], embed, texts.hashes)["added"] == 1
+    assert 2 not in s.index and 2 not in s.keys and s.count == 1

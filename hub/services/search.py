@@ -16,6 +16,7 @@ A filter value that no adapter has is an unknown name (exit 2 / HTTP 400), listi
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from hub.services.registry import RegistryService
 from hub.services.search_indexes import BackgroundSaver, IndexSide
 from storage.catalog.search_queries import LatestVersion
 
+log = logging.getLogger(__name__)
 INDEX_PARAMS: dict[str, Any] = {"backend": "auto", "ann_threshold": 20_000, "ann_backend": "hnsw"}
 
 
@@ -201,11 +203,20 @@ class SearchService:
         return self.cards.embed(cards), [self.cards.card_hash(c) for c in cards]
 
     def _weight_embedder(self, kind: str) -> Any:
+        """Weight or feature vectors; an adapter the encoder cannot read (another architecture
+        than it was trained on) gets a NaN row: searchable by its card only."""
+        encode = self.encoder.embed_many if kind == "weights" else self.encoder.feature_vectors
+        dim = self.encoder.config.out_dim if kind == "weights" else self.encoder.feature_dim
+
         def embed(versions: list[LatestVersion]) -> tuple[np.ndarray, None]:
-            adapters = [self._adapter(v.id) for v in versions]
-            if kind == "weights":
-                return np.asarray(self.encoder.embed_many(adapters), np.float32), None
-            return self.encoder.feature_vectors(adapters), None
+            rows = []
+            for v in versions:
+                try:
+                    rows.append(np.asarray(encode([self._adapter(v.id)]), np.float32)[0])
+                except BadInputError as exc:
+                    log.info("%s: no %s vector for version %d: %s", kind, kind, v.id, exc)
+                    rows.append(np.full(dim, np.nan, np.float32))
+            return np.stack(rows) if rows else np.zeros((0, dim), np.float32), None
 
         return embed
 

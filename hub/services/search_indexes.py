@@ -35,7 +35,8 @@ except ImportError:  # pragma: no cover - not POSIX: one process per home, as be
 
 log = logging.getLogger(__name__)
 ENTRIES_FORMAT = 1
-# Vectors for these (new) versions: returns (vectors (n, dim), card hashes or None).
+# Vectors for these (new) versions: returns (vectors (n, dim), card hashes or None). A row of
+# NaN marks a version that cannot be embedded (left out of the index, retried on change).
 EmbedFn = Callable[[list[LatestVersion]], tuple[np.ndarray, list[str] | None]]
 HashFn = Callable[[list[LatestVersion]], list[str]]
 
@@ -120,6 +121,11 @@ class IndexSide:
             reused = self._reuse(new, stale, card_hash) if new and card_hash else {}
             todo = [v for v in new if v.id not in reused]
             vecs, hashes = embed(todo) if todo else (np.zeros((0, self.dim), np.float32), [])
+            ok = [bool(x) for x in np.isfinite(vecs).all(axis=1)]  # NaN row: cannot embed
+            if not all(ok):
+                todo = [v for v, good in zip(todo, ok, strict=True) if good]
+                hashes = [h for h, good in zip(hashes, ok, strict=True) if good] if hashes else []
+                vecs = vecs[ok]
             if stale:
                 self.index.remove(stale)
                 for i in stale:

@@ -121,7 +121,7 @@ class IndexSide:
             reused = self._reuse(new, stale, card_hash) if new and card_hash else {}
             todo = [v for v in new if v.id not in reused]
             vecs, hashes = embed(todo) if todo else (np.zeros((0, self.dim), np.float32), [])
-            ok = [bool(x) for x in np.isfinite(vecs).all(axis=1)]  # NaN row: cannot embed
+            ok = [bool(np.isfinite(row).all()) for row in vecs]  # a NaN row: cannot embed
             if not all(ok):
                 todo = [v for v, good in zip(todo, ok, strict=True) if good]
                 hashes = [h for h, good in zip(hashes, ok, strict=True) if good] if hashes else []

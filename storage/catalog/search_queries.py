@@ -38,14 +38,21 @@ class LatestVersion:
 
 class SearchQueriesMixin(CatalogBase):
     def versions_fingerprint(self) -> tuple[Any, ...]:
-        """Changes whenever a version is added or deleted: (count, max id, max created_at).
-        ``created_at`` catches SQLite reusing the max row id after a delete."""
-        q = select(
-            func.count(AdapterVersion.id),
-            func.max(AdapterVersion.id),
-            func.max(AdapterVersion.created_at),
+        """Changes whenever a version is added or deleted: (count, then id, adapter and digest
+        of the newest row). The newest row's identity catches SQLite reusing the max row id
+        after a delete. A count and a primary-key lookup: no scan of a non-indexed column."""
+        newest = (
+            select(AdapterVersion.id, AdapterVersion.adapter_id, AdapterVersion.digest)
+            .order_by(AdapterVersion.id.desc())
+            .limit(1)
         )
-        return self._read(lambda s: tuple(s.execute(q).one()))
+
+        def run(s: Session) -> tuple[Any, ...]:
+            count = s.scalar(select(func.count()).select_from(AdapterVersion)) or 0
+            row = s.execute(newest).first()
+            return (count, *(tuple(row) if row else (None, None, None)))
+
+        return self._read(run)
 
     def latest_versions(self) -> list[LatestVersion]:
         """The latest version of every adapter, ordered by version id."""

@@ -10,7 +10,7 @@ stays cheap; import what you need:
 - ``retrieval.weight_features``: ``FeatureSpec``, ``SlotLayout``, ``adapter_features``.
 - ``retrieval.weight_encoder``: ``train_encoder``, ``WeightEncoder.load/save/embed``,
   ``LeastSquaresMap`` (baseline).
-- ``retrieval.index``: ``VectorIndex`` (add/remove/search/count/save/load/rebuild/tune),
+- ``retrieval.index``: ``VectorIndex`` (add/remove/search/count/save/load/rebuild),
   ``BACKENDS`` (flat, hnsw, ivf, gpu-flat), ``IndexMismatchError``; files in ``index_files``.
 - ``retrieval.search``: ``SearchEngine`` (search text|weights|hybrid, similar), ``Hit``,
   ``MAX_QUERY_CHARS``, ``MAX_K``.

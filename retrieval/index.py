@@ -153,6 +153,40 @@ class _State:
         return self.ids[labels], self.backend.reconstruct_all()[labels]
 
 
+class _ReadWriteLock:
+    """Many readers (searches, saves) or one writer (add, remove, swap). Readers wait only
+    for an active writer, so a reader may nest reads; writers wait for all readers."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writer)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writer and self._readers == 0)
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
 class VectorIndex:
     """The eight verbs: add, remove, search, count, save, load, rebuild (+ contains/ids)."""
 
@@ -176,7 +210,7 @@ class VectorIndex:
         self.ann_backend = ann_backend
         self.target_recall = target_recall  # what rebuild() tunes approximate search for
         self.params = params
-        self._lock = threading.RLock()
+        self._lock = _ReadWriteLock()  # searches and saves share; mutations are exclusive
         self._rebuild_lock = threading.Lock()
         self._journal: list[tuple[str, np.ndarray, np.ndarray | None]] | None = None
         self._state = _State(self._new_backend(0))
@@ -210,14 +244,14 @@ class VectorIndex:
         ids_arr, x = _as_ids(ids), _as_matrix(vecs, self.dim)
         if len(ids_arr) != len(x):
             raise BadInputError(f"{len(ids_arr)} ids for {len(x)} vectors", code="bad_ids")
-        with self._lock, _omp_threads(1 if len(x) < _SINGLE_QUERY_BATCH else None):
+        with self._lock.write(), _omp_threads(1 if len(x) < _SINGLE_QUERY_BATCH else None):
             self._state.add(ids_arr, x)  # one vector into HNSW: 2 spinning threads only hurt
             if self._journal is not None:
                 self._journal.append(("add", ids_arr, x))
 
     def remove(self, ids: Iterable[int]) -> int:
         ids_arr = _as_ids(ids)
-        with self._lock:
+        with self._lock.write():
             n = self._state.remove(ids_arr)
             if self._journal is not None:
                 self._journal.append(("remove", ids_arr, None))
@@ -229,8 +263,9 @@ class VectorIndex:
             raise BadInputError(f"k must be >= 1, got {k}", code="bad_k")
         q = _as_matrix(vecs, self.dim)
         threads = 1 if len(q) < _SINGLE_QUERY_BATCH else None
-        # FAISS is not safe for a concurrent add + search on one index: one lock
-        with self._lock, _omp_threads(threads):
+        # FAISS is not safe for a concurrent add + search on one index; CPU searches may overlap
+        shared = self._state.backend.concurrent_search
+        with self._lock.read() if shared else self._lock.write(), _omp_threads(threads):
             return self._state.search(q, k)
 
     def _build_tuned(self, fresh: _State, ids: np.ndarray, vecs: np.ndarray) -> None:
@@ -257,12 +292,12 @@ class VectorIndex:
         return int(item) in self._state.label_of
 
     def ids(self) -> np.ndarray:
-        with self._lock:
+        with self._lock.read():
             return np.array(sorted(self._state.label_of), dtype=np.int64)
 
     def vectors(self, ids: Iterable[int]) -> np.ndarray:
         """Stored (normalised) vectors of ``ids``; unknown ids raise."""
-        with self._lock:
+        with self._lock.read():
             st = self._state
             labels = []
             for i in ids:
@@ -281,7 +316,7 @@ class VectorIndex:
             t.start()
             return t
         with self._rebuild_lock:
-            with self._lock:
+            with self._lock.write():
                 ids, vecs = self._state.live()
                 self._journal = []
             try:
@@ -290,10 +325,10 @@ class VectorIndex:
                     fresh.backend.train(vecs)
                     self._build_tuned(fresh, ids, vecs)
             except BaseException:
-                with self._lock:
+                with self._lock.write():
                     self._journal = None
                 raise
-            with self._lock:
+            with self._lock.write():
                 for op, j_ids, j_vecs in self._journal:
                     if op == "add":
                         assert j_vecs is not None  # adds are journalled with their vectors
@@ -325,7 +360,7 @@ class VectorIndex:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         path = Path(path)
-        with self._lock:
+        with self._lock.read():  # serialising a large index must not stop searches
             data = self._state.backend.to_bytes()
             ids_bytes = npy_bytes(self._state.ids)
             meta = self.sidecar(sha(data), sha(ids_bytes))

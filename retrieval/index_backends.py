@@ -18,6 +18,7 @@ class Backend:
     """A raw FAISS index; labels are dense positions assigned by :class:`VectorIndex`."""
 
     name: ClassVar[str]
+    concurrent_search: ClassVar[bool] = True  # read-only CPU searches may run in parallel
 
     def __init__(self, dim: int, index: Any | None = None, **params: Any) -> None:
         self.dim = dim
@@ -158,6 +159,7 @@ class GpuFlatBackend(FlatBackend):
     GPU is visible it stays a CPU flat index (exact, slower) until the next rebuild."""
 
     name = "gpu-flat"
+    concurrent_search = False  # GPU resources are not thread-safe: one call at a time
 
     def _make(self, dim: int) -> Any:
         return self._to_gpu(faiss.IndexFlatIP(dim))

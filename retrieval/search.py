@@ -26,6 +26,7 @@ from retrieval.index import VectorIndex
 
 MAX_QUERY_CHARS = 2000  # a query is a task description, not a document; MiniLM reads 256 tokens
 MAX_K = 1000
+EXACT_FILTER_MAX = 2000  # allowed sets up to this size (or 5 % of the index) are scored exactly
 MODES = ("text", "weights", "hybrid")
 
 
@@ -139,9 +140,13 @@ def _filtered(
     allowed: Collection[int] | None,
     overfetch: int,
 ) -> list[tuple[int, float]]:
-    """Top-k (id, score) restricted to ``allowed``; over-fetch, widening until satisfied."""
+    """Top-k (id, score) restricted to ``allowed``; over-fetch, widening until satisfied. A
+    selective filter (few allowed ids) is scored exactly instead: widening an approximate
+    search toward 1 % of 10^5 vectors costs more than a dot product with those vectors."""
     total = index.count
     allowed_set = None if allowed is None else set(allowed)
+    if allowed_set is not None and len(allowed_set) <= max(EXACT_FILTER_MAX, total // 20):
+        return _exact_among(index, q, k, allowed_set)
     want = min(k if allowed_set is None else k * overfetch, total)
     while True:
         scores, ids = index.search(q, max(want, 1))
@@ -153,6 +158,17 @@ def _filtered(
         if len(pairs) >= k or want >= total:
             return pairs[:k]
         want = min(want * 4, total)
+
+
+def _exact_among(
+    index: VectorIndex, q: np.ndarray, k: int, allowed: set[int]
+) -> list[tuple[int, float]]:
+    ids = [i for i in allowed if i in index]
+    if not ids:
+        return []
+    scores = index.vectors(ids) @ np.asarray(q, np.float32).reshape(-1)  # (m, d) @ (d,)
+    top = np.argsort(-scores, kind="stable")[:k]
+    return [(int(ids[j]), float(scores[j])) for j in top]
 
 
 def check_request(query: str, k: int, mode: str) -> None:

@@ -135,3 +135,15 @@ def test_versions_that_cannot_be_embedded_are_left_out(tmp_path):
 
     assert s.apply([v(1, "a"), v(2, "b")], embed, texts.hashes)["added"] == 1
     assert 2 not in s.index and 2 not in s.keys and s.count == 1
+
+
+def test_apply_new_replaces_each_adapters_previous_latest(tmp_path):
+    """The delta path (versions added, none deleted) gives the same index as a full apply."""
+    texts = Texts(add="add two numbers", rev="reverse a word", new="a new task")
+    s = side(tmp_path)
+    s.apply([v(1, "add"), v(2, "rev")], texts.embed, texts.hashes)
+    texts.embedded.clear()
+    counts = s.apply_new([v(3, "add"), v(4, "new"), v(5, "add")], texts.embed, texts.hashes)
+    assert counts == {"added": 1, "reused": 1, "removed": 1}  # add@5 reuses add@1's card
+    assert sorted(s.keys) == [2, 4, 5] and s.by_name == {"rev": 2, "new": 4, "add": 5}
+    assert texts.embedded == [4]

@@ -128,17 +128,38 @@ class SearchService:
                 return self._report({})
             if not self._sides:
                 self._sides = self._new_sides(load=True)
-            counts = self._apply(self._sides, self.registry.catalog.latest_versions())
+            fresh = self._only_added(self._fingerprint, fingerprint)
+            if fresh is not None:
+                counts = self._apply(self._sides, fresh, delta=True)
+            else:
+                counts = self._apply(self._sides, self.registry.catalog.latest_versions())
             self._fingerprint = fingerprint
             return self._report(counts)
 
-    def _apply(self, sides: dict[str, IndexSide], latest: list[LatestVersion]) -> dict[str, Any]:
+    def _only_added(
+        self, before: tuple[Any, ...] | None, now: tuple[Any, ...]
+    ) -> list[LatestVersion] | None:
+        """The versions added since ``before`` when nothing was deleted meanwhile (the common
+        case: one new adapter), else None (then the full latest list is compared)."""
+        if before is None or before[1] is None or now[0] < before[0]:
+            return None
+        catalog = self.registry.catalog
+        if catalog.version_identity(before[1]) != tuple(before[1:]):
+            return None  # the newest row then is gone (or its id was reused)
+        added = catalog.versions_after(before[1])
+        return added if before[0] + len(added) == now[0] else None
+
+    def _apply(
+        self, sides: dict[str, IndexSide], latest: list[LatestVersion], delta: bool = False
+    ) -> dict[str, Any]:
+        """``latest``: every latest version, or with ``delta`` only the versions added."""
         counts = {}
         for kind, side in sides.items():
+            apply = side.apply_new if delta else side.apply
             if kind == "text":
-                counts[kind] = side.apply(latest, self._embed_cards, self._card_hashes)
+                counts[kind] = apply(latest, self._embed_cards, self._card_hashes)
             else:
-                counts[kind] = side.apply(latest, self._weight_embedder(kind))
+                counts[kind] = apply(latest, self._weight_embedder(kind))
             if any(counts[kind].values()) or not side.path.exists():
                 self.saver.request(side)
             if side.index.outgrown():

@@ -61,6 +61,7 @@ class IndexSide:
         self.keys: dict[int, str] = {}  # version id -> name@digest of the vector stored
         self.hashes: dict[int, str] = {}  # version id -> card hash (text side only)
         self.unsaved_hashes: dict[int, str] = {}  # added since the last save
+        self.by_name: dict[str, int] = {}  # adapter name -> its indexed version id
         self._lock = threading.Lock()  # one apply at a time per side
 
     # -- persistence ------------------------------------------------------------------------
@@ -88,6 +89,7 @@ class IndexSide:
         self.index = index
         self.keys = {i: k for i, k in keys.items() if i in indexed}
         self.hashes = {i: h for i, h in hashes.items() if i in self.keys}
+        self.by_name = {_name(k): i for i, k in self.keys.items()}
         return True
 
     def save(self) -> dict[int, str]:
@@ -118,25 +120,49 @@ class IndexSide:
             want = {v.id: v for v in latest}
             stale = [i for i, key in self.keys.items() if i not in want or want[i].key != key]
             new = [v for v in latest if self.keys.get(v.id) != v.key]
-            reused = self._reuse(new, stale, card_hash) if new and card_hash else {}
-            todo = [v for v in new if v.id not in reused]
-            vecs, hashes = embed(todo) if todo else (np.zeros((0, self.dim), np.float32), [])
-            ok = [bool(np.isfinite(row).all()) for row in vecs]  # a NaN row: cannot embed
-            if not all(ok):
-                todo = [v for v, good in zip(todo, ok, strict=True) if good]
-                hashes = [h for h, good in zip(hashes, ok, strict=True) if good] if hashes else []
-                vecs = vecs[ok]
-            if stale:
-                self.index.remove(stale)
-                for i in stale:
-                    self.keys.pop(i, None)
-                    self.hashes.pop(i, None)
-            self._add(todo, vecs, hashes)
-            if reused:
-                again = [v for v in new if v.id in reused]
-                vecs = np.stack([reused[v.id][0] for v in again])
-                self._add(again, vecs, [reused[v.id][1] for v in again])
-            return {"added": len(todo), "reused": len(reused), "removed": len(stale)}
+            return self._replace(new, stale, embed, card_hash)
+
+    def apply_new(
+        self, fresh: Sequence[LatestVersion], embed: EmbedFn, card_hash: HashFn | None = None
+    ) -> dict[str, int]:
+        """Only versions were added since the last sync (no deletes): each new one replaces its
+        adapter's previous latest. Costs O(new), not O(catalog): a 10^5 catalog is not listed."""
+        with self._lock:
+            newest: dict[str, LatestVersion] = {}
+            for v in sorted(fresh, key=lambda v: v.id):
+                newest[v.name] = v  # several new versions of one adapter: the last one wins
+            new = list(newest.values())
+            stale = [self.by_name[n] for n in newest if n in self.by_name]
+            return self._replace(new, stale, embed, card_hash)
+
+    def _replace(
+        self,
+        new: list[LatestVersion],
+        stale: list[int],
+        embed: EmbedFn,
+        card_hash: HashFn | None,
+    ) -> dict[str, int]:
+        reused = self._reuse(new, stale, card_hash) if new and card_hash else {}
+        todo = [v for v in new if v.id not in reused]
+        vecs, hashes = embed(todo) if todo else (np.zeros((0, self.dim), np.float32), [])
+        ok = [bool(np.isfinite(row).all()) for row in vecs]  # a NaN row: cannot embed
+        if not all(ok):
+            todo = [v for v, good in zip(todo, ok, strict=True) if good]
+            hashes = [h for h, good in zip(hashes, ok, strict=True) if good] if hashes else []
+            vecs = vecs[ok]
+        if stale:
+            self.index.remove(stale)
+            for i in stale:
+                key = self.keys.pop(i, None)
+                self.hashes.pop(i, None)
+                if key is not None and self.by_name.get(_name(key)) == i:
+                    del self.by_name[_name(key)]
+        self._add(todo, vecs, hashes)
+        if reused:
+            again = [v for v in new if v.id in reused]
+            vecs = np.stack([reused[v.id][0] for v in again])
+            self._add(again, vecs, [reused[v.id][1] for v in again])
+        return {"added": len(todo), "reused": len(reused), "removed": len(stale)}
 
     def _add(self, versions: list[LatestVersion], vecs: np.ndarray, hashes) -> None:
         if not versions:
@@ -144,6 +170,7 @@ class IndexSide:
         self.index.add([v.id for v in versions], vecs)
         for pos, v in enumerate(versions):
             self.keys[v.id] = v.key
+            self.by_name[v.name] = v.id
             if hashes:
                 self.hashes[v.id] = self.unsaved_hashes[v.id] = hashes[pos]
 
@@ -154,7 +181,7 @@ class IndexSide:
         by_name = {}
         for i in stale:
             if i in self.hashes and i in self.index:
-                by_name[self.keys[i].rsplit("@", 1)[0]] = i
+                by_name[_name(self.keys[i])] = i
         candidates = [v for v in new if v.name in by_name]
         if not candidates:
             return {}
@@ -168,6 +195,10 @@ class IndexSide:
     @property
     def count(self) -> int:
         return self.index.count
+
+
+def _name(key: str) -> str:
+    return key.rsplit("@", 1)[0]
 
 
 @contextlib.contextmanager

@@ -54,6 +54,23 @@ class SearchQueriesMixin(CatalogBase):
 
         return self._read(run)
 
+    def versions_after(self, version_id: int) -> list[LatestVersion]:
+        """Versions with a row id above ``version_id`` (added since), ordered by id."""
+        q = (
+            select(AdapterVersion.id, Adapter.name, AdapterVersion.digest, AdapterVersion.text_hash)
+            .join(Adapter)
+            .where(AdapterVersion.id > version_id)
+            .order_by(AdapterVersion.id)
+        )
+        return self._read(lambda s: [LatestVersion(*row) for row in s.execute(q)])
+
+    def version_identity(self, version_id: int) -> tuple[Any, ...] | None:
+        """(id, adapter id, digest) of one row, None if it is gone (fingerprint checks)."""
+        q = select(AdapterVersion.id, AdapterVersion.adapter_id, AdapterVersion.digest).where(
+            AdapterVersion.id == version_id
+        )
+        return self._read(lambda s: (lambda r: tuple(r) if r else None)(s.execute(q).first()))
+
     def latest_versions(self) -> list[LatestVersion]:
         """The latest version of every adapter, ordered by version id."""
         q = _only_latest(

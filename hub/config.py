@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         description="Text embedder for search: `minilm` (all-MiniLM-L6-v2, offline) or `hash` "
         "(a tiny deterministic one for tests).",
     )
+    search_device: str = Field(
+        default="auto",
+        description="Device of the search text embedder: `auto` (CUDA when torch sees one, "
+        "else CPU), `cpu` or `cuda`. The vector index moves to the GPU by itself when faiss "
+        "has GPU support (the `gpu` extra) and a GPU is visible.",
+    )
     gc_grace_seconds: float = Field(
         default=3600.0,
         description="`gc` keeps unreferenced blobs younger than this (an `add` may be mid-way).",

@@ -160,20 +160,3 @@ def test_spectra_of_a_higher_rank_module_in_a_real_peft_dir(tmp_path):
     dense = np.linalg.svd((3 / 6) * B.astype(np.float64) @ A.astype(np.float64), compute_uv=False)
     np.testing.assert_allclose(v.singular_values, dense[:6], rtol=1e-9)
     c.catalog.close()
-
-
-def test_version_ids_resolves_many_pairs_in_one_read(tmp_path, catalog_url):
-    from storage.catalog.version_ids import version_ids
-
-    c = make_container(tmp_path / "home", catalog_url)
-    add_tiny(c, tmp_path, "a", seed=1)
-    add_tiny(c, tmp_path, "a", seed=2)
-    add_tiny(c, tmp_path, "b", seed=3)
-    got = version_ids(c.catalog, [("a", 1), ("a", 2), ("b", 1), ("b", 2), ("zz", 1), ("a", 1)])
-    assert got == {
-        ("a", 1): c.catalog.version_id("a", 1),
-        ("a", 2): c.catalog.version_id("a", 2),
-        ("b", 1): c.catalog.version_id("b", 1),
-    }
-    assert version_ids(c.catalog, []) == {}
-    c.catalog.close()

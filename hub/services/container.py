@@ -46,7 +46,10 @@ class Container:
         from hub.services.search import SearchService
 
         return SearchService(
-            self.registry, self.settings.home / "index", self.settings.text_embedder
+            self.registry,
+            self.settings.home / "index",
+            self.settings.text_embedder,
+            device=self.settings.search_device,
         )
 
     @cached_property

@@ -70,13 +70,17 @@ def test_one_hot_gate_reproduces_each_expert_exactly(model, experts, routing):
     runtime, gate = make(experts, model, routing=routing)
     for j, single in enumerate(experts):
         runtime.forced = one_hot_scalings(j, 3, len(LAYERS)).double()
-        torch.testing.assert_close(logits(model, runtime), logits(model, single), atol=1e-10, rtol=0)
+        torch.testing.assert_close(
+            logits(model, runtime), logits(model, single), atol=1e-10, rtol=0
+        )
     # the same through the classifier: a huge bias on column j (softmax -> exactly one-hot)
     runtime.forced = None
     with torch.no_grad():
         gate.layers[-1].weight.zero_()
         gate.layers[-1].bias.copy_(torch.tensor([0.0, 1e4, 0.0], dtype=torch.float64))
-    torch.testing.assert_close(logits(model, runtime), logits(model, experts[1]), atol=1e-10, rtol=0)
+    torch.testing.assert_close(
+        logits(model, runtime), logits(model, experts[1]), atol=1e-10, rtol=0
+    )
 
 
 def test_zero_scalings_are_the_base_model_and_detach_restores_it(model, experts):

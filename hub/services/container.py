@@ -54,3 +54,9 @@ class Container:
         from hub.services.merge import MergeService
 
         return MergeService(self.registry)
+
+    @cached_property
+    def mixtures(self):  # -> MixtureService
+        from hub.services.mixture import MixtureService
+
+        return MixtureService(self.registry, self.models)

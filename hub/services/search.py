@@ -126,8 +126,18 @@ class SearchService:
         return self.embedder.embed([card_text(i.name, i.description, i.tags) for i in items])
 
     def _embed_weights(self, items: list[AdapterItem]) -> np.ndarray:
-        adapters = [self.registry.load(AdapterRef(i.name, i.version)).adapter for i in items]
-        return np.asarray(self.encoder.embed_many(adapters), np.float32)
+        from hub.services.mixture_store import lora_members
+
+        # A mixture has no LoRA weights of its own: it sits at the mean of its experts.
+        groups = [lora_members(self.registry, i) for i in items]
+        flat = np.asarray(self.encoder.embed_many([a for g in groups for a in g]), np.float32)
+        bounds = np.cumsum([0] + [len(g) for g in groups])
+        means = np.stack(
+            [flat[s:e].mean(axis=0) for s, e in zip(bounds[:-1], bounds[1:], strict=True)]
+        )
+        if any(len(g) > 1 for g in groups):
+            means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+        return means
 
     # -- queries --------------------------------------------------------------------------------
     def search(
@@ -189,7 +199,8 @@ class SearchService:
         from retrieval.weight_encoder import train_encoder
 
         items, _ = self.registry.ls(limit=10**9)
-        described = [i for i in items if i.description.strip()]
+        # mixtures have no weights of their own to learn from (they are embedded as their experts)
+        described = [i for i in items if i.description.strip() and i.source != "mixture"]
         texts = [i.metadata.get("descriptions") or [i.description] for i in described]
         adapters = [self.registry.load(AdapterRef(i.name, i.version)).adapter for i in described]
         embeddings = [self.embedder.embed(t) for t in texts]

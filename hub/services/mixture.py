@@ -217,6 +217,7 @@ class MixtureService:
             "final_loss": result.losses[-1] if result.losses else None,
             "seconds": round(result.seconds, 3),
             "examples": result.examples,
+            "device": result.recipe["device"],
         }
         recipe = {
             "method": "xlora",

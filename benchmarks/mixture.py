@@ -49,12 +49,11 @@ STATIC = {
     "cat mean": ("cat", {}, "mean"),
     "cat sum": ("cat", {}, "sum"),
     "ties d=0.5": ("ties", {"density": 0.5}, "sum"),
-    "svd r=4 mean": ("svd", {"rank": 4}, "mean"),
 }
 
 
 def load() -> str:
-    return "load %.1f %.1f %.1f" % os.getloadavg()
+    return "load {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
 
 
 class Bench:
@@ -125,14 +124,12 @@ def main() -> None:
     bench = Bench(c, args.limit)
     print(f"# {platform.node()} {os.cpu_count()} cpus, device {args.device}, {load()}")
     print(f"# gate: {options}")
-    summary = []
     for size in map(int, args.groups.split(",")):
         members = GROUPS[size]
         experts = {t: bench.acc(t, t) for t in members}
         mixed, report = bench.mixture(size, members, options)
         label, static = bench.static(size, members)
-        summary.append(table(size, members, experts, mixed, label, static, report))
-    print("\n".join(summary))
+        print(table(size, members, experts, mixed, label, static, report), flush=True)
 
 
 def table(size, members, experts, mixed, label, static, report) -> str:  # noqa: ANN001

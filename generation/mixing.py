@@ -93,7 +93,7 @@ def module_order(model: nn.Module, names: Sequence[str]) -> list[str]:
 class MixtureRuntime:
     """Frozen experts + a gate, attachable to a model (the evaluator's ``attach`` protocol).
 
-    ``latest_scalings`` is the last dense prediction (B, T or 1, L, n), like PEFT's
+    ``latest_scalings`` is the last dense prediction (B, T, L, n), like PEFT's
     ``get_latest_scalings``; ``force`` replaces the gate by fixed scalings (tests, analysis).
     """
 
@@ -170,7 +170,8 @@ class MixtureRuntime:
             return
         else:
             scalings = self._predict(model, input_ids, kwargs, cache, decoding)
-        self.latest_scalings = scalings
+        # (B, T, L, n) as X-LoRA reports them; a prompt-routed row repeats over its tokens
+        self.latest_scalings = scalings.expand(-1, input_ids.shape[1], -1, -1)
         self._current = self.post(scalings)
         self._kept = self._current if self.routing == "prompt" else None
 

@@ -108,7 +108,9 @@ def test_scalings_shape_softmax_and_broadcast(model, experts, routing):
     runtime, _ = make(experts, model, routing=routing, layerwise=False)
     logits(model, runtime)
     lam = runtime.latest_scalings
-    assert lam.shape == (2, 6 if routing == "token" else 1, len(LAYERS), 3)
+    assert lam.shape == (2, 6, len(LAYERS), 3)
+    if routing == "prompt":  # one prediction per prompt, repeated over its tokens
+        torch.testing.assert_close(lam, lam[:, :1].expand_as(lam), atol=0, rtol=0)
     torch.testing.assert_close(lam.sum(-1), torch.ones(lam.shape[:-1], dtype=lam.dtype))
     assert (lam > 0).all()
     for module in range(1, len(LAYERS)):  # not layerwise: identical for every module
@@ -190,7 +192,7 @@ def test_cached_generation_equals_recomputing_every_step(model, experts, routing
         fast = model.generate(
             input_ids=prompt, attention_mask=mask, max_new_tokens=5, do_sample=False, pad_token_id=2
         )
-        kept = runtime.latest_scalings
+        kept = runtime.latest_scalings[:, :1]  # prompt routing: one row per sequence
     # reference: no cache, every step re-encodes everything (PEFT's way); prompt routing keeps
     # the prompt's scalings, token routing recomputes them per token
     ids, m = prompt, mask

@@ -99,6 +99,7 @@ class MixtureService:
         for d in experts:
             _check_expert(d)
         base = _common_base(experts)
+        self.models.model_for(experts[0])  # a base model loradex can load, or fail now
         plan = MixturePlan(experts, self._tasks(experts, tasks), base)
         for d in experts:
             for m in d.modules:
@@ -209,25 +210,8 @@ class MixtureService:
     def _publish(
         self, plan: MixturePlan, meta: AdapterMeta, doc: dict[str, Any], gate: Any, result: Any
     ) -> MixOutcome:
-        from hub.services.merge import _software
-
         blob = gate_blob(doc, gate.tensors())
-        report = {
-            "gate_parameters": gate.num_parameters,
-            "final_loss": result.losses[-1] if result.losses else None,
-            "seconds": round(result.seconds, 3),
-            "examples": result.examples,
-            "device": result.recipe["device"],
-        }
-        recipe = {
-            "method": "xlora",
-            "params": doc["gate"],
-            "training": result.recipe,
-            "seed": result.recipe["seed"],
-            "inputs": doc["experts"],
-            "report": report,
-            "software": _software(),
-        }
+        recipe = _recipe(doc, gate, result)
         digest = self.registry.blobs.put_bytes(blob)
         new = NewVersion(
             digest=digest,
@@ -252,7 +236,7 @@ class MixtureService:
             for d in plan.experts
         ]
         item, created = self.registry.catalog.register_version(meta, new, parents=parents)
-        return MixOutcome(AddResult(item, created), report)
+        return MixOutcome(AddResult(item, created), recipe["report"])
 
     # -- running ---------------------------------------------------------------------------------
     def runtime(self, detail: AdapterItem, loaded: Any) -> Any:
@@ -359,6 +343,27 @@ def _document(
         ],
         "gate": gate.config.model_dump(mode="json"),
         "training": result.recipe,
+    }
+
+
+def _recipe(doc: dict[str, Any], gate: Any, result: Any) -> dict[str, Any]:
+    from hub.services.merge import _software
+
+    report = {
+        "gate_parameters": gate.num_parameters,
+        "final_loss": result.losses[-1] if result.losses else None,
+        "seconds": round(result.seconds, 3),
+        "examples": result.examples,
+        "device": result.recipe["device"],
+    }
+    return {
+        "method": "xlora",
+        "params": doc["gate"],
+        "training": result.recipe,
+        "seed": result.recipe["seed"],
+        "inputs": doc["experts"],
+        "report": report,
+        "software": _software(),
     }
 
 

@@ -16,8 +16,11 @@ from tests.mixture_helpers import register_experts, use_tiny_base, write_task
 def setup(monkeypatch, container, tmp_path):
     use_tiny_base(monkeypatch)
     labels = register_experts(container, ("first", "last"))
-    tasks = [str(write_task(tmp_path, t)) for t in ("first", "last")]
-    body = {"experts": ["first-expert", "last-expert"], "name": "mx", "tasks": tasks,
+    (tmp_path / "zoo" / "tasks").mkdir(parents=True)
+    for task in ("first", "last"):
+        write_task(tmp_path / "zoo" / "tasks", task)
+    container.models.zoo_dir = tmp_path / "zoo"  # REST trains on zoo task names only
+    body = {"experts": ["first-expert", "last-expert"], "name": "mx", "tasks": ["first", "last"],
             "steps": 20, "examples": 4, "lr": 0.05}  # fmt: skip
     return container, labels, body
 
@@ -32,9 +35,9 @@ def test_post_mixtures_runs_a_job_that_publishes_the_mixture(setup, token):
         job = poll_job(client, job_id, timeout=300)
         assert (job["state"], job["kind"], job["result"]) == ("succeeded", "mixture", "mx@1"), job
         assert job["spec"]["experts"] == labels  # pinned at submit time
-        assert job["spec"]["tasks"] == [
-            f"{lab}={t}" for lab, t in zip(labels, body["tasks"], strict=True)
-        ]
+        zoo = container.models.zoo_dir / "tasks"
+        pinned = [f"{lab}={zoo / t}.json" for lab, t in zip(labels, body["tasks"], strict=True)]
+        assert job["spec"]["tasks"] == pinned
         detail = client.get("/adapters/mx").json()
         assert detail["source"] == "mixture" and detail["mergeable"] is False
         assert [p["relation"] for p in detail["lineage"]["parents"]] == ["mixture", "mixture"]
@@ -53,6 +56,8 @@ def test_post_mixtures_runs_a_job_that_publishes_the_mixture(setup, token):
         ({"routing": "sideways"}, 422, "invalid_request"),
         ({"top_k": 3}, 400, "invalid_spec"),
         ({"steps": 0}, 422, "invalid_request"),
+        ({"tasks": ["first", "/etc/passwd"]}, 400, "unknown_task"),
+        ({"tasks": ["first", "last-expert=../zoo/tasks/last"]}, 400, "unknown_task"),
         ({"name": "../x"}, 422, "invalid_request"),
     ],
 )

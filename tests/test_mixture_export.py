@@ -91,9 +91,8 @@ def test_peft_save_pretrained_drops_gate_layers_so_loradex_writes_the_gate(mixed
     make("mx", routing="token", depth=2, size=8)
     out = container.registry.export(AdapterRef("mx"), tmp_path / "export")
     ours = set(load_file(str(out / "adapter_model.safetensors")))
-    assert ours == {
-        f"base_model.internal_xlora_classifier.layers.{i}.{k}" for i in (0, 2) for k in ("weight", "bias")
-    }  # fmt: skip
+    prefix = "base_model.internal_xlora_classifier.layers"
+    assert ours == {f"{prefix}.{i}.{k}" for i in (0, 2) for k in ("weight", "bias")}
     model = copy.deepcopy(base().model)
     model.config.use_cache = False
     resaved = tmp_path / "peft-saved"

@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hub.core.errors import BadInputError, IncompatibleBaseModelError, NotMergeableError
+from hub.core.errors import (
+    BadInputError,
+    IncompatibleBaseModelError,
+    NotMergeableError,
+    UnknownNameError,
+)
 from hub.core.models import AdapterDetail, AdapterItem, AdapterMeta
 from hub.core.names import AdapterRef
 from hub.services.mixture_store import (
@@ -148,9 +153,26 @@ class MixtureService:
             load_task(ref, self.models.zoo_dir).split("train")  # fail now, not in the job
         return resolved
 
+    def zoo_tasks_only(self, tasks: Sequence[str]) -> list[str]:
+        """``tasks`` with every reference pinned to its zoo file; anything that is not a zoo task
+        name is refused (REST: a client must not make the server read paths of its choosing)."""
+        pinned = []
+        for text in tasks:
+            key, sep, ref = text.rpartition("=")
+            if not self._known(ref):
+                raise UnknownNameError(
+                    f"{ref[:80]!r} is not a zoo task; over REST, tasks are zoo task names (train "
+                    "on task files with the CLI: loradex mix --task FILE)",
+                    code="unknown_task",
+                )
+            path = str(Path(self.models.zoo_dir or ".") / "tasks" / f"{ref}.json")
+            pinned.append(f"{key}{sep}{path}")
+        return pinned
+
     def _known(self, task: str) -> bool:
         zoo = self.models.zoo_dir
-        return zoo is not None and (Path(zoo) / "tasks" / f"{task}.json").is_file()
+        safe = bool(task) and all(ch.isalnum() or ch in "_-" for ch in task)
+        return safe and zoo is not None and (Path(zoo) / "tasks" / f"{task}.json").is_file()
 
     # -- building --------------------------------------------------------------------------------
     def mix(

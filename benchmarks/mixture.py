@@ -71,9 +71,12 @@ class Bench:
                   f"({time.perf_counter() - t0:.0f} s, {load()})", file=sys.stderr)  # fmt: skip
         return self._memo[key]
 
-    def static(self, size: int, members: list[str]) -> tuple[str, dict[str, float]]:
+    def static(
+        self, size: int, members: list[str], labels: list[str]
+    ) -> tuple[str, dict[str, float]]:
         best: tuple[float, str, dict[str, float]] = (-1.0, "", {})
-        for label, (method, params, weighting) in STATIC.items():
+        for label in labels:
+            method, params, weighting = STATIC[label]
             name = f"g{size}-{label.replace(' ', '-').replace('=', '')}"
             weight = 1.0 / size if weighting == "mean" else 1.0
             self.c.merges.merge(
@@ -108,6 +111,7 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=32, help="per expert (route)")
     ap.add_argument("--batch", type=int, default=8, help="per step (lm)")
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--static", default=",".join(STATIC), help=f"of: {', '.join(STATIC)}")
     ap.add_argument("--home", type=Path, default=None, help="catalog dir (default: a temp dir)")
     args = ap.parse_args()
     home = args.home or Path(tempfile.mkdtemp(prefix="loradex-mixture-bench-"))
@@ -128,7 +132,7 @@ def main() -> None:
         members = GROUPS[size]
         experts = {t: bench.acc(t, t) for t in members}
         mixed, report = bench.mixture(size, members, options)
-        label, static = bench.static(size, members)
+        label, static = bench.static(size, members, args.static.split(","))
         print(table(size, members, experts, mixed, label, static, report), flush=True)
 
 

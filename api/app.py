@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 
 import hub
 from api.errors import install_error_handlers
-from api.routers import adapters, health, jobs, merges, methods, search
+from api.routers import adapters, health, jobs, merges, methods, mixtures, search
 from api.routers import sync as sync_router
 from hub.config import load_settings
 from hub.services.container import Container
@@ -43,7 +43,7 @@ def create_app(container: Container, *, run_jobs: bool = True) -> FastAPI:
     app.state.container = container
     app.state.jobs = JobService(container)
     app.state.tokens = TokenService(container.catalog)
-    for module in (health, adapters, methods, merges, jobs, search):
+    for module in (health, adapters, methods, merges, jobs, search, mixtures):
         app.include_router(module.router)
     # The web catalog: a sibling delivery layer, so mounted by module name, never imported.
     importlib.import_module("web").mount(app)

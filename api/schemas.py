@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from hub.core.models import AdapterItem, JobRecord
 from hub.services.merge_jobs import MergeJobSpec
+from hub.services.mixture_jobs import MixtureJobSpec
 
 
 class ErrorDetail(BaseModel):
@@ -70,6 +71,7 @@ class MethodList(BaseModel):
 
 
 MergeRequest = MergeJobSpec
+MixtureRequest = MixtureJobSpec
 
 
 class JobAccepted(BaseModel):

@@ -9,7 +9,7 @@ touched, so one loaded base model can serve many adapters, one after another, wi
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -41,6 +41,13 @@ class AdapterLike(Protocol):
 
     @property
     def modules(self) -> Mapping[str, LoraFactors]: ...
+
+
+@runtime_checkable
+class Attachable(Protocol):
+    """Something that installs its own hooks (a mixture of experts: generation.mixing)."""
+
+    def attach(self, model: nn.Module) -> AbstractContextManager[nn.Module]: ...
 
 
 def _target(model: nn.Module, name: str) -> nn.Linear:
@@ -92,14 +99,18 @@ def _make_hook(a: torch.Tensor, b: torch.Tensor, scaling: float) -> Any:
 
 
 @contextmanager
-def applied(model: nn.Module, adapter: AdapterLike | None) -> Iterator[nn.Module]:
+def applied(model: nn.Module, adapter: AdapterLike | Attachable | None) -> Iterator[nn.Module]:
     """Within the block, ``model`` computes as base + adapter; ``None`` means the base model.
 
     Everything is checked before any hook is installed, so an incompatible adapter leaves the
-    model untouched.
+    model untouched. An :class:`Attachable` (a mixture) installs its own hooks.
     """
     if adapter is None:
         yield model
+        return
+    if isinstance(adapter, Attachable):
+        with adapter.attach(model):
+            yield model
         return
     prepared = []
     for name, factors in adapter.modules.items():

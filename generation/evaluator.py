@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from generation.apply import AdapterLike, applied
+from generation.apply import AdapterLike, Attachable, applied
 from generation.base_models import LoadedBase
 from generation.prompting import answer_text, encode_prompt
 from generation.tasks import Example, Task
@@ -96,7 +96,7 @@ def generate_answers(
 
 def evaluate(
     loaded_base: LoadedBase,
-    adapter_like: AdapterLike | None,
+    adapter_like: AdapterLike | Attachable | None,
     task: Task,
     *,
     limit: int | None = None,

@@ -3,6 +3,7 @@
 from hub.cli import (  # noqa: F401 - importing registers the commands
     catalog_commands,
     merge_commands,
+    mixture_commands,
     model_commands,
     search_commands,
     serve_commands,

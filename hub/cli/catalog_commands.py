@@ -141,6 +141,14 @@ def show(
         ("mergeable", "yes" if detail.mergeable else f"no — {detail.not_mergeable_reason}"),
     ]:
         out.print(f"  {label:<12} {value}", highlight=False)
+    mixture = detail.metadata.get("mixture") if detail.source == "mixture" else None
+    if mixture:
+        out.print(f"  experts      {', '.join(mixture['experts'])}", highlight=False)
+        out.print(
+            f"  gate         {mixture['gate_parameters']:,} parameters, {mixture['routing']} "
+            f"routing, depth {mixture['depth']}, {mixture['modules']} modules",
+            highlight=False,
+        )
     recipe = detail.lineage.recipe or {}
     if recipe.get("method"):
         out.print(f"  recipe       {recipe['method']} {recipe.get('params', {})}", highlight=False)

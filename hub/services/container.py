@@ -78,3 +78,9 @@ class Container:
         s = self.settings
         client = HfHubClient(s.resolved_hf_endpoint, s.resolved_hf_token, timeout_s=s.hf_timeout_s)
         return SyncService(self.registry, client)
+
+    @cached_property
+    def mixtures(self):  # -> MixtureService
+        from hub.services.mixture import MixtureService
+
+        return MixtureService(self.registry, self.models)

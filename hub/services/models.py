@@ -123,7 +123,7 @@ class ModelService:
         detail = self.registry.show(ref)
         loaded = self.load(self.model_for(detail), device)
         self._check_fingerprint(detail, loaded.fingerprint)
-        adapter = self.registry.load(AdapterRef(detail.name, detail.version)).adapter
+        adapter = self._runnable(detail, loaded)
         result = evaluate(loaded, adapter, task, limit=limit, batch_size=batch_size)
         if record:
             self.registry.catalog.add_evaluation(
@@ -148,6 +148,14 @@ class ModelService:
             result.seconds,
             result.outputs,
         )
+
+    def _runnable(self, detail: AdapterItem, loaded: Any) -> Any:
+        """What the evaluator applies: the LoRA, or a mixture's runtime (experts + gate)."""
+        if detail.source == "mixture":
+            from hub.services.mixture import MixtureService
+
+            return MixtureService(self.registry, self).runtime(detail, loaded)
+        return self.registry.load(AdapterRef(detail.name, detail.version)).adapter
 
     @staticmethod
     def _check_fingerprint(item: AdapterItem, fingerprint: str) -> None:

@@ -179,6 +179,10 @@ class RegistryService:
     def load(self, ref: AdapterRef) -> ParsedAdapter:
         """The adapter's weights, digest-verified and re-validated (blobs are never trusted)."""
         detail = self.show(ref)
+        if detail.source == "mixture":  # a gate over experts, not LoRA weights (mixture_store)
+            from hub.services.mixture_store import not_a_lora
+
+            raise not_a_lora(detail)
         weights = self.blobs.get(detail.digest)
         return read_peft_bytes(json.dumps(detail.config).encode(), weights)
 
@@ -195,6 +199,10 @@ class RegistryService:
     def export(self, ref: AdapterRef, out_dir: Path) -> Path:
         """Write a PEFT directory that ``PeftModel.from_pretrained`` loads."""
         detail = self.show(ref)
+        if detail.source == "mixture":  # experts + gate directory (mixture_store)
+            from hub.services.mixture_store import export_mixture
+
+            return export_mixture(self, detail, Path(out_dir))
         weights = self.blobs.get(detail.digest)
         parsed = read_peft_bytes(json.dumps(detail.config).encode(), weights)
         write_peft_dir(parsed.adapter, detail.config, Path(out_dir), weights_bytes=weights)
@@ -203,6 +211,9 @@ class RegistryService:
     # -- removing -----------------------------------------------------------------------------
     def rm(self, ref: AdapterRef) -> list[str]:
         """Delete catalog rows first (committed), then the blobs nothing references any more."""
+        from hub.services.mixture_store import check_removable
+
+        check_removable(self, ref.name, ref.version)  # an expert in use would leave it dangling
         unreferenced = self.catalog.delete(ref.name, ref.version)
         still_used = self.catalog.referenced_digests()
         for digest in unreferenced:

@@ -233,7 +233,7 @@ class SearchService:
             rows = []
             for v in versions:
                 try:
-                    rows.append(np.asarray(encode([self._adapter(v.id)]), np.float32)[0])
+                    rows.append(_mean_row(np.asarray(encode(self._members(v.id)), np.float32)))
                 except BadInputError as exc:
                     log.info("%s: no %s vector for version %d: %s", kind, kind, v.id, exc)
                     rows.append(np.full(dim, np.nan, np.float32))
@@ -241,9 +241,13 @@ class SearchService:
 
         return embed
 
-    def _adapter(self, version_id: int) -> Any:
+    def _members(self, version_id: int) -> list[Any]:
+        """The LoRA adapters standing for a version in weight space: itself, or a mixture's
+        experts (a mixture has no LoRA weights of its own: it sits at their mean)."""
+        from hub.services.mixture_store import lora_members
+
         item = self.registry.catalog.items_by_ids([version_id])[version_id]
-        return self.registry.load(AdapterRef(item.name, item.version)).adapter
+        return lora_members(self.registry, item)
 
     def _mirror_text_hashes(self, side: IndexSide, fresh: dict[int, str]) -> None:
         """After a text index is durably saved, record the new card hashes in the catalog."""
@@ -298,8 +302,10 @@ class SearchService:
 
     def _features_of(self, detail: Any) -> np.ndarray:
         """Weight features of a version that is not indexed (an older version)."""
-        adapter = self.registry.load(AdapterRef(detail.name, detail.version)).adapter
-        return self.encoder.feature_vectors([adapter])
+        own = self.registry.catalog.version_id(detail.name, detail.version)
+        return _mean_row(np.asarray(self.encoder.feature_vectors(self._members(own)), np.float32))[
+            None
+        ]
 
     def _allowed(self, base_model: str | None, tag: str | None, source: str | None):
         """Latest-version ids passing the filters, or None when no filter is given."""
@@ -343,7 +349,8 @@ class SearchService:
         from retrieval.weight_encoder import train_encoder
 
         items, _ = self.registry.ls(limit=10**9)
-        described = [i for i in items if i.description.strip()]
+        # mixtures have no weights of their own to learn from (they are embedded as their experts)
+        described = [i for i in items if i.description.strip() and i.source != "mixture"]
         texts = [i.metadata.get("descriptions") or [i.description] for i in described]
         adapters = [self.registry.load(AdapterRef(i.name, i.version)).adapter for i in described]
         embedder = self.cards.embedder
@@ -373,3 +380,11 @@ def _seed_from(side: IndexSide, old: IndexSide | None) -> None:
         side.index.add(ids, old.index.vectors(ids))
         side.keys = {i: old.keys[i] for i in ids}
         side.hashes = {i: old.hashes[i] for i in ids if i in old.hashes}
+
+
+def _mean_row(vectors: np.ndarray) -> np.ndarray:
+    """One row for a version: its own vector, or the re-normalised mean of a mixture's experts."""
+    if len(vectors) == 1:
+        return vectors[0]
+    row = vectors.mean(axis=0)
+    return row / max(float(np.linalg.norm(row)), 1e-12)

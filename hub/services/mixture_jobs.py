@@ -1,0 +1,128 @@
+"""The ``mixture`` job kind: ``loradex mix`` and ``POST /mixtures`` train a gate in a worker.
+
+Submit-time validation runs ``MixtureService.plan`` (no model is loaded): too few or repeated
+experts, an expert that is a mixture, experts on different base models, a missing or invalid
+task, and bad gate options fail the request. Experts are pinned to versions then. Progress is
+reported through training; a cancel stops the job at its next report, and a job stopped before
+its final catalog transaction registers nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hub.core.errors import BadInputError
+from hub.core.names import AdapterRef, validate_name
+from hub.services.jobs import JobContext, JobKind, JobOutcome, register_job_kind
+from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, Ref, Tag
+from hub.services.mixture import GateOptions
+
+if TYPE_CHECKING:
+    from hub.services.container import Container
+
+
+class MixtureJobSpec(BaseModel):
+    """A mixture request: the body of ``POST /mixtures`` and the spec stored on the job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    experts: list[Ref] = Field(
+        min_length=1, max_length=64, description="NAME or NAME@VERSION of each expert (>= 2)."
+    )
+    name: str = Field(max_length=128, pattern=NAME_PATTERN, description="Name of the mixture.")
+    tasks: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Training tasks: zoo names or task files on the server; EXPERT=TASK sets "
+        "one expert's, a bare TASK goes to the next expert without a recorded task.",
+    )
+    routing: Literal["prompt", "token"] = Field(
+        "prompt", description="One gate prediction per prompt, or per token (X-LoRA)."
+    )
+    objective: Literal["route", "lm"] = Field(
+        "route", description="Train the gate to pick each example's expert, or on the LM loss."
+    )
+    depth: int = Field(1, ge=1, le=8, description="Gate depth (xlora_depth).")
+    size: int = Field(256, ge=1, le=65536, description="Gate width at depth >= 2.")
+    layerwise: bool = Field(False, description="One prediction per adapted module.")
+    temperature: float = Field(1.0, gt=0.0, le=1000.0, description="Softmax temperature.")
+    top_k: int | None = Field(None, ge=1, le=64, description="Keep the k largest scalings.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Gate dropout at depth >= 2.")
+    steps: int = Field(200, ge=1, le=100_000, description="Optimizer steps.")
+    batch: int = Field(8, ge=1, le=1024, description="Examples per step (lm objective).")
+    examples: int = Field(32, ge=1, le=100_000, description="Examples per expert (route).")
+    lr: float = Field(2e-3, gt=0.0, le=1.0, description="AdamW learning rate.")
+    warmup: int = Field(10, ge=0, le=100_000, description="Linear warm-up steps.")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    description: str = Field(default="", max_length=10_000, pattern=NO_NUL)
+    tags: list[Tag] = Field(default_factory=list, max_length=64)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def options(self) -> GateOptions:
+        return GateOptions(
+            routing=self.routing,
+            depth=self.depth,
+            size=self.size,
+            layerwise=self.layerwise,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            dropout=self.dropout,
+            objective=self.objective,
+            steps=self.steps,
+            batch=self.batch,
+            lr=self.lr,
+            warmup=self.warmup,
+            examples=self.examples,
+            seed=self.seed,
+        )
+
+
+def parse_spec(raw: dict[str, Any]) -> MixtureJobSpec:
+    try:
+        return MixtureJobSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise BadInputError(f"invalid mixture request: {problems}", code="invalid_spec") from None
+
+
+def validate_mixture(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
+    spec = parse_spec(raw)
+    validate_name(spec.name)
+    if spec.top_k is not None and spec.top_k > len(spec.experts):
+        raise BadInputError(
+            f"top_k={spec.top_k} exceeds the {len(spec.experts)} experts", code="invalid_spec"
+        )
+    plan = container.mixtures.plan([AdapterRef.parse(e) for e in spec.experts], spec.tasks)
+    tasks = [f"{label}={task}" for label, task in zip(plan.labels, plan.tasks, strict=True)]
+    return {**spec.model_dump(mode="json"), "experts": plan.labels, "tasks": tasks}
+
+
+def run_mixture(container: Container, raw: dict[str, Any], ctx: JobContext) -> JobOutcome:
+    spec = parse_spec({k: v for k, v in raw.items() if k in _FIELDS})
+    outcome = container.mixtures.mix(
+        [AdapterRef.parse(e) for e in spec.experts],
+        name=spec.name,
+        options=spec.options(),
+        tasks=spec.tasks,
+        description=spec.description,
+        tags=spec.tags,
+        device=spec.device,
+        progress=ctx.progress,
+    )
+    item = outcome.added.item
+    version_id = container.catalog.version_id(item.name, item.version)
+    return JobOutcome(version_id, f"mixed into {item.name}@{item.version}")
+
+
+_FIELDS = frozenset(MixtureJobSpec.model_fields)
+
+MIXTURE_JOB = register_job_kind(
+    JobKind(
+        "mixture",
+        run=run_mixture,
+        validate=validate_mixture,
+        description="Train an X-LoRA gate over catalog experts.",
+    )
+)

@@ -46,7 +46,11 @@ class Container:
         from hub.services.search import SearchService
 
         return SearchService(
-            self.registry, self.settings.home / "index", self.settings.text_embedder
+            self.registry,
+            self.settings.home / "index",
+            self.settings.text_embedder,
+            refresh_interval_s=self.settings.search_refresh_interval_s,
+            query_cache_size=self.settings.search_query_cache_size,
         )
 
     @cached_property

@@ -18,6 +18,7 @@ This assumes one server process per catalog runs jobs (``loradex serve`` starts 
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
@@ -66,6 +67,13 @@ class JobKind:
     run: Callable[[Container, dict[str, Any], JobContext], JobOutcome]
     validate: Callable[[Container, dict[str, Any]], dict[str, Any]] | None = None
     description: str = ""
+    # Runs faster on a GPU: the Ray backend then asks for one (num_gpus=1) when the cluster
+    # has any, unless the spec pins ``"device": "cpu"``.
+    wants_gpu: bool = False
+
+
+def job_wants_gpu(kind: JobKind, spec: dict[str, Any]) -> bool:
+    return kind.wants_gpu and spec.get("device", "auto") != "cpu"
 
 
 _KINDS: dict[str, JobKind] = {}
@@ -94,6 +102,19 @@ def get_job_kind(name: str) -> JobKind:
 def _ensure_loaded() -> None:
     # Built-in kinds register on import, through the same hook later kinds use.
     import hub.services.merge_jobs  # noqa: F401
+
+
+def load_job_modules(modules: list[str]) -> None:
+    """Import plugin modules that register job kinds (setting ``job_modules``): the server
+    and every Ray worker import the same list, so both know the same kinds."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise UnknownNameError(
+                f"job module {name!r} (setting job_modules) cannot be imported: {exc}",
+                code="job_module_missing",
+            ) from None
 
 
 class JobContext:
@@ -198,6 +219,10 @@ class JobBackend(Protocol):
 
     def shutdown(self, *, wait: bool = True) -> None: ...
 
+    def status(self) -> dict[str, Any]:
+        """For /health: at least ``ok`` (bool); backend-specific details besides."""
+        ...
+
 
 class InProcessBackend:
     """A thread pool inside the server process (the embedded default)."""
@@ -238,10 +263,23 @@ class InProcessBackend:
         self._stopping.set()
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            active = len(self._cancel)
+        ok = not self._stopping.is_set()
+        return {"ok": ok, "workers": self._pool._max_workers, "active": active}
+
 
 BackendFactory = Callable[["Container"], JobBackend]
+def _ray_backend(container: Container) -> JobBackend:
+    from hub.services.jobs_ray import RayBackend  # Ray is optional and heavy: import on use
+
+    return RayBackend(container)
+
+
 JOB_BACKENDS: dict[str, BackendFactory] = {
     "inprocess": lambda c: InProcessBackend(c, c.settings.jobs_workers),
+    "ray": _ray_backend,
 }
 
 
@@ -273,6 +311,7 @@ class JobService:
         self.container = container
         self._backend = backend
         self._started = False
+        load_job_modules(container.settings.job_modules)
 
     @property
     def catalog(self) -> Catalog:
@@ -281,6 +320,15 @@ class JobService:
     @property
     def backend_name(self) -> str:
         return self._backend.name if self._backend else self.container.settings.jobs_backend
+
+    def backend_status(self) -> dict[str, Any]:
+        """``ok`` plus details from the running backend; not ok when nothing runs jobs."""
+        if not self._started or self._backend is None:
+            return {"ok": False, "started": False}
+        try:
+            return {**self._backend.status(), "started": True}
+        except Exception as exc:  # noqa: BLE001 - a health probe reports, it does not fail
+            return {"ok": False, "started": True, "error": f"{type(exc).__name__}: {exc}"}
 
     def start(self) -> Recovery:
         """Recover from a previous crash, then start executing (idempotent)."""

@@ -6,6 +6,12 @@ the catalog lazily: every search first syncs — versions added since are embedd
 deleted ones removed — so a new adapter is searchable right away and nothing needs a hook in
 every writer. ``reindex`` rebuilds from scratch. Metadata filters are applied in the catalog and
 passed to the index as the allowed id set.
+
+Serving many queries (the API): the sync is skipped while the catalog provably did not change
+(:mod:`hub.services.search_freshness`: this process wrote nothing and a one-query fingerprint
+checked within ``refresh_interval_s`` is unchanged); per catalog generation the allowed-id sets
+and the result items are cached; query embeddings go through an LRU cache that also batches
+concurrent misses into one model call (:class:`retrieval.query_embedder.QueryEmbedder`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from hub.core.errors import BadInputError
 from hub.core.models import AdapterItem
 from hub.core.names import AdapterRef
 from hub.services.registry import RegistryService
+from hub.services.search_freshness import CatalogWatch
 
 
 @dataclass
@@ -30,10 +37,11 @@ class SearchResult:
     text_score: float | None
     weight_score: float | None
     why: str
+    item_doc: dict[str, Any] | None = None  # item.model_dump(mode="json"), cached per generation
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            **self.item.model_dump(mode="json"),
+            **(self.item_doc or self.item.model_dump(mode="json")),
             "score": self.score,
             "text_score": self.text_score,
             "weight_score": self.weight_score,
@@ -41,15 +49,36 @@ class SearchResult:
         }
 
 
+@dataclass
+class _Generation:
+    """What is derived from one state of the catalog; replaced (not mutated) when it moves."""
+
+    allowed: dict[tuple[str | None, ...], frozenset[int] | None]
+    items: dict[int, tuple[AdapterItem, dict[str, Any]]]
+    catalog_count: int = 0
+
+
 class SearchService:
-    def __init__(self, registry: RegistryService, index_dir: Path, embedder: str = "minilm"):
+    def __init__(
+        self,
+        registry: RegistryService,
+        index_dir: Path,
+        embedder: str = "minilm",
+        *,
+        refresh_interval_s: float = 0.25,
+        query_cache_size: int = 4096,
+    ):
         self.registry = registry
         self.index_dir = Path(index_dir)
         self.embedder_name = embedder
         self._embedder: Any = None
         self._encoder: Any = None
+        self._queries: Any = None
+        self._query_cache_size = query_cache_size
         self._indexes: dict[str, Any] = {}  # kept in memory between queries (a server's case)
         self._lock = threading.Lock()  # one sync at a time: concurrent requests share indexes
+        self._watch = CatalogWatch(registry.catalog, refresh_interval_s)
+        self._gen = _Generation({}, {})
 
     # -- components -----------------------------------------------------------------------------
     @property
@@ -59,6 +88,15 @@ class SearchService:
 
             self._embedder = get_embedder(self.embedder_name)
         return self._embedder
+
+    def query_vector(self, query: str) -> np.ndarray:
+        """The query's embedding: cached, and concurrent misses share one model call."""
+        if self._queries is None:
+            from retrieval.query_embedder import QueryEmbedder
+
+            self._queries = QueryEmbedder(self.embedder.embed, cache_size=self._query_cache_size)
+        vector: np.ndarray = self._queries.embed_one(query)
+        return vector
 
     @property
     def encoder(self) -> Any:
@@ -84,7 +122,24 @@ class SearchService:
     def sync(self, *, rebuild: bool = False) -> dict[str, int]:
         """Embed what the catalog has and the index lacks; drop what the catalog no longer has."""
         with self._lock:
+            self._watch.forget()
             return self._sync(rebuild)
+
+    def refresh(self) -> None:
+        """Sync only when the catalog may have changed (see the module docstring). A request
+        arriving while another thread syncs answers from the current indexes."""
+        if self._indexes and not self._watch.due():
+            return
+        if not self._lock.acquire(blocking=not self._indexes):
+            return
+        try:
+            if self._watch.moved() or not self._indexes:
+                self._sync(rebuild=False)
+        except BaseException:
+            self._watch.forget()  # retry on the next request instead of trusting half a sync
+            raise
+        finally:
+            self._lock.release()
 
     def _sync(self, rebuild: bool) -> dict[str, int]:
         catalog_ids = set(self.registry.catalog.list_version_ids())
@@ -113,6 +168,7 @@ class SearchService:
             report[f"{kind}_count"] = index.count
             indexes[kind] = index
         self._indexes = indexes
+        self._gen = _Generation({}, {}, catalog_count=len(catalog_ids))
         return report
 
     @staticmethod
@@ -142,46 +198,57 @@ class SearchService:
     ) -> list[SearchResult]:
         from retrieval.search import SearchEngine
 
-        self.sync()
-        if mode == "weights" and "weights" not in self._indexes:
+        self.refresh()
+        indexes, gen = self._indexes, self._gen
+        if mode == "weights" and "weights" not in indexes:
             raise BadInputError(
                 "weight search needs a trained weight encoder: run `loradex encoder train`",
                 code="encoder_missing",
             )
-        allowed = self._allowed(base_model, tag, source)
-        engine = SearchEngine(
-            lambda q: self.embedder.embed([q])[0],
-            self._indexes.get("text"),
-            self._indexes.get("weights"),
-        )
-        return self._results(engine.search(query, k, mode, allowed))
+        allowed = self._allowed(gen, base_model, tag, source)
+        engine = SearchEngine(self.query_vector, indexes.get("text"), indexes.get("weights"))
+        return self._results(gen, engine.search(query, k, mode, allowed))
 
     def similar(self, ref: AdapterRef, *, k: int = 10) -> list[SearchResult]:
         from retrieval.search import SearchEngine
 
-        self.sync()
-        if "weights" not in self._indexes:
+        self.refresh()
+        indexes, gen = self._indexes, self._gen
+        if "weights" not in indexes:
             raise BadInputError(
                 "`similar` compares weight embeddings: run `loradex encoder train` first",
                 code="encoder_missing",
             )
         detail = self.registry.show(ref)
         own = self.registry.catalog.version_id(detail.name, detail.version)
-        engine = SearchEngine(lambda q: self.embedder.embed([q])[0], None, self._indexes["weights"])
-        return self._results(engine.similar(own, k))
+        engine = SearchEngine(self.query_vector, None, indexes["weights"])
+        return self._results(gen, engine.similar(own, k))
 
-    def _allowed(self, base_model: str | None, tag: str | None, source: str | None) -> set[int]:
-        """Latest version of each adapter passing the filters (filters live in the catalog)."""
-        items, _ = self.registry.ls(base_model=base_model, tag=tag, source=source, limit=10**9)
-        return {self.registry.catalog.version_id(i.name, i.version) for i in items}
+    def _allowed(
+        self, gen: _Generation, base_model: str | None, tag: str | None, source: str | None
+    ) -> frozenset[int] | None:
+        """Latest version of each adapter passing the filters (filters live in the catalog);
+        None when that is every version in the catalog (no filtering needed)."""
+        key = (base_model, tag, source)
+        if key not in gen.allowed:
+            ids = frozenset(
+                self.registry.catalog.latest_version_ids(
+                    base_model=base_model, tag=tag, source=source
+                )
+            )
+            gen.allowed[key] = None if len(ids) == gen.catalog_count else ids
+        return gen.allowed[key]
 
-    def _results(self, hits: list[Any]) -> list[SearchResult]:
-        items = self.registry.catalog.items_by_ids([h.id for h in hits])
-        return [
-            SearchResult(items[h.id], h.score, h.text_score, h.weight_score, h.why)
-            for h in hits
-            if h.id in items
-        ]
+    def _results(self, gen: _Generation, hits: list[Any]) -> list[SearchResult]:
+        missing = [h.id for h in hits if h.id not in gen.items]
+        for vid, item in self.registry.catalog.items_by_ids(missing).items():
+            gen.items[vid] = (item, item.model_dump(mode="json"))
+        out = []
+        for h in hits:
+            if h.id in gen.items:  # deleted since the index was synced: dropped
+                item, doc = gen.items[h.id]
+                out.append(SearchResult(item, h.score, h.text_score, h.weight_score, h.why, doc))
+        return out
 
     # -- the weight encoder ---------------------------------------------------------------------
     def train_encoder(self) -> dict[str, Any]:

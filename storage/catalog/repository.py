@@ -203,6 +203,55 @@ class Catalog(JobsMixin, BaseModelsMixin, TokensMixin, CatalogBase):
     def list_version_ids(self) -> list[int]:
         return self._read(lambda s: list(s.scalars(select(AdapterVersion.id).order_by("id"))))
 
+    def versions_fingerprint(self) -> tuple[int, int, str]:
+        """A cheap token that changes whenever a version is added or deleted (one aggregate
+        query), so derived data such as search indexes can skip re-syncing when nothing
+        changed: (count, sum of ids, newest creation time). Adapter cards only change together
+        with a new version, so they are covered too."""
+
+        def run(s: Session) -> tuple[int, int, str]:
+            q = select(
+                func.count(AdapterVersion.id),
+                func.coalesce(func.sum(AdapterVersion.id), 0),
+                func.max(AdapterVersion.created_at),
+            )
+            count, total, newest = s.execute(q).one()
+            return int(count), int(total), str(newest)
+
+        return self._read(run)
+
+    def latest_version_ids(
+        self, *, base_model: str | None = None, tag: str | None = None, source: str | None = None
+    ) -> list[int]:
+        """Ids of the latest version of each adapter passing the filters (``list_items``'s
+        selection, without building items): the allowed set of a filtered search."""
+        conds: list[ColumnElement[bool]] = []
+        if base_model is not None:
+            conds.append(AdapterVersion.base_model_id == base_model)
+        if source is not None:
+            conds.append(AdapterVersion.source == source)
+        if tag is not None:
+            conds.append(self._has_tag(tag))
+
+        def run(s: Session) -> list[int]:
+            latest = (
+                select(func.max(AdapterVersion.version).label("v"), AdapterVersion.adapter_id)
+                .join(Adapter)
+                .where(*conds)
+                .group_by(AdapterVersion.adapter_id)
+                .subquery()
+            )
+            q = select(AdapterVersion.id).join(
+                latest,
+                and_(
+                    AdapterVersion.adapter_id == latest.c.adapter_id,
+                    AdapterVersion.version == latest.c.v,
+                ),
+            )
+            return sorted(s.scalars(q))
+
+        return self._read(run)
+
     def list_items(
         self,
         *,

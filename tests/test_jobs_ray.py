@@ -1,0 +1,197 @@
+"""The Ray job backend against a real local Ray instance (started by the server under test).
+
+The Ray driver is a `loradex serve` subprocess with ``LORADEX_JOBS_BACKEND=ray``: Ray's own
+transport pickles between its trusted processes, and this test process keeps the suite-wide
+ban on unpickling (tests/conftest.py) — it never imports Ray and talks to the server over HTTP
+and to the catalog directly. Jobs of the test-only kinds in ``tests/ray_job_kinds.py`` are
+written to the catalog before the server starts, so its restart recovery hands them to Ray
+(the server has no generic job route); merges go through ``POST /merges`` like a user's.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hub.core.models import AdapterMeta
+from hub.services.jobs import JobService
+from tests.api_helpers import auth, make_container, new_token
+from tests.factories import write_adapter_dir
+
+pytest.importorskip("ray", reason="the Ray backend needs `pip install loradex[ray]`")
+
+ROOT = Path(__file__).resolve().parents[1]
+TERMINAL = {"succeeded", "failed", "cancelled"}
+KINDS_MODULE = "tests.ray_job_kinds"  # imported by the server and its Ray workers
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`loradex serve` with the Ray backend and a private local Ray instance of 3 CPUs."""
+
+    def __init__(self, home: Path, log: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LORADEX_")}
+        env.update(
+            LORADEX_JOBS_BACKEND="ray",
+            LORADEX_JOBS_WORKERS="3",
+            LORADEX_JOB_MODULES=f'["{KINDS_MODULE}"]',
+            LORADEX_TEXT_EMBEDDER="hash",
+            PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
+            RAY_USAGE_STATS_ENABLED="0",
+        )
+        cmd = [sys.executable, "-m", "hub.cli", "--data-dir", str(home), "serve"]
+        self._log = log.open("ab")
+        self.proc = subprocess.Popen(
+            [*cmd, "--port", str(self.port), "--log-level", "warning"],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its Ray processes can be stopped as one group
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                self.health = httpx.get(f"{self.url}/health", timeout=5).json()
+                return
+            except httpx.TransportError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise AssertionError(f"server did not start: {log.read_text()[-3000:]}")
+                time.sleep(0.3)
+
+    def get(self, path: str) -> Any:
+        return httpx.get(f"{self.url}{path}", timeout=30).json()
+
+    def stop(self) -> None:
+        """SIGTERM (graceful: the lifespan interrupts Ray tasks and stops its Ray instance),
+        then make sure nothing of the process group is left."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # leftovers of *this* server only
+        except ProcessLookupError:
+            pass
+        self._log.close()
+
+
+def wait_job(server: Server, job_id: str, states: set[str], timeout: float = 90.0) -> dict:
+    deadline = time.monotonic() + timeout
+    job = server.get(f"/jobs/{job_id}")
+    while job["state"] not in states and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = server.get(f"/jobs/{job_id}")
+    assert job["state"] in states, job
+    return dict(job)
+
+
+@pytest.fixture(scope="module")
+def ray_env(tmp_path_factory):
+    """A catalog with adapters and pre-queued test jobs, and the Ray-backed server over it."""
+    tmp = tmp_path_factory.mktemp("ray")
+    home = tmp / "home"
+    container = make_container(home, text_embedder="hash", job_modules=[KINDS_MODULE])
+    for i, name in enumerate(["a", "b"]):
+        src = write_adapter_dir(tmp / f"src-{name}", seed=i + 1)
+        container.registry.add_path(src, AdapterMeta(name=name))
+    odd = write_adapter_dir(tmp / "src-q-only", seed=3, targets=("q_proj",))
+    container.registry.add_path(odd, AdapterMeta(name="q-only"))
+    jobs = JobService(container)  # not started: it only writes rows, like the CLI
+    queued = {
+        "cancel_api": jobs.submit("test.gated", {"gate": str(tmp / "never-1")}).id,
+        "cancel_cli": jobs.submit("test.gated", {"gate": str(tmp / "never-2")}).id,
+        "dies": jobs.submit("test.dies", {}).id,
+    }
+    server = Server(home, tmp / "serve.log")
+    try:
+        yield {"server": server, "container": container, "jobs": queued, "tmp": tmp,
+               "token": new_token(container)}
+    finally:
+        server.stop()
+        container.catalog.close()
+
+
+def test_health_reports_the_ray_backend_and_its_cluster(ray_env):
+    health = ray_env["server"].get("/health")
+    assert health["status"] == "ok" and health["jobs_backend"] == "ray"
+    assert health["database"] == {"ok": True, "dialect": "sqlite"}
+    jobs = health["jobs"]
+    assert jobs["ok"] and jobs["backend"] == "ray" and jobs["details"]["address"] == "local"
+    assert jobs["details"]["resources"]["CPU"] == 3.0  # jobs_workers CPUs, private instance
+    assert jobs["details"]["submitted"] >= 3  # the three queued jobs, resumed at start
+
+
+def test_merge_job_runs_as_a_ray_task_and_publishes_with_lineage(ray_env):
+    server, token = ray_env["server"], ray_env["token"]
+    body = {"adapters": ["a", "b"], "method": "svd", "params": {"rank": 4}, "name": "ab"}
+    r = httpx.post(f"{server.url}/merges", json=body, headers=auth(token), timeout=30)
+    assert r.status_code == 202, r.text
+    job = wait_job(server, r.json()["job_id"], TERMINAL)
+    assert (job["state"], job["progress"], job["result"]) == ("succeeded", 1.0, "ab@1"), job
+    merged = server.get("/adapters/ab")
+    assert merged["source"] == "merge"
+    parents = {(p["name"], p["version"]) for p in merged["lineage"]["parents"]}
+    assert parents == {("a", 1), ("b", 1)}
+    assert merged["lineage"]["recipe"]["method"] == "svd"
+    assert server.get("/health")["jobs"]["details"]["finished"] >= 1
+
+
+def test_cancel_over_the_api_interrupts_the_running_ray_task(ray_env):
+    server, job_id = ray_env["server"], ray_env["jobs"]["cancel_api"]
+    wait_job(server, job_id, {"running"})
+    r = httpx.post(f"{server.url}/jobs/{job_id}/cancel", headers=auth(ray_env["token"]))
+    assert r.status_code == 200, r.text
+    t0 = time.monotonic()
+    job = wait_job(server, job_id, TERMINAL, timeout=30)
+    assert job["state"] == "cancelled" and job["message"] == "cancelled"
+    assert time.monotonic() - t0 < 10
+
+
+def test_cancel_from_another_process_reaches_the_ray_task(ray_env):
+    """`loradex jobs cancel` only flags the row; the task's watcher must notice on its own."""
+    server, job_id = ray_env["server"], ray_env["jobs"]["cancel_cli"]
+    wait_job(server, job_id, {"running"})
+    JobService(ray_env["container"]).cancel(job_id)
+    job = wait_job(server, job_id, TERMINAL, timeout=30)
+    assert job["state"] == "cancelled", job
+
+
+def test_a_failing_merge_records_the_clear_error(ray_env):
+    """Submit-time validation passes (both exist, mergeable); the merge itself refuses."""
+    server, token = ray_env["server"], ray_env["token"]
+    body = {"adapters": ["a", "q-only"], "method": "svd", "name": "a-q"}
+    r = httpx.post(f"{server.url}/merges", json=body, headers=auth(token), timeout=30)
+    assert r.status_code == 202, r.text
+    job = wait_job(server, r.json()["job_id"], TERMINAL)
+    assert job["state"] == "failed" and job["result"] is None
+    assert job["error"].startswith("module_set_mismatch: adapters adapt different modules")
+    assert httpx.get(f"{server.url}/adapters/a-q").status_code == 404  # nothing published
+
+
+def test_a_dead_ray_worker_fails_its_job_with_the_reason(ray_env):
+    server, job_id = ray_env["server"], ray_env["jobs"]["dies"]
+    job = wait_job(server, job_id, TERMINAL)
+    assert job["state"] == "failed", job
+    assert job["error"].startswith("ray_task_lost: "), job["error"]
+    assert "WorkerCrashedError" in job["error"] or "died" in job["error"].lower()

@@ -33,7 +33,8 @@ class QueryEmbedder:
         self._embed = embed
         self.cache_size, self.max_batch = cache_size, max_batch
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._waiting: dict[str, Future[np.ndarray]] = {}  # queued, not yet taken by a leader
+        self._pending: dict[str, Future[np.ndarray]] = {}  # queued or being embedded
+        self._waiting: list[str] = []  # queued, not yet taken by a leader (FIFO)
         self._cond = threading.Condition()
         self._leading = False
         self.stats = {"hits": 0, "misses": 0, "batches": 0, "batched_queries": 0}
@@ -46,9 +47,10 @@ class QueryEmbedder:
                 self.stats["hits"] += 1
                 return hit
             self.stats["misses"] += 1
-            future = self._waiting.get(text)
+            future = self._pending.get(text)
             if future is None:
-                future = self._waiting[text] = Future()
+                future = self._pending[text] = Future()
+                self._waiting.append(text)
         self._until_done(future)
         return future.result()
 
@@ -61,9 +63,9 @@ class QueryEmbedder:
                 if future.done():
                     return
                 self._leading = True
-                batch = dict(list(self._waiting.items())[: self.max_batch])
-                for text in batch:
-                    del self._waiting[text]
+                texts = self._waiting[: self.max_batch]
+                del self._waiting[: self.max_batch]
+                batch = {text: self._pending[text] for text in texts}
             try:
                 self._run_batch(batch)
             finally:
@@ -74,21 +76,27 @@ class QueryEmbedder:
     def _run_batch(self, batch: dict[str, Future[np.ndarray]]) -> None:
         texts = list(batch)
         try:
-            vectors = np.asarray(self._embed(texts), dtype=np.float32)
+            rows = list(np.asarray(self._embed(texts), dtype=np.float32))
+            if len(rows) != len(texts):
+                raise RuntimeError(f"embedder returned {len(rows)} vectors for {len(texts)}")
         except BaseException as exc:  # every waiter gets the error, not a hang
+            with self._cond:
+                for text in texts:
+                    del self._pending[text]
             for future in batch.values():
                 future.set_exception(exc)
             return
         with self._cond:
             self.stats["batches"] += 1
             self.stats["batched_queries"] += len(texts)
-            for text, vec in zip(texts, vectors, strict=True):
+            for text, vec in zip(texts, rows, strict=True):
                 vec.setflags(write=False)  # shared by every caller of this text
+                del self._pending[text]
                 if self.cache_size:
                     self._cache[text] = vec
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
-        for text, vec in zip(texts, vectors, strict=True):
+        for text, vec in zip(texts, rows, strict=True):
             batch[text].set_result(vec)
 
     def clear(self) -> None:

@@ -80,7 +80,7 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-# -- a lean keep-alive HTTP/1.1 client ------------------------------------------------------------
+# -- a lean keep-alive HTTP/1.1 client ----------------------------------------------------------
 class Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str):
         self.reader, self.writer, self.host = reader, writer, host
@@ -97,7 +97,9 @@ class Connection:
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
         length = next(
-            int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length")
+            int(line.split(":", 1)[1])
+            for line in lines
+            if line.lower().startswith("content-length")
         )
         return status, await self.reader.readexactly(length)
 
@@ -113,7 +115,7 @@ async def _one_get(host: str, port: int, path: str) -> tuple[int, bytes]:
         conn.close()
 
 
-# -- query mixes ------------------------------------------------------------------------------------
+# -- query mixes ----------------------------------------------------------------------------------
 def task_descriptions(zoo: Path) -> list[str]:
     manifest = json.loads((zoo / "manifest.json").read_text())
     records = manifest["adapters"] if isinstance(manifest, dict) else manifest
@@ -153,7 +155,7 @@ def mixes(descriptions: list[str]) -> dict[str, Callable[[], str]]:
     }
 
 
-# -- the load loop ----------------------------------------------------------------------------------
+# -- the load loop --------------------------------------------------------------------------------
 async def load(
     url: str,
     name: str,

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
         "the CPUs of the private local Ray instance.",
     )
     job_modules: list[str] = Field(
-        default_factory=list,
+        default=[],  # pydantic copies mutable defaults per instance
         description="Extra Python modules that register job kinds (plugins), imported by the "
         'server and by Ray workers; JSON list in the environment: `["pkg.jobs"]`.',
     )

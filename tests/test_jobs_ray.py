@@ -10,6 +10,7 @@ written to the catalog before the server starts, so its restart recovery hands t
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -79,7 +80,9 @@ class Server:
             except httpx.TransportError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise AssertionError(f"server did not start: {log.read_text()[-3000:]}")
+                    raise AssertionError(
+                        f"server did not start: {log.read_text()[-3000:]}"
+                    ) from None
                 time.sleep(0.3)
 
     def get(self, path: str) -> Any:
@@ -95,10 +98,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=30)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # leftovers of *this* server only
-        except ProcessLookupError:
-            pass
         self._log.close()
 
 
@@ -220,7 +221,9 @@ def test_graceful_restart_requeues_the_running_job_and_resumes_it(ray_env):
     requeued = catalog.get_job(job_id)
     assert requeued.state == "queued", requeued
     assert requeued.message == "interrupted by shutdown; resumes"
-    second = ray_env["server"] = Server(ray_env["container"].settings.home, ray_env["tmp"] / "2.log")
+    second = ray_env["server"] = Server(
+        ray_env["container"].settings.home, ray_env["tmp"] / "2.log"
+    )
     wait_job(second, job_id, {"running"})
     (ray_env["tmp"] / "gate-restart").touch()
     job = wait_job(second, job_id, TERMINAL)

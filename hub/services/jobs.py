@@ -271,6 +271,8 @@ class InProcessBackend:
 
 
 BackendFactory = Callable[["Container"], JobBackend]
+
+
 def _ray_backend(container: Container) -> JobBackend:
     from hub.services.jobs_ray import RayBackend  # Ray is optional and heavy: import on use
 

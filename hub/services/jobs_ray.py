@@ -306,4 +306,3 @@ class RayBackend:
         self._resources = {
             k: float(v) for k, v in resources.items() if k in ("CPU", "GPU", "memory")
         }
-

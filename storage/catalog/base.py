@@ -82,7 +82,9 @@ class CatalogBase:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
         except DBAPIError as exc:
-            raise StorageError(f"catalog unreachable: {exc.orig}", code="catalog_unreachable")
+            raise StorageError(
+                f"catalog unreachable: {exc.orig}", code="catalog_unreachable"
+            ) from exc
 
     def __enter__(self) -> CatalogBase:
         return self

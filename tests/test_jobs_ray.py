@@ -1,10 +1,15 @@
-"""The Ray job backend against a real local Ray instance (started by the server under test).
+"""The Ray job backend against real Ray instances started by the test.
 
-The Ray driver is a `loradex serve` subprocess with ``LORADEX_JOBS_BACKEND=ray``: Ray's own
-transport pickles between its trusted processes, and this test process keeps the suite-wide
-ban on unpickling (tests/conftest.py) — it never imports Ray and talks to the server over HTTP
-and to the catalog directly. Jobs of the test-only kinds in ``tests/ray_job_kinds.py`` are
-written to the catalog before the server starts, so its restart recovery hands them to Ray
+Two ways a server finds Ray, both exercised: the module's server connects to a cluster the test
+starts with ``ray start --head`` (``LORADEX_RAY_ADDRESS``, token authentication on, in a temp
+dir, stopped after by its process group); the restarted server of the last test starts its own
+private local instance (no address).
+
+The Ray driver is always a `loradex serve` subprocess with ``LORADEX_JOBS_BACKEND=ray``: Ray's
+own transport pickles between its trusted processes, and this test process keeps the
+suite-wide ban on unpickling (tests/conftest.py) — it never imports Ray and talks to the server
+over HTTP and to the catalog directly. Jobs of the test-only kinds in ``tests/ray_job_kinds.py``
+are written to the catalog before the server starts, so its restart recovery hands them to Ray
 (the server has no generic job route); merges go through ``POST /merges`` like a user's.
 """
 
@@ -13,10 +18,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +46,8 @@ pytestmark = pytest.mark.skipif(
 ROOT = Path(__file__).resolve().parents[1]
 TERMINAL = {"succeeded", "failed", "cancelled"}
 KINDS_MODULE = "tests.ray_job_kinds"  # imported by the server and its Ray workers
+# One logical CPU per pre-queued test job plus one, so no test waits for another test's job.
+RAY_CPUS = 5
 
 
 def _free_port() -> int:
@@ -46,22 +56,85 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Server:
-    """`loradex serve` with the Ray backend and a private local Ray instance of 5 logical
-    CPUs: one per pre-queued test job plus one, so no test waits for another test's job."""
+def _base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LORADEX_", "RAY_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    return env
 
-    def __init__(self, home: Path, log: Path) -> None:
+
+def _stop_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM, then SIGKILL to the process group *this test started* (its own session)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+class RayHead:
+    """``ray start --head --block`` in a short temp dir (Unix socket paths must stay short),
+    with token authentication through a random per-test token."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="ldx-ray-", dir="/tmp"))
+        self.address = f"127.0.0.1:{_free_port()}"
+        self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+        self.log = self.dir / "head.log"
+        cmd = [
+            str(Path(sys.executable).with_name("ray")),
+            "start",
+            "--head",
+            "--block",
+            f"--port={self.address.rsplit(':', 1)[1]}",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={RAY_CPUS}",
+            "--num-gpus=0",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--object-store-memory={100 << 20}",  # only ids and strings go through it
+            f"--temp-dir={self.dir}",
+        ]
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                cmd,
+                env={**_base_env(), **self.auth},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 120
+        while b"Ray runtime started" not in self.log.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"ray start failed: {self.log.read_text()[-3000:]}")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        _stop_group(self.proc, grace=5)  # it would drain for 30 s; nothing is left to drain
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Server:
+    """`loradex serve` with the Ray backend: on the cluster at ``head``, or (None) on a
+    private local Ray instance of ``RAY_CPUS`` CPUs that the server starts and stops."""
+
+    def __init__(self, home: Path, log: Path, head: RayHead | None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LORADEX_")}
+        env = _base_env()
         env.update(
             LORADEX_JOBS_BACKEND="ray",
-            LORADEX_JOBS_WORKERS="5",
+            LORADEX_JOBS_WORKERS=str(RAY_CPUS),
             LORADEX_JOB_MODULES=f'["{KINDS_MODULE}"]',
             LORADEX_TEXT_EMBEDDER="hash",
-            PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
-            RAY_USAGE_STATS_ENABLED="0",
         )
+        if head is not None:
+            env.update(LORADEX_RAY_ADDRESS=head.address, **head.auth)
         cmd = [sys.executable, "-m", "hub.cli", "--data-dir", str(home), "serve"]
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
@@ -89,17 +162,9 @@ class Server:
         return httpx.get(f"{self.url}{path}", timeout=30).json()
 
     def stop(self) -> None:
-        """SIGTERM (graceful: the lifespan interrupts Ray tasks and stops its Ray instance),
-        then make sure nothing of the process group is left."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # leftovers of *this* server only
+        """Graceful first: the lifespan interrupts its Ray tasks (and stops a private
+        instance); then nothing of this server's process group may be left."""
+        _stop_group(self.proc, grace=60)
         self._log.close()
 
 
@@ -132,11 +197,15 @@ def ray_env(tmp_path_factory):
         "restart": jobs.submit("test.gated", {"gate": str(tmp / "gate-restart")}).id,
     }
     env = {"container": container, "jobs": queued, "tmp": tmp, "token": new_token(container)}
-    env["server"] = Server(home, tmp / "serve.log")
+    head = env["head"] = RayHead()
     try:
-        yield env
+        env["server"] = Server(home, tmp / "serve.log", head)
+        try:
+            yield env
+        finally:
+            env["server"].stop()
     finally:
-        env["server"].stop()
+        head.stop()
         container.catalog.close()
 
 
@@ -151,8 +220,9 @@ def test_health_reports_the_ray_backend_and_its_cluster(ray_env):
     assert health["status"] == "ok" and health["jobs_backend"] == "ray"
     assert health["database"] == {"ok": True, "dialect": "sqlite"}
     jobs = health["jobs"]
-    assert jobs["ok"] and jobs["backend"] == "ray" and jobs["details"]["address"] == "local"
-    assert jobs["details"]["resources"]["CPU"] == 5.0  # jobs_workers CPUs, private instance
+    assert jobs["ok"] and jobs["backend"] == "ray"
+    assert jobs["details"]["address"] == ray_env["head"].address
+    assert jobs["details"]["resources"]["CPU"] == RAY_CPUS  # the cluster's, not this box's
     assert jobs["details"]["submitted"] >= 3  # the three queued jobs, resumed at start
 
 
@@ -221,9 +291,11 @@ def test_graceful_restart_requeues_the_running_job_and_resumes_it(ray_env):
     requeued = catalog.get_job(job_id)
     assert requeued.state == "queued", requeued
     assert requeued.message == "interrupted by shutdown; resumes"
+    # This time without an address: the server starts (and stops) a private Ray instance.
     second = ray_env["server"] = Server(
-        ray_env["container"].settings.home, ray_env["tmp"] / "2.log"
+        ray_env["container"].settings.home, ray_env["tmp"] / "2.log", head=None
     )
+    assert second.health["jobs"]["details"]["address"] == "local"
     wait_job(second, job_id, {"running"})
     (ray_env["tmp"] / "gate-restart").touch()
     job = wait_job(second, job_id, TERMINAL)

@@ -99,6 +99,15 @@ class QueryEmbedder:
         for text, vec in zip(texts, rows, strict=True):
             batch[text].set_result(vec)
 
+    def cached(self, text: str) -> np.ndarray | None:
+        """The cached vector of ``text`` or None; never calls the model (never blocks long)."""
+        with self._cond:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+                self.stats["hits"] += 1
+            return hit
+
     def clear(self) -> None:
         with self._cond:
             self._cache.clear()

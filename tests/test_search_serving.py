@@ -161,3 +161,20 @@ def test_ray_backend_without_ray_installed_is_a_clear_error(tmp_path, monkeypatc
         JobService(c).start()
     assert getattr(exc.value, "code", None) == "ray_unavailable"
     c.catalog.close()
+
+
+def test_search_cached_answers_only_from_memory_and_agrees_with_search(container, tmp_path):
+    search = container.search
+    assert search.search_cached("capital city", k=2, mode="text") is None  # nothing loaded yet
+    full = search.search("capital city", k=2, mode="text")
+    fast = search.search_cached("capital city", k=2, mode="text")
+    assert fast is not None
+    assert [(r.item.name, r.score, r.to_dict()) for r in fast] == [
+        (r.item.name, r.score, r.to_dict()) for r in full
+    ]
+    assert search.search_cached("a query never embedded", mode="text") is None
+    assert search.search_cached("capital city", mode="text", tag="never-filtered") is None
+    container.registry.add_path(
+        write_adapter_dir(tmp_path / "planets", seed=7), AdapterMeta(name="planets")
+    )
+    assert search.search_cached("capital city", k=2, mode="text") is None  # re-check due

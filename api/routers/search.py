@@ -48,15 +48,12 @@ async def search(
     tag: str | None = None,
     source: str | None = None,
 ) -> Response:
-    results = await run_in_threadpool(
-        container.search.search,
-        q,
-        k=k,
-        mode=mode,
-        base_model=base_model,
-        tag=tag,
-        source=source,
-    )
+    args = {"k": k, "mode": mode, "base_model": base_model, "tag": tag, "source": source}
+    # Answered from memory on the event loop when possible (a repeated query: no I/O, no
+    # model call); otherwise in the thread pool, where catalog reads and MiniLM may block.
+    results = container.search.search_cached(q, **args)
+    if results is None:
+        results = await run_in_threadpool(container.search.search, q, **args)
     return _results(results)
 
 

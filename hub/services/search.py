@@ -49,6 +49,10 @@ class SearchResult:
         }
 
 
+class _NeedsIO(Exception):
+    """Inside ``search_cached``: the answer needs the catalog or the model."""
+
+
 @dataclass
 class _Generation:
     """What is derived from one state of the catalog; replaced (not mutated) when it moves."""
@@ -196,18 +200,55 @@ class SearchService:
         tag: str | None = None,
         source: str | None = None,
     ) -> list[SearchResult]:
+        self.refresh()
+        return self._search(query, k, mode, (base_model, tag, source), cached_only=False)
+
+    def search_cached(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        mode: str = "hybrid",
+        base_model: str | None = None,
+        tag: str | None = None,
+        source: str | None = None,
+    ) -> list[SearchResult] | None:
+        """``search``'s answer when memory alone gives it — no catalog query, no model call,
+        no re-check due — else None. Cheap enough for an event loop to call inline, so
+        repeated queries never wait for a worker thread."""
+        if not self._indexes or self._watch.due():
+            return None
+        try:
+            return self._search(query, k, mode, (base_model, tag, source), cached_only=True)
+        except _NeedsIO:
+            return None
+
+    def _search(
+        self,
+        query: str,
+        k: int,
+        mode: str,
+        filters: tuple[str | None, str | None, str | None],
+        cached_only: bool,
+    ) -> list[SearchResult]:
         from retrieval.search import SearchEngine
 
-        self.refresh()
         indexes, gen = self._indexes, self._gen
         if mode == "weights" and "weights" not in indexes:
             raise BadInputError(
                 "weight search needs a trained weight encoder: run `loradex encoder train`",
                 code="encoder_missing",
             )
-        allowed = self._allowed(gen, base_model, tag, source)
-        engine = SearchEngine(self.query_vector, indexes.get("text"), indexes.get("weights"))
-        return self._results(gen, engine.search(query, k, mode, allowed))
+        allowed = self._allowed(gen, *filters, cached_only=cached_only)
+        embed = self._cached_vector if cached_only else self.query_vector
+        engine = SearchEngine(embed, indexes.get("text"), indexes.get("weights"))
+        return self._results(gen, engine.search(query, k, mode, allowed), cached_only)
+
+    def _cached_vector(self, query: str) -> np.ndarray:
+        vector = self._queries.cached(query) if self._queries is not None else None
+        if vector is None:
+            raise _NeedsIO
+        return vector
 
     def similar(self, ref: AdapterRef, *, k: int = 10) -> list[SearchResult]:
         from retrieval.search import SearchEngine
@@ -225,12 +266,19 @@ class SearchService:
         return self._results(gen, engine.similar(own, k))
 
     def _allowed(
-        self, gen: _Generation, base_model: str | None, tag: str | None, source: str | None
+        self,
+        gen: _Generation,
+        base_model: str | None,
+        tag: str | None,
+        source: str | None,
+        cached_only: bool = False,
     ) -> frozenset[int] | None:
         """Latest version of each adapter passing the filters (filters live in the catalog);
         None when that is every version in the catalog (no filtering needed)."""
         key = (base_model, tag, source)
         if key not in gen.allowed:
+            if cached_only:
+                raise _NeedsIO
             ids = frozenset(
                 self.registry.catalog.latest_version_ids(
                     base_model=base_model, tag=tag, source=source
@@ -239,8 +287,12 @@ class SearchService:
             gen.allowed[key] = None if len(ids) == gen.catalog_count else ids
         return gen.allowed[key]
 
-    def _results(self, gen: _Generation, hits: list[Any]) -> list[SearchResult]:
+    def _results(
+        self, gen: _Generation, hits: list[Any], cached_only: bool = False
+    ) -> list[SearchResult]:
         missing = [h.id for h in hits if h.id not in gen.items]
+        if missing and cached_only:
+            raise _NeedsIO
         for vid, item in self.registry.catalog.items_by_ids(missing).items():
             gen.items[vid] = (item, item.model_dump(mode="json"))
         out = []

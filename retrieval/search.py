@@ -135,7 +135,11 @@ def _filtered(
 ) -> list[tuple[int, float]]:
     """Top-k (id, score) restricted to ``allowed``; over-fetch, widening until satisfied."""
     total = index.count
-    allowed_set = None if allowed is None else set(allowed)
+    # A set the caller already built (a server caches one per filter) is used as is: copying
+    # 10^5 ids per query would cost more than the search.
+    allowed_set = (
+        allowed if allowed is None or isinstance(allowed, set | frozenset) else set(allowed)
+    )
     want = min(k if allowed_set is None else k * overfetch, total)
     while True:
         scores, ids = index.search(q, max(want, 1))

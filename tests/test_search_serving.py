@@ -178,3 +178,14 @@ def test_search_cached_answers_only_from_memory_and_agrees_with_search(container
         write_adapter_dir(tmp_path / "planets", seed=7), AdapterMeta(name="planets")
     )
     assert search.search_cached("capital city", k=2, mode="text") is None  # re-check due
+
+
+def test_item_cache_is_bounded_and_results_stay_right(container, monkeypatch):
+    import hub.services.search as search_module
+
+    monkeypatch.setattr(search_module, "ITEM_CACHE_SIZE", 1)
+    search = container.search
+    for query, top in [("capital city", "capitals"), ("reverse a word", "reverse")] * 2:
+        hits = search.search(query, k=2, mode="text")
+        assert hits[0].item.name == top and len(hits) == 2
+        assert len(search._gen.items) <= 1

@@ -230,7 +230,7 @@ class InProcessBackend:
     name = "inprocess"
 
     def __init__(self, container: Container, workers: int) -> None:
-        self.container = container
+        self.container, self.workers = container, workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="loradex-job")
         self._cancel: dict[str, threading.Event] = {}
         self._stopping = threading.Event()
@@ -267,7 +267,7 @@ class InProcessBackend:
         with self._lock:
             active = len(self._cancel)
         ok = not self._stopping.is_set()
-        return {"ok": ok, "workers": self._pool._max_workers, "active": active}
+        return {"ok": ok, "workers": self.workers, "active": active}
 
 
 BackendFactory = Callable[["Container"], JobBackend]

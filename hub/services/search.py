@@ -49,6 +49,19 @@ class SearchResult:
         }
 
 
+ITEM_CACHE_SIZE = 8192  # result items kept per catalog generation (a few KB each)
+
+
+def _evict_oldest(cache: dict[Any, Any], keep: int) -> None:
+    """Drop the oldest entries until at most ``keep`` remain; tolerates concurrent writers
+    (request threads share the cache; a lost race only skips an eviction)."""
+    while len(cache) > keep:
+        try:
+            cache.pop(next(iter(cache)), None)
+        except (StopIteration, RuntimeError):
+            return
+
+
 class _NeedsIO(Exception):
     """Inside ``search_cached``: the answer needs the catalog or the model."""
 
@@ -290,15 +303,18 @@ class SearchService:
     def _results(
         self, gen: _Generation, hits: list[Any], cached_only: bool = False
     ) -> list[SearchResult]:
-        missing = [h.id for h in hits if h.id not in gen.items]
+        found = {h.id: gen.items[h.id] for h in hits if h.id in gen.items}
+        missing = [h.id for h in hits if h.id not in found]
         if missing and cached_only:
             raise _NeedsIO
         for vid, item in self.registry.catalog.items_by_ids(missing).items():
-            gen.items[vid] = (item, item.model_dump(mode="json"))
+            found[vid] = (item, item.model_dump(mode="json"))
+            _evict_oldest(gen.items, ITEM_CACHE_SIZE - 1)
+            gen.items[vid] = found[vid]
         out = []
         for h in hits:
-            if h.id in gen.items:  # deleted since the index was synced: dropped
-                item, doc = gen.items[h.id]
+            if h.id in found:  # else deleted since the index was synced: dropped
+                item, doc = found[h.id]
                 out.append(SearchResult(item, h.score, h.text_score, h.weight_score, h.why, doc))
         return out
 

@@ -170,6 +170,7 @@ class RayBackend:
         self._closing = threading.Event()
         self._counts = {"submitted": 0, "finished": 0, "lost": 0}
         self._resources: dict[str, float] = {}
+        self._cluster_error: str | None = None
         self._refresh_resources()
         self._monitor = threading.Thread(target=self._watch, name="loradex-ray-monitor")
         self._monitor.daemon = True
@@ -212,7 +213,11 @@ class RayBackend:
         options: dict[str, Any] = {"name": f"loradex-{job.kind}-{job_id}"}
         if self._resources.get("GPU", 0) > 0 and job_wants_gpu(get_job_kind(job.kind), job.spec):
             options["num_gpus"] = 1
-        ref = self._task.options(**options).remote(self._settings_json, job_id)
+        try:
+            ref = self._task.options(**options).remote(self._settings_json, job_id)
+        except Exception as exc:  # noqa: BLE001 - the cluster is gone: say so on the job
+            self._fail_if_unfinished(job_id, exc, code="ray_unavailable")
+            return
         with self._lock:
             self._refs[job_id] = ref
             self._counts["submitted"] += 1
@@ -239,7 +244,10 @@ class RayBackend:
         with self._lock:
             active, counts = len(self._refs), dict(self._counts)
         return {
-            "ok": self._ray.is_initialized() and not self._closing.is_set(),
+            "ok": self._ray.is_initialized()
+            and not self._closing.is_set()
+            and self._cluster_error is None,
+            "cluster_error": self._cluster_error,
             "address": self.address or "local",
             "resources": dict(self._resources),
             "active": active,
@@ -250,22 +258,29 @@ class RayBackend:
     def _watch(self) -> None:
         last_refresh = time.monotonic()
         while not self._closing.is_set():
-            with self._lock:
-                pending = dict(self._refs)
-            if pending:
-                ready, _ = self._ray.wait(
-                    list(pending.values()),
-                    num_returns=len(pending),
-                    timeout=MONITOR_INTERVAL_S,
-                    fetch_local=False,
-                )
-                done = set(ready)
-                self._reap({j: r for j, r in pending.items() if r in done})
-            else:
+            try:
+                self._watch_once()
+            except Exception:  # noqa: BLE001 - e.g. the cluster went away; keep watching
+                log.exception("watching Ray tasks failed")
                 self._closing.wait(MONITOR_INTERVAL_S)
             if time.monotonic() - last_refresh > 5 * MONITOR_INTERVAL_S:
                 self._refresh_resources()
                 last_refresh = time.monotonic()
+
+    def _watch_once(self) -> None:
+        with self._lock:
+            pending = dict(self._refs)
+        if not pending:
+            self._closing.wait(MONITOR_INTERVAL_S)
+            return
+        ready, _ = self._ray.wait(
+            list(pending.values()),
+            num_returns=len(pending),
+            timeout=MONITOR_INTERVAL_S,
+            fetch_local=False,
+        )
+        done = set(ready)
+        self._reap({j: r for j, r in pending.items() if r in done})
 
     def _reap(self, finished: dict[str, Any]) -> None:
         for job_id, ref in finished.items():
@@ -279,7 +294,9 @@ class RayBackend:
                 self._refs.pop(job_id, None)
                 self._counts["finished"] += 1
 
-    def _fail_if_unfinished(self, job_id: str, exc: BaseException) -> None:
+    def _fail_if_unfinished(
+        self, job_id: str, exc: BaseException, code: str = "ray_task_lost"
+    ) -> None:
         catalog = self.container.catalog
         try:
             job = catalog.get_job(job_id)
@@ -290,7 +307,7 @@ class RayBackend:
                 job_id,
                 state="failed",
                 message="failed",
-                error=f"ray_task_lost: {type(exc).__name__}: {reason}"[:2000],
+                error=f"{code}: {type(exc).__name__}: {reason}"[:2000],
             )
             with self._lock:
                 self._counts["lost"] += 1
@@ -302,7 +319,9 @@ class RayBackend:
             resources = self._ray.cluster_resources()
         except Exception as exc:  # noqa: BLE001 - reported through status()
             log.warning("cannot read Ray cluster resources: %s", exc)
+            self._cluster_error = f"{type(exc).__name__}: {exc}"[:500]
             return
+        self._cluster_error = None
         self._resources = {
             k: float(v) for k, v in resources.items() if k in ("CPU", "GPU", "memory")
         }

@@ -98,11 +98,13 @@ class FakeRay(types.ModuleType):
 def backend_for(tmp_path, monkeypatch):
     services: list[JobService] = []
 
-    def make(resources: dict[str, float], **kw: Any) -> tuple[JobService, FakeRay]:
+    def make(
+        resources: dict[str, float], address: str | None = "ray://head:10001", **kw: Any
+    ) -> tuple[JobService, FakeRay]:
         fake = FakeRay(resources, **kw)
         monkeypatch.setitem(sys.modules, "ray", fake)
         home = tmp_path / f"home{len(services)}"
-        c = make_container(home, jobs_backend="ray", ray_address="ray://head:10001")
+        c = make_container(home, jobs_backend="ray", ray_address=address, jobs_workers=3)
         svc = JobService(c)
         svc.start()
         services.append(svc)
@@ -171,3 +173,22 @@ def test_cancel_interrupts_the_task_and_shutdown_interrupts_all(backend_for):
     assert other.state == "queued"
     svc.shutdown(wait=False)
     assert ray.submitted[1] in ray.cancelled and not ray.initialized
+
+
+def test_without_an_address_a_private_local_instance_is_started_and_stopped(backend_for):
+    svc, ray = backend_for({"CPU": 3.0}, address=None)
+    kwargs = ray.init_kwargs
+    assert kwargs["address"] is None and kwargs["num_cpus"] == 3  # jobs_workers CPUs
+    assert kwargs["include_dashboard"] is False
+    assert kwargs["object_store_memory"] == 128 << 20  # only ids and strings go through it
+    status = svc.backend_status()
+    assert status["address"] == "local" and status["resources"] == {"CPU": 3.0}
+    svc.shutdown()
+    assert not ray.initialized  # the server owned it, so it stopped it
+
+
+def test_connecting_to_a_cluster_starts_nothing_and_leaves_it_running(backend_for):
+    svc, ray = backend_for({"CPU": 64.0, "GPU": 8.0})
+    assert set(ray.init_kwargs) == {"address", "logging_level", "namespace"}
+    svc.shutdown()
+    assert not ray.initialized  # disconnects the driver; the cluster itself is not ours

@@ -178,7 +178,7 @@ class RayBackend:
 
     def _connect(self, ray: Any, local_cpus: int) -> None:
         if ray.is_initialized():  # embedding apps may have connected already
-            self.owns_instance = False
+            self._initialized_here = False
             return
         kwargs: dict[str, Any] = {
             "include_dashboard": False,
@@ -196,7 +196,7 @@ class RayBackend:
             raise RayUnavailableError(
                 f"cannot start or reach Ray at {where}: {type(exc).__name__}: {exc}"
             ) from None
-        self.owns_instance = True
+        self._initialized_here = True
         if self.address is not None and self.container.catalog.dialect == "sqlite":
             log.warning(
                 "jobs on the Ray cluster %s open the SQLite catalog %s: only nodes that share "
@@ -237,7 +237,7 @@ class RayBackend:
         if wait and refs:
             self._ray.wait(refs, num_returns=len(refs), timeout=SHUTDOWN_WAIT_S)
         self._monitor.join(timeout=2 * MONITOR_INTERVAL_S)
-        if self.owns_instance:
+        if self._initialized_here:  # a private instance stops; a cluster connection closes
             self._ray.shutdown()
 
     def status(self) -> dict[str, Any]:

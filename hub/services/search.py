@@ -106,6 +106,11 @@ class SearchService:
             self._embedder = get_embedder(self.embedder_name)
         return self._embedder
 
+    def warm(self) -> None:
+        """Load the indexes and the text model now (a server's start-up), not on a query."""
+        self.refresh()
+        self.query_vector("warm up")
+
     def query_vector(self, query: str) -> np.ndarray:
         """The query's embedding: cached, and concurrent misses share one model call."""
         if self._queries is None:

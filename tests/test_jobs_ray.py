@@ -26,15 +26,20 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from hub.core.models import AdapterMeta
 from hub.services.jobs import JobService
+from storage.catalog.engine import normalize_url
 from tests.api_helpers import auth, make_container, new_token
+from tests.catalog_fixtures import PG_ENV
 from tests.factories import write_adapter_dir
 
 # find_spec, not importorskip: importing Ray here would defeat the point (see the docstring).
@@ -123,7 +128,9 @@ class Server:
     """`loradex serve` with the Ray backend: on the cluster at ``head``, or (None) on a
     private local Ray instance of ``RAY_CPUS`` CPUs that the server starts and stops."""
 
-    def __init__(self, home: Path, log: Path, head: RayHead | None) -> None:
+    def __init__(
+        self, home: Path, log: Path, head: RayHead | None, database_url: str | None = None
+    ) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = _base_env()
@@ -135,6 +142,8 @@ class Server:
         )
         if head is not None:
             env.update(LORADEX_RAY_ADDRESS=head.address, **head.auth)
+        if database_url is not None:
+            env["LORADEX_DATABASE_URL"] = database_url
         cmd = [sys.executable, "-m", "hub.cli", "--data-dir", str(home), "serve"]
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
@@ -179,11 +188,33 @@ def wait_job(server: Server, job_id: str, states: set[str], timeout: float = 90.
 
 
 @pytest.fixture(scope="module")
-def ray_env(tmp_path_factory):
+def database_url():
+    """PostgreSQL when the suite has one (the scale-out setup: a shared catalog), else None:
+    SQLite in the data dir, which the local cluster's workers share through the disk."""
+    admin = os.environ.get(PG_ENV)
+    if not admin:
+        yield None
+        return
+    name = f"loradex_ray_{uuid.uuid4().hex}"
+    engine = create_engine(normalize_url(admin), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield (
+            make_url(normalize_url(admin)).set(database=name).render_as_string(hide_password=False)
+        )
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def ray_env(tmp_path_factory, database_url):
     """A catalog with adapters and pre-queued test jobs, and the Ray-backed server over it."""
     tmp = tmp_path_factory.mktemp("ray")
     home = tmp / "home"
-    container = make_container(home, text_embedder="hash", job_modules=[KINDS_MODULE])
+    container = make_container(home, database_url, text_embedder="hash", job_modules=[KINDS_MODULE])
     for i, name in enumerate(["a", "b"]):
         src = write_adapter_dir(tmp / f"src-{name}", seed=i + 1)
         container.registry.add_path(src, AdapterMeta(name=name))
@@ -199,7 +230,7 @@ def ray_env(tmp_path_factory):
     env = {"container": container, "jobs": queued, "tmp": tmp, "token": new_token(container)}
     head = env["head"] = RayHead()
     try:
-        env["server"] = Server(home, tmp / "serve.log", head)
+        env["server"] = Server(home, tmp / "serve.log", head, database_url)
         try:
             yield env
         finally:
@@ -218,7 +249,8 @@ def test_this_process_never_loads_ray(ray_env):
 def test_health_reports_the_ray_backend_and_its_cluster(ray_env):
     health = ray_env["server"].get("/health")
     assert health["status"] == "ok" and health["jobs_backend"] == "ray"
-    assert health["database"] == {"ok": True, "dialect": "sqlite"}
+    dialect = "postgresql" if ray_env["container"].settings.database_url else "sqlite"
+    assert health["database"] == {"ok": True, "dialect": dialect}
     jobs = health["jobs"]
     assert jobs["ok"] and jobs["backend"] == "ray"
     assert jobs["details"]["address"] == ray_env["head"].address
@@ -292,7 +324,10 @@ def test_graceful_restart_requeues_the_running_job_and_resumes_it(ray_env):
     assert requeued.state == "queued", requeued
     assert requeued.message == "interrupted by shutdown; resumes"
     second = ray_env["server"] = Server(
-        ray_env["container"].settings.home, ray_env["tmp"] / "2.log", ray_env["head"]
+        ray_env["container"].settings.home,
+        ray_env["tmp"] / "2.log",
+        ray_env["head"],
+        ray_env["container"].settings.database_url,
     )
     wait_job(second, job_id, {"running"})
     (ray_env["tmp"] / "gate-restart").touch()

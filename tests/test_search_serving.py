@@ -83,8 +83,10 @@ def test_a_failing_batch_fails_its_waiters_and_the_next_query_still_works():
 
 
 @pytest.fixture
-def container(tmp_path):
-    c = make_container(tmp_path / "home", text_embedder="hash", search_refresh_interval_s=0.25)
+def container(tmp_path, catalog_url):
+    c = make_container(
+        tmp_path / "home", catalog_url, text_embedder="hash", search_refresh_interval_s=0.25
+    )
     for i, (name, desc) in enumerate(
         [("capitals", "Name the capital city of a country."), ("reverse", "Reverse a word.")]
     ):
@@ -128,7 +130,8 @@ def test_own_writes_show_at_once_and_other_processes_within_the_interval(contain
     container.registry.rm(AdapterRef("planets"))
     assert "planets" not in names(search.search("planets in order", mode="text"))
 
-    other = make_container(container.settings.home, text_embedder="hash")  # another process
+    settings = container.settings  # another process: its own catalog object
+    other = make_container(settings.home, settings.database_url, text_embedder="hash")
     other.registry.add_path(
         write_adapter_dir(tmp_path / "colours", seed=8),
         AdapterMeta(name="colours", description="Translate a colour name into French."),

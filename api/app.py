@@ -35,15 +35,20 @@ def warm_then_freeze(container: Container) -> None:
     gc.freeze()
 
 
-def create_app(container: Container, *, run_jobs: bool = True, warm: bool = False) -> FastAPI:
+def create_app(
+    container: Container, *, run_jobs: bool = True, warm: bool = False, served: bool = False
+) -> FastAPI:
     """An app over ``container``. With ``run_jobs`` the app's lifespan recovers jobs left by a
     crash and runs the job worker pool (set it False for an API that only queues). With
-    ``warm`` (a served app) search is made ready in the background right after start-up."""
+    ``warm`` search is made ready in the background right after start-up. ``served`` (one of
+    possibly several `loradex serve` processes): only the process holding ``<home>/jobs.lock``
+    runs jobs, including those the others queue."""
+    lock = container.settings.home / "jobs.lock" if served else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if run_jobs:
-            await run_in_threadpool(app.state.jobs.start)
+            await run_in_threadpool(lambda: app.state.jobs.start(exclusive=lock))
         if warm:
             threading.Thread(
                 target=warm_then_freeze, args=(container,), name="loradex-warm", daemon=True
@@ -72,4 +77,4 @@ def create_app(container: Container, *, run_jobs: bool = True, warm: bool = Fals
 def app_from_env() -> FastAPI:
     container = Container(load_settings())
     container.init_home()
-    return create_app(container, warm=True)
+    return create_app(container, warm=True, served=True)

@@ -18,6 +18,7 @@ Prints req/s, p50/p99 latency and server/client CPU per request next to the issu
 machine takes CPU from the server, so the figures are only comparable on an idle machine.
 
     python benchmarks/api_load.py [--requests 4000] [--concurrency 16] [--seconds 20]
+    python benchmarks/api_load.py --processes 2     # `loradex serve --processes 2`
     python benchmarks/api_load.py --url http://127.0.0.1:8000 --pid PID   # a running server
 """
 
@@ -72,13 +73,36 @@ def start_server(data_dir: Path, zoo: Path, extra: list[str]) -> tuple[subproces
     raise SystemExit("server did not come up within 90 s")
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int | None) -> float:
-    """user+system CPU of a process (Linux /proc); the server's CPU per request predicts its
-    throughput on an idle machine even when the benchmark box is shared."""
+    """user+system CPU of a process and its live descendants (Linux /proc: `serve --processes`
+    forks workers); the server's CPU per request predicts its throughput on an idle machine
+    even when the benchmark box is shared."""
     if pid is None:
         return float("nan")
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent[int(entry.name)] = int(_stat(int(entry.name))[1])
+            except (OSError, IndexError, ValueError):
+                continue  # exited meanwhile
+    family, grew = {pid}, True
+    while grew:
+        kids = {p for p, pp in parent.items() if pp in family} - family
+        family |= kids
+        grew = bool(kids)
+    total = 0.0
+    for member in family:
+        try:
+            fields = _stat(member)
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 # -- a lean keep-alive HTTP/1.1 client ----------------------------------------------------------
@@ -211,9 +235,10 @@ async def load(
     }
 
 
-def report(rows: list[dict], concurrency: int, load_before: float) -> None:
+def report(rows: list[dict], concurrency: int, load_before: float, processes: int | None) -> None:
     load_after = os.getloadavg()[0]
-    print(f"{concurrency} concurrent clients, loopback, {os.cpu_count()} CPUs, ", end="")
+    served = f"`serve --processes {processes}`, " if processes else ""
+    print(f"{served}{concurrency} concurrent clients, loopback, {os.cpu_count()} CPUs, ", end="")
     print(f"load average {load_before:.1f} before / {load_after:.1f} after")
     print(
         f"{'endpoint':<22}{'requests':>9}{'errors':>7}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
@@ -243,8 +268,10 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="comma-separated row names to run")
     ap.add_argument("--url", default=None, help="use this running server instead")
     ap.add_argument("--pid", type=int, default=None, help="its process id (for CPU figures)")
+    ap.add_argument("--processes", type=int, default=1, help="`serve --processes`")
     ap.add_argument("--serve-arg", action="append", default=[], help="extra `serve` argument")
     args = ap.parse_args()
+    args.serve_arg += ["--processes", str(args.processes)]
 
     descriptions = task_descriptions(args.zoo)
     rows_to_run = mixes(descriptions)
@@ -259,6 +286,7 @@ def main() -> None:
             os.environ.pop("LORADEX_DATABASE_URL", None)  # the embedded default: SQLite
             proc, url = start_server(Path(tmp) / "home", args.zoo, args.serve_arg)
             pid = proc.pid
+            time.sleep(5 * args.processes)  # each process loads MiniLM after start-up
         try:
             # Not part of the figures: the server loads MiniLM and embeds the catalog, and
             # the warm row's queries are sent once.
@@ -273,7 +301,7 @@ def main() -> None:
             if proc is not None:
                 proc.terminate()
                 proc.wait(timeout=30)
-    report(rows, args.concurrency, load_before)
+    report(rows, args.concurrency, load_before, args.processes if args.url is None else None)
 
 
 async def _warm_up(url: str, paths: list[str]) -> None:

@@ -25,10 +25,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hub.core.errors import ConflictError, HubError, UnknownNameError
 from hub.core.models import JobRecord
+from hub.services.jobs_runner import QueueWatcher, RunnerLock
 
 if TYPE_CHECKING:
     from hub.services.container import Container
@@ -313,6 +315,8 @@ class JobService:
         self.container = container
         self._backend = backend
         self._started = False
+        self._runner_lock: RunnerLock | None = None  # set by start(exclusive=...)
+        self._watcher: QueueWatcher | None = None
         load_job_modules(container.settings.job_modules)
 
     @property
@@ -326,23 +330,42 @@ class JobService:
     def backend_status(self) -> dict[str, Any]:
         """``ok`` plus details from the running backend; not ok when nothing runs jobs."""
         if not self._started or self._backend is None:
+            if self._runner_lock is not None:  # queue-only: is another process running jobs?
+                return {"ok": self._runner_lock.held_elsewhere(), "started": False}
             return {"ok": False, "started": False}
         try:
             return {**self._backend.status(), "started": True}
         except Exception as exc:  # noqa: BLE001 - a health probe reports, it does not fail
             return {"ok": False, "started": True, "error": f"{type(exc).__name__}: {exc}"}
 
-    def start(self) -> Recovery:
-        """Recover from a previous crash, then start executing (idempotent)."""
+    def start(self, *, exclusive: Path | None = None) -> Recovery | None:
+        """Recover from a previous crash, then start executing (idempotent).
+
+        With ``exclusive`` (a lock file; what ``loradex serve`` passes), only the process that
+        gets the lock does so and also runs jobs other processes queue (hub/services/
+        jobs_runner.py); any other process returns None and only queues."""
         if self._started:
             return Recovery([], [])
+        if exclusive is not None:
+            self._runner_lock = RunnerLock(exclusive)
+            if not self._runner_lock.try_acquire():
+                return None
         if self._backend is None:
             self._backend = make_backend(self.container)
         recovery = self.recover()
         self._started = True
+        if exclusive is not None:
+            self._watcher = QueueWatcher(self.catalog, self._backend.submit)
         for job_id in recovery.resumed:
-            self._backend.submit(job_id)
+            self._hand_over(job_id)
+        if self._watcher is not None:
+            self._watcher.start()
         return recovery
+
+    def _hand_over(self, job_id: str) -> None:
+        assert self._backend is not None
+        if self._watcher is None or self._watcher.mark(job_id):
+            self._backend.submit(job_id)
 
     def recover(self) -> Recovery:
         failed = []
@@ -357,9 +380,14 @@ class JobService:
         return list(self.catalog.list_jobs(state, limit=1_000_000))
 
     def shutdown(self, *, wait: bool = True) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
         if self._backend is not None and self._started:
             self._backend.shutdown(wait=wait)
         self._started = False
+        if self._runner_lock is not None:
+            self._runner_lock.release()
 
     def submit(self, kind: str, spec: dict[str, Any]) -> JobRecord:
         job_kind = get_job_kind(kind)
@@ -367,7 +395,7 @@ class JobService:
             spec = job_kind.validate(self.container, dict(spec))
         record = self.catalog.create_job(kind, spec)
         if self._started and self._backend is not None:
-            self._backend.submit(record.id)
+            self._hand_over(record.id)
         return record
 
     def get(self, job_id: str) -> JobRecord:

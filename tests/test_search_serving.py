@@ -192,3 +192,12 @@ def test_item_cache_is_bounded_and_results_stay_right(container, monkeypatch):
         hits = search.search(query, k=2, mode="text")
         assert hits[0].item.name == top and len(hits) == 2
         assert len(search._gen.items) <= 1
+
+
+def test_pre_encoded_json_is_exactly_the_dict_encoded(container):
+    import json
+
+    for r in container.search.search("capital city", k=2, mode="text"):
+        assert r.to_json() == json.dumps(r.to_dict(), separators=(",", ":"))
+        r.item_json = None  # the uncached path agrees too
+        assert r.to_json() == json.dumps(r.to_dict(), separators=(",", ":"))

@@ -50,6 +50,8 @@ def serve(
     # runs many short forward passes among request threads, and spinning threads steal the
     # cores those need (measured: 2-thread MiniLM batches cost 8x more CPU when spinning).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if processes > 1:  # the processes share the cores: one intra-op thread pool per core
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
     # By import string, not import: the api and cli delivery layers stay independent.
     uvicorn.run(
         "api.app:app_from_env",

@@ -16,6 +16,7 @@ concurrent misses into one model call (:class:`retrieval.query_embedder.QueryEmb
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,15 +39,31 @@ class SearchResult:
     weight_score: float | None
     why: str
     item_doc: dict[str, Any] | None = None  # item.model_dump(mode="json"), cached per generation
+    item_json: str | None = None  # that doc as compact JSON, cached too
 
     def to_dict(self) -> dict[str, Any]:
         return {
             **(self.item_doc or self.item.model_dump(mode="json")),
+            **self._scores(),
+        }
+
+    def to_json(self) -> str:
+        """``json.dumps(self.to_dict(), separators=(",", ":"))``, without re-encoding the
+        item (most of the bytes) on every query."""
+        item = self.item_json or _compact(self.item_doc or self.item.model_dump(mode="json"))
+        return f"{item[:-1]},{_compact(self._scores())[1:]}"
+
+    def _scores(self) -> dict[str, Any]:
+        return {
             "score": self.score,
             "text_score": self.text_score,
             "weight_score": self.weight_score,
             "why": self.why,
         }
+
+
+def _compact(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"))
 
 
 ITEM_CACHE_SIZE = 8192  # result items kept per catalog generation (a few KB each)
@@ -71,7 +88,7 @@ class _Generation:
     """What is derived from one state of the catalog; replaced (not mutated) when it moves."""
 
     allowed: dict[tuple[str | None, ...], frozenset[int] | None]
-    items: dict[int, tuple[AdapterItem, dict[str, Any]]]
+    items: dict[int, tuple[AdapterItem, dict[str, Any], str]]  # item, its doc, doc as JSON
     catalog_count: int = 0
 
 
@@ -313,14 +330,17 @@ class SearchService:
         if missing and cached_only:
             raise _NeedsIO
         for vid, item in self.registry.catalog.items_by_ids(missing).items():
-            found[vid] = (item, item.model_dump(mode="json"))
+            doc = item.model_dump(mode="json")
+            found[vid] = (item, doc, _compact(doc))
             _evict_oldest(gen.items, ITEM_CACHE_SIZE - 1)
             gen.items[vid] = found[vid]
         out = []
         for h in hits:
             if h.id in found:  # else deleted since the index was synced: dropped
-                item, doc = found[h.id]
-                out.append(SearchResult(item, h.score, h.text_score, h.weight_score, h.why, doc))
+                item, doc, doc_json = found[h.id]
+                out.append(
+                    SearchResult(item, h.score, h.text_score, h.weight_score, h.why, doc, doc_json)
+                )
         return out
 
     # -- the weight encoder ---------------------------------------------------------------------

@@ -3,8 +3,9 @@
 A job is a catalog row (``queued -> running -> succeeded | failed | cancelled``) plus a job
 function registered by kind. Submitting validates the spec up front (bad input fails the request,
 not the job), persists the row as ``queued`` and hands its id to a backend. Every backend runs
-the same :func:`execute_job`, so the in-process thread pool and a future Ray backend (a Ray task
-that builds a Container from the same settings and calls ``execute_job``) share all semantics.
+the same :func:`execute_job`, so the in-process thread pool and the Ray backend (a Ray task that
+builds a Container from the same settings and calls ``execute_job``: hub/services/jobs_ray.py)
+share all semantics.
 
 Cancellation is cooperative: a queued job is cancelled at once; a running one is flagged, and the
 job function's next progress report raises :class:`JobCancelled`. The flag lives in two places:
@@ -13,7 +14,9 @@ another process on its next progress write, which returns the fresh row anyway).
 
 Restart recovery (``JobService.start``): a job still ``running`` belonged to a process that died,
 so it is failed with "interrupted by a restart"; ``queued`` jobs are handed to the backend again.
-This assumes one server process per catalog runs jobs (``loradex serve`` starts exactly one).
+This assumes one process per catalog runs jobs: ``loradex serve`` (any number of processes)
+passes ``start(exclusive=<home>/jobs.lock)``, so only the lock holder does
+(hub/services/jobs_runner.py).
 """
 
 from __future__ import annotations
@@ -208,10 +211,8 @@ def execute_job(
 # -- backends -----------------------------------------------------------------------------------
 class JobBackend(Protocol):
     """Where queued jobs execute. ``submit`` must eventually call ``execute_job(container,
-    job_id, ...)`` exactly once for the id. A Ray backend (settings: ``jobs_backend = "ray"``
-    plus an address) would submit a remote task per job that opens its own Container from the
-    same settings (a shared catalog: PostgreSQL) and calls ``execute_job``; its
-    ``request_cancel`` can rely on the catalog flag that ``execute_job`` already honours."""
+    job_id, ...)`` for the id (running a row twice is prevented by ``execute_job`` itself);
+    ``request_cancel`` may only speed up what the catalog flag already does."""
 
     name: str
 

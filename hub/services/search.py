@@ -111,6 +111,7 @@ class SearchService:
         self._query_cache_size = query_cache_size
         self._indexes: dict[str, Any] = {}  # kept in memory between queries (a server's case)
         self._lock = threading.Lock()  # one sync at a time: concurrent requests share indexes
+        self._init_lock = threading.RLock()  # lazy loads: the model once, however many ask
         self._watch = CatalogWatch(registry.catalog, refresh_interval_s)
         self._gen = _Generation({}, {})
 
@@ -120,7 +121,9 @@ class SearchService:
         if self._embedder is None:
             from retrieval.embedders import get_embedder
 
-            self._embedder = get_embedder(self.embedder_name)
+            with self._init_lock:
+                if self._embedder is None:
+                    self._embedder = get_embedder(self.embedder_name)
         return self._embedder
 
     def warm(self) -> None:
@@ -133,7 +136,11 @@ class SearchService:
         if self._queries is None:
             from retrieval.query_embedder import QueryEmbedder
 
-            self._queries = QueryEmbedder(self.embedder.embed, cache_size=self._query_cache_size)
+            with self._init_lock:
+                if self._queries is None:
+                    self._queries = QueryEmbedder(
+                        self.embedder.embed, cache_size=self._query_cache_size
+                    )
         vector: np.ndarray = self._queries.embed_one(query)
         return vector
 

@@ -8,8 +8,8 @@ is bounded by a request count and a time limit. Rows, all measured in the same r
 
 - `/health`: the framework floor (routing, one catalog round trip, JSON) — the baseline;
 - `/adapters?limit=20`: a plain catalog read;
-- search, warm: 16 task descriptions cycled, each sent once before timing (so their
-  embeddings are cached, as for any popular query);
+- search, warm: 16 task descriptions cycled, each sent before timing over as many connections
+  as there are clients (so every server process has them cached, as for any popular query);
 - search, cold: every request a distinct query never sent before (each one is embedded);
 - search, mix: 80 % warm / 20 % cold, the shape of real traffic (popular queries repeat).
 
@@ -290,7 +290,8 @@ def main() -> None:
         try:
             # Not part of the figures: the server loads MiniLM and embeds the catalog, and
             # the warm row's queries are sent once.
-            asyncio.run(_warm_up(url, [search_path("warm up"), *warm_set(descriptions)]))
+            paths = [search_path("warm up"), *warm_set(descriptions)]
+            asyncio.run(_warm_up(url, paths, args.concurrency))
             rows = [
                 asyncio.run(
                     load(url, name, nxt, args.requests, args.concurrency, args.seconds, pid)
@@ -304,12 +305,22 @@ def main() -> None:
     report(rows, args.concurrency, load_before, args.processes if args.url is None else None)
 
 
-async def _warm_up(url: str, paths: list[str]) -> None:
+async def _warm_up(url: str, paths: list[str], connections: int) -> None:
+    """Send every path over each of ``connections`` connections: with `--processes N` each
+    connection lands in one process, and every process must have seen the warm queries."""
     parts = urlsplit(url)
-    for path in paths:
-        status, body = await _one_get(parts.hostname or "", parts.port or 80, path)
-        if status != 200:
-            raise SystemExit(f"warm-up search failed: {status} {body[:300]!r}")
+    conns = [
+        await Connection.open(parts.hostname or "", parts.port or 80) for _ in range(connections)
+    ]
+    try:
+        for conn in conns:
+            for path in paths:
+                status, body = await conn.get(path)
+                if status != 200:
+                    raise SystemExit(f"warm-up search failed: {status} {body[:300]!r}")
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
+import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,15 +22,39 @@ from hub.services.container import Container
 from hub.services.jobs import JobService
 from hub.services.tokens import TokenService
 
+log = logging.getLogger(__name__)
 
-def create_app(container: Container, *, run_jobs: bool = True) -> FastAPI:
+
+def warm_then_freeze(container: Container) -> None:
+    """Load the search indexes and text model before the first query, then move everything
+    alive at start-up (torch, the model, indexes: ~500k objects) out of the garbage
+    collector's reach: a full collection over them paused the server for up to a second."""
+    try:
+        container.search.warm()
+    except Exception:  # noqa: BLE001 - the first search reports (and retries) the problem
+        log.exception("search warm-up failed")
+    gc.collect()
+    gc.freeze()
+
+
+def create_app(
+    container: Container, *, run_jobs: bool = True, warm: bool = False, served: bool = False
+) -> FastAPI:
     """An app over ``container``. With ``run_jobs`` the app's lifespan recovers jobs left by a
-    crash and runs the job worker pool (set it False for an API that only queues)."""
+    crash and runs the job worker pool (set it False for an API that only queues). With
+    ``warm`` search is made ready in the background right after start-up. ``served`` (one of
+    possibly several `loradex serve` processes): only the process holding ``<home>/jobs.lock``
+    runs jobs, including those the others queue."""
+    lock = container.settings.home / "jobs.lock" if served else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if run_jobs:
-            await run_in_threadpool(app.state.jobs.start)
+            await run_in_threadpool(lambda: app.state.jobs.start(exclusive=lock))
+        if warm:
+            threading.Thread(
+                target=warm_then_freeze, args=(container,), name="loradex-warm", daemon=True
+            ).start()
         try:
             yield
         finally:
@@ -55,4 +82,4 @@ def create_app(container: Container, *, run_jobs: bool = True) -> FastAPI:
 def app_from_env() -> FastAPI:
     container = Container(load_settings())
     container.init_home()
-    return create_app(container)
+    return create_app(container, warm=True, served=True)

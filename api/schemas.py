@@ -84,10 +84,27 @@ class JobList(BaseModel):
     count: int
 
 
+class DatabaseHealth(BaseModel):
+    ok: bool
+    dialect: str = Field(description="`sqlite` or `postgresql`.")
+
+
+class JobsHealth(BaseModel):
+    ok: bool = Field(description="The backend runs jobs (started, and Ray reachable).")
+    backend: str
+    details: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Backend figures: workers/active (inprocess); address, resources, "
+        "active/submitted/finished/lost tasks (ray).",
+    )
+
+
 class Health(BaseModel):
-    status: str = "ok"
+    status: str = Field(default="ok", description="`ok`, or `degraded` when jobs cannot run.")
     version: str
     jobs_backend: str
+    database: DatabaseHealth | None = None
+    jobs: JobsHealth | None = None
 
 
 UPLOAD_FIELDS: dict[str, dict[str, Any]] = {

@@ -61,14 +61,39 @@ class Settings(BaseSettings):
 
     jobs_backend: str = Field(
         default="inprocess",
-        description="Where jobs (merges...) run: `inprocess` (a thread pool in the server).",
+        description="Where jobs (merges...) run: `inprocess` (a thread pool in the server) or "
+        "`ray` (Ray tasks on the cluster at `ray_address`; `pip install loradex[ray]`).",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="Ray cluster for `jobs_backend = ray`: `auto`, `HOST:6379` or "
+        "`ray://HOST:10001`; default: start a private local Ray instance with the server.",
     )
     jobs_workers: int = Field(
-        default=2, ge=1, le=64, description="Worker threads of the in-process job pool."
+        default=2,
+        ge=1,
+        le=64,
+        description="Worker threads of the in-process job pool; with `ray` and no `ray_address`, "
+        "the CPUs of the private local Ray instance.",
+    )
+    job_modules: list[str] = Field(
+        default=[],  # pydantic copies mutable defaults per instance
+        description="Extra Python modules that register job kinds (plugins), imported by the "
+        'server and by Ray workers; JSON list in the environment: `["pkg.jobs"]`.',
     )
     api_read_requires_token: bool = Field(
         default=False,
         description="REST reads need a bearer token too (writes always do).",
+    )
+    search_refresh_interval_s: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=60.0,
+        description="A server re-checks the catalog for adapters added or removed by other "
+        "processes at most this often (its own writes show up at once).",
+    )
+    search_query_cache_size: int = Field(
+        default=4096, ge=0, description="Query embeddings kept in the search LRU cache."
     )
     upload_max_bytes: int = Field(
         default=256 << 20,

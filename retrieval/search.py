@@ -144,7 +144,11 @@ def _filtered(
     selective filter (few allowed ids) is scored exactly instead: widening an approximate
     search toward 1 % of 10^5 vectors costs more than a dot product with those vectors."""
     total = index.count
-    allowed_set = None if allowed is None else set(allowed)
+    # A set the caller already built (a server caches one per filter) is used as is: copying
+    # 10^5 ids per query would cost more than the search.
+    allowed_set = (
+        allowed if allowed is None or isinstance(allowed, set | frozenset) else set(allowed)
+    )
     if allowed_set is not None and len(allowed_set) <= max(EXACT_FILTER_MAX, total // 20):
         return _exact_among(index, q, k, allowed_set)
     want = min(k if allowed_set is None else k * overfetch, total)
@@ -161,7 +165,7 @@ def _filtered(
 
 
 def _exact_among(
-    index: VectorIndex, q: np.ndarray, k: int, allowed: set[int]
+    index: VectorIndex, q: np.ndarray, k: int, allowed: Collection[int]
 ) -> list[tuple[int, float]]:
     ids = [i for i in allowed if i in index]
     if not ids:

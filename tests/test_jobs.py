@@ -190,10 +190,11 @@ def test_shutdown_requeues_running_jobs_for_the_next_start(container):
 
 
 def test_unknown_backend_is_refused(tmp_path):
-    c = make_container(tmp_path / "home", jobs_backend="ray")
+    c = make_container(tmp_path / "home", jobs_backend="slurm")
     with pytest.raises(UnknownNameError) as exc:
         JobService(c).start()
-    assert exc.value.code == "unknown_jobs_backend" and exc.value.details["known"] == ["inprocess"]
+    assert exc.value.code == "unknown_jobs_backend"
+    assert exc.value.details["known"] == ["inprocess", "ray"]
 
 
 def test_jobs_cli_ls_show_cancel(tmp_path, catalog_url, monkeypatch):

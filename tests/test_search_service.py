@@ -218,7 +218,7 @@ def test_an_added_adapter_is_found_within_a_second(tmp_path):
 def test_queries_keep_answering_during_reindex(tmp_path, monkeypatch):
     """reindex builds new indexes off to the side (slowed down here to 1.5 s) and swaps; the
     queries issued meanwhile are answered by the old ones, promptly and correctly."""
-    import hub.services.search as search_mod
+    import hub.services.search_sync as search_mod
 
     container = service_home(tmp_path)
     service = container.search

@@ -50,6 +50,8 @@ class Container:
             self.settings.home / "index",
             self.settings.text_embedder,
             device=self.settings.search_device,
+            refresh_interval_s=self.settings.search_refresh_interval_s,
+            query_cache_size=self.settings.search_query_cache_size,
         )
 
     @cached_property

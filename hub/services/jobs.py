@@ -3,8 +3,9 @@
 A job is a catalog row (``queued -> running -> succeeded | failed | cancelled``) plus a job
 function registered by kind. Submitting validates the spec up front (bad input fails the request,
 not the job), persists the row as ``queued`` and hands its id to a backend. Every backend runs
-the same :func:`execute_job`, so the in-process thread pool and a future Ray backend (a Ray task
-that builds a Container from the same settings and calls ``execute_job``) share all semantics.
+the same :func:`execute_job`, so the in-process thread pool and the Ray backend (a Ray task that
+builds a Container from the same settings and calls ``execute_job``: hub/services/jobs_ray.py)
+share all semantics.
 
 Cancellation is cooperative: a queued job is cancelled at once; a running one is flagged, and the
 job function's next progress report raises :class:`JobCancelled`. The flag lives in two places:
@@ -13,21 +14,26 @@ another process on its next progress write, which returns the fresh row anyway).
 
 Restart recovery (``JobService.start``): a job still ``running`` belonged to a process that died,
 so it is failed with "interrupted by a restart"; ``queued`` jobs are handed to the backend again.
-This assumes one server process per catalog runs jobs (``loradex serve`` starts exactly one).
+This assumes one process per catalog runs jobs: ``loradex serve`` (any number of processes)
+passes ``start(exclusive=<home>/jobs.lock)``, so only the lock holder does
+(hub/services/jobs_runner.py).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hub.core.errors import ConflictError, HubError, UnknownNameError
 from hub.core.models import JobRecord
+from hub.services.jobs_runner import QueueWatcher, RunnerLock
 
 if TYPE_CHECKING:
     from hub.services.container import Container
@@ -66,6 +72,13 @@ class JobKind:
     run: Callable[[Container, dict[str, Any], JobContext], JobOutcome]
     validate: Callable[[Container, dict[str, Any]], dict[str, Any]] | None = None
     description: str = ""
+    # Runs faster on a GPU: the Ray backend then asks for one (num_gpus=1) when the cluster
+    # has any, unless the spec pins ``"device": "cpu"``.
+    wants_gpu: bool = False
+
+
+def job_wants_gpu(kind: JobKind, spec: dict[str, Any]) -> bool:
+    return kind.wants_gpu and spec.get("device", "auto") != "cpu"
 
 
 _KINDS: dict[str, JobKind] = {}
@@ -96,6 +109,19 @@ def _ensure_loaded() -> None:
     import hub.services.merge_jobs  # noqa: F401
     import hub.services.mixture_jobs  # noqa: F401
     import hub.services.sync_jobs  # noqa: F401
+
+
+def load_job_modules(modules: list[str]) -> None:
+    """Import plugin modules that register job kinds (setting ``job_modules``): the server
+    and every Ray worker import the same list, so both know the same kinds."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise UnknownNameError(
+                f"job module {name!r} (setting job_modules) cannot be imported: {exc}",
+                code="job_module_missing",
+            ) from None
 
 
 class JobContext:
@@ -187,10 +213,8 @@ def execute_job(
 # -- backends -----------------------------------------------------------------------------------
 class JobBackend(Protocol):
     """Where queued jobs execute. ``submit`` must eventually call ``execute_job(container,
-    job_id, ...)`` exactly once for the id. A Ray backend (settings: ``jobs_backend = "ray"``
-    plus an address) would submit a remote task per job that opens its own Container from the
-    same settings (a shared catalog: PostgreSQL) and calls ``execute_job``; its
-    ``request_cancel`` can rely on the catalog flag that ``execute_job`` already honours."""
+    job_id, ...)`` for the id (running a row twice is prevented by ``execute_job`` itself);
+    ``request_cancel`` may only speed up what the catalog flag already does."""
 
     name: str
 
@@ -200,6 +224,10 @@ class JobBackend(Protocol):
 
     def shutdown(self, *, wait: bool = True) -> None: ...
 
+    def status(self) -> dict[str, Any]:
+        """For /health: at least ``ok`` (bool); backend-specific details besides."""
+        ...
+
 
 class InProcessBackend:
     """A thread pool inside the server process (the embedded default)."""
@@ -207,7 +235,7 @@ class InProcessBackend:
     name = "inprocess"
 
     def __init__(self, container: Container, workers: int) -> None:
-        self.container = container
+        self.container, self.workers = container, workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="loradex-job")
         self._cancel: dict[str, threading.Event] = {}
         self._stopping = threading.Event()
@@ -240,10 +268,25 @@ class InProcessBackend:
         self._stopping.set()
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            active = len(self._cancel)
+        ok = not self._stopping.is_set()
+        return {"ok": ok, "workers": self.workers, "active": active}
+
 
 BackendFactory = Callable[["Container"], JobBackend]
+
+
+def _ray_backend(container: Container) -> JobBackend:
+    from hub.services.jobs_ray import RayBackend  # Ray is optional and heavy: import on use
+
+    return RayBackend(container)
+
+
 JOB_BACKENDS: dict[str, BackendFactory] = {
     "inprocess": lambda c: InProcessBackend(c, c.settings.jobs_workers),
+    "ray": _ray_backend,
 }
 
 
@@ -275,6 +318,9 @@ class JobService:
         self.container = container
         self._backend = backend
         self._started = False
+        self._runner_lock: RunnerLock | None = None  # set by start(exclusive=...)
+        self._watcher: QueueWatcher | None = None
+        load_job_modules(container.settings.job_modules)
 
     @property
     def catalog(self) -> Catalog:
@@ -284,17 +330,45 @@ class JobService:
     def backend_name(self) -> str:
         return self._backend.name if self._backend else self.container.settings.jobs_backend
 
-    def start(self) -> Recovery:
-        """Recover from a previous crash, then start executing (idempotent)."""
+    def backend_status(self) -> dict[str, Any]:
+        """``ok`` plus details from the running backend; not ok when nothing runs jobs."""
+        if not self._started or self._backend is None:
+            if self._runner_lock is not None:  # queue-only: is another process running jobs?
+                return {"ok": self._runner_lock.held_elsewhere(), "started": False}
+            return {"ok": False, "started": False}
+        try:
+            return {**self._backend.status(), "started": True}
+        except Exception as exc:  # noqa: BLE001 - a health probe reports, it does not fail
+            return {"ok": False, "started": True, "error": f"{type(exc).__name__}: {exc}"}
+
+    def start(self, *, exclusive: Path | None = None) -> Recovery | None:
+        """Recover from a previous crash, then start executing (idempotent).
+
+        With ``exclusive`` (a lock file; what ``loradex serve`` passes), only the process that
+        gets the lock does so and also runs jobs other processes queue (hub/services/
+        jobs_runner.py); any other process returns None and only queues."""
         if self._started:
             return Recovery([], [])
+        if exclusive is not None:
+            self._runner_lock = RunnerLock(exclusive)
+            if not self._runner_lock.try_acquire():
+                return None
         if self._backend is None:
             self._backend = make_backend(self.container)
         recovery = self.recover()
         self._started = True
+        if exclusive is not None:
+            self._watcher = QueueWatcher(self.catalog, self._backend.submit)
         for job_id in recovery.resumed:
-            self._backend.submit(job_id)
+            self._hand_over(job_id)
+        if self._watcher is not None:
+            self._watcher.start()
         return recovery
+
+    def _hand_over(self, job_id: str) -> None:
+        assert self._backend is not None
+        if self._watcher is None or self._watcher.mark(job_id):
+            self._backend.submit(job_id)
 
     def recover(self) -> Recovery:
         failed = []
@@ -309,9 +383,14 @@ class JobService:
         return list(self.catalog.list_jobs(state, limit=1_000_000))
 
     def shutdown(self, *, wait: bool = True) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
         if self._backend is not None and self._started:
             self._backend.shutdown(wait=wait)
         self._started = False
+        if self._runner_lock is not None:
+            self._runner_lock.release()
 
     def submit(self, kind: str, spec: dict[str, Any]) -> JobRecord:
         job_kind = get_job_kind(kind)
@@ -319,7 +398,7 @@ class JobService:
             spec = job_kind.validate(self.container, dict(spec))
         record = self.catalog.create_job(kind, spec)
         if self._started and self._backend is not None:
-            self._backend.submit(record.id)
+            self._hand_over(record.id)
         return record
 
     def get(self, job_id: str) -> JobRecord:

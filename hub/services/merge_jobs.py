@@ -108,5 +108,11 @@ def run_merge(container: Container, raw: dict[str, Any], ctx: JobContext) -> Job
 _FIELDS = frozenset(MergeJobSpec.model_fields)
 
 MERGE_JOB = register_job_kind(
-    JobKind("merge", run=run_merge, validate=validate_merge, description="Merge adapters.")
+    JobKind(
+        "merge",
+        run=run_merge,
+        validate=validate_merge,
+        description="Merge adapters.",
+        wants_gpu=True,
+    )
 )

@@ -9,6 +9,13 @@ the replaced or deleted ones (see ``search_indexes.py``), so a new adapter is se
 and nothing needs a hook in every writer. ``reindex`` rebuilds off to the side and swaps, so
 queries keep being answered meanwhile.
 
+Serving many queries (the API): the fingerprint is checked at most every
+``refresh_interval_s`` unless this process wrote to the catalog
+(:mod:`hub.services.search_freshness`); per catalog generation the allowed-id sets and the
+result items (with their JSON) are cached; query embeddings go through an LRU cache that also
+batches concurrent misses into one model call (:class:`retrieval.query_embedder.QueryEmbedder`);
+``search_cached`` answers a repeated query from memory alone, cheap enough for an event loop.
+
 Semantics: results are each adapter's latest version; filters (``base_model``, ``tag``,
 ``source``) apply to it, in the catalog. An empty catalog gives an empty result, not an error.
 A filter value that no adapter has is an unknown name (exit 2 / HTTP 400), listing known ones.
@@ -18,48 +25,41 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hub.core.errors import BadInputError, UnknownNameError
-from hub.core.models import AdapterItem
 from hub.core.names import AdapterRef
 from hub.services.registry import RegistryService
+from hub.services.search_freshness import CatalogWatch
 from hub.services.search_indexes import BackgroundSaver, IndexSide
-from storage.catalog.search_queries import LatestVersion
+from hub.services.search_results import (
+    Generation,
+    NeedsIO,
+    SearchResult,
+    compact,
+    evict_oldest,
+)
+from hub.services.search_sync import IndexSync, mean_row
 
 log = logging.getLogger(__name__)
 INDEX_PARAMS: dict[str, Any] = {"backend": "auto", "ann_threshold": 20_000, "ann_backend": "hnsw"}
+ITEM_CACHE_SIZE = 8192  # result items kept per catalog generation (a few KB each)
+ALLOWED_CACHE_SIZE = 64  # filter combinations kept per catalog generation
 
 
-@dataclass
-class SearchResult:
-    item: AdapterItem
-    score: float
-    text_score: float | None
-    weight_score: float | None
-    why: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.item.model_dump(mode="json"),
-            "score": self.score,
-            "text_score": self.text_score,
-            "weight_score": self.weight_score,
-            "why": self.why,
-        }
-
-
-class SearchService:
+class SearchService(IndexSync):
     def __init__(
         self,
         registry: RegistryService,
         index_dir: Path,
         embedder: str = "minilm",
         device: str | None = None,
+        *,
+        refresh_interval_s: float = 0.25,
+        query_cache_size: int = 4096,
     ):
         self.registry = registry
         self.index_dir = Path(index_dir)
@@ -69,8 +69,12 @@ class SearchService:
         self._encoder: Any = None
         self._sides: dict[str, IndexSide] = {}  # kept in memory between queries (a server)
         self._fingerprint: tuple[Any, ...] | None = None
-        self._allowed_cache: dict[tuple[Any, ...], frozenset[int]] = {}  # filters -> ids
+        self._gen = Generation(None)
+        self._queries: Any = None  # QueryEmbedder, made on first use
+        self._query_cache_size = query_cache_size
+        self._watch = CatalogWatch(registry.catalog, refresh_interval_s)
         self._lock = threading.Lock()  # one sync at a time; queries share the sides
+        self._init_lock = threading.RLock()  # lazy loads: the model once, however many ask
         self._rebuild_lock = threading.Lock()
         self.saver = BackgroundSaver(on_saved=self._mirror_text_hashes)
 
@@ -82,9 +86,35 @@ class SearchService:
             from retrieval.cards import CardEmbedder
             from retrieval.embedders import get_embedder
 
-            kwargs = {} if self.embedder_name == "hash" else {"device": self._device()}
-            self._cards = CardEmbedder(get_embedder(self.embedder_name, **kwargs))
+            with self._init_lock:
+                if self._cards is None:
+                    kwargs = {} if self.embedder_name == "hash" else {"device": self._device()}
+                    self._cards = CardEmbedder(get_embedder(self.embedder_name, **kwargs))
         return self._cards
+
+    def warm(self) -> None:
+        """Load the indexes and the text model now (a server's start-up), not on a query."""
+        self.refresh()
+        self.query_vector("warm up")
+
+    def query_vector(self, query: str) -> np.ndarray:
+        """The query's embedding: cached, and concurrent misses share one model call."""
+        if self._queries is None:
+            from retrieval.query_embedder import QueryEmbedder
+
+            with self._init_lock:
+                if self._queries is None:
+                    self._queries = QueryEmbedder(
+                        self.cards.embedder.embed, cache_size=self._query_cache_size
+                    )
+        vector: np.ndarray = self._queries.embed_one(query.strip())
+        return vector
+
+    def _cached_vector(self, query: str) -> np.ndarray:
+        vector = self._queries.cached(query.strip()) if self._queries is not None else None
+        if vector is None:
+            raise NeedsIO
+        return vector
 
     def _device(self) -> str:
         if self.device in (None, "auto"):
@@ -115,145 +145,6 @@ class SearchService:
             sides[kind] = side
         return sides
 
-    # -- keeping the indexes in step with the catalog -------------------------------------------
-    def sync(self, *, rebuild: bool = False) -> dict[str, int]:
-        """Embed what the catalog's latest versions need; drop what they no longer are.
-        ``rebuild=True`` builds fresh indexes off to the side (reusing stored vectors whose
-        card/version did not change) and swaps them in; queries keep using the old ones."""
-        if rebuild:
-            return self._rebuild()
-        with self._lock:
-            fingerprint = self.registry.catalog.versions_fingerprint()
-            if fingerprint == self._fingerprint and self._sides:
-                return self._report({})
-            if not self._sides:
-                self._sides = self._new_sides(load=True)
-            fresh = self._only_added(self._fingerprint, fingerprint)
-            if fresh is not None:
-                counts = self._apply(self._sides, fresh, delta=True)
-            else:
-                counts = self._apply(self._sides, self.registry.catalog.latest_versions())
-            self._fingerprint = fingerprint
-            return self._report(counts)
-
-    def _only_added(
-        self, before: tuple[Any, ...] | None, now: tuple[Any, ...]
-    ) -> list[LatestVersion] | None:
-        """The versions added since ``before`` when nothing was deleted meanwhile (the common
-        case: one new adapter), else None (then the full latest list is compared)."""
-        if before is None or before[1] is None or now[0] < before[0]:
-            return None
-        catalog = self.registry.catalog
-        if catalog.version_identity(before[1]) != tuple(before[1:]):
-            return None  # the newest row then is gone (or its id was reused)
-        added = catalog.versions_after(before[1])
-        return added if before[0] + len(added) == now[0] else None
-
-    def _apply(
-        self, sides: dict[str, IndexSide], latest: list[LatestVersion], delta: bool = False
-    ) -> dict[str, Any]:
-        """``latest``: every latest version, or with ``delta`` only the versions added."""
-        counts = {}
-        for kind, side in sides.items():
-            apply = side.apply_new if delta else side.apply
-            if kind == "text":
-                counts[kind] = apply(latest, self._embed_cards, self._card_hashes)
-            else:
-                counts[kind] = apply(latest, self._weight_embedder(kind))
-            if any(counts[kind].values()) or not side.path.exists():
-                self.saver.request(side)
-            if side.index.outgrown():
-                side.index.rebuild(background=True)  # grew past the threshold: switch, off-lock
-        return counts
-
-    def _rebuild(self) -> dict[str, int]:
-        with self._rebuild_lock:
-            with self._lock:
-                old = self._sides or self._loadable_sides()
-                fingerprint = self.registry.catalog.versions_fingerprint()
-            latest = self.registry.catalog.latest_versions()
-            fresh = self._new_sides(load=False)
-            for kind, side in fresh.items():
-                _seed_from(side, old.get(kind))  # reuse vectors: unchanged cards stay put
-            counts = self._apply(fresh, latest)
-            for side in fresh.values():
-                side.index.rebuild()  # compact + pick the backend for the final size
-                self.saver.request(side)
-            with self._lock:
-                self._sides, self._fingerprint = fresh, fingerprint
-        self.saver.flush()
-        return self._report(counts)
-
-    def _loadable_sides(self) -> dict[str, IndexSide]:
-        """Saved sides that still load (a corrupted or foreign index is simply not reused)."""
-        from retrieval.index import IndexMismatchError
-
-        sides = self._new_sides(load=False)
-        for kind in list(sides):
-            try:
-                sides[kind].load()
-            except IndexMismatchError:
-                del sides[kind]
-        return sides
-
-    def _report(self, counts: dict[str, Any]) -> dict[str, int]:
-        report = {}
-        for kind, side in self._sides.items():
-            c = counts.get(kind, {})
-            report[f"{kind}_added"] = c.get("added", 0)
-            report[f"{kind}_reused"] = c.get("reused", 0)
-            report[f"{kind}_removed"] = c.get("removed", 0)
-            report[f"{kind}_count"] = side.count
-        return report
-
-    # -- embedding --------------------------------------------------------------------------
-    def _card_list(self, versions: list[LatestVersion]) -> list[Any]:
-        from retrieval.cards import Card
-
-        items = self.registry.catalog.items_by_ids([v.id for v in versions])
-        return [
-            Card.of(i.name, i.description, i.tags, i.metadata.get("examples") or ())
-            for i in (items[v.id] for v in versions)
-        ]
-
-    def _card_hashes(self, versions: list[LatestVersion]) -> list[str]:
-        return [self.cards.card_hash(c) for c in self._card_list(versions)]
-
-    def _embed_cards(self, versions: list[LatestVersion]) -> tuple[np.ndarray, list[str]]:
-        cards = self._card_list(versions)
-        return self.cards.embed(cards), [self.cards.card_hash(c) for c in cards]
-
-    def _weight_embedder(self, kind: str) -> Any:
-        """Weight or feature vectors; an adapter the encoder cannot read (another architecture
-        than it was trained on) gets a NaN row: searchable by its card only."""
-        encode = self.encoder.embed_many if kind == "weights" else self.encoder.feature_vectors
-        dim = self.encoder.config.out_dim if kind == "weights" else self.encoder.feature_dim
-
-        def embed(versions: list[LatestVersion]) -> tuple[np.ndarray, None]:
-            rows = []
-            for v in versions:
-                try:
-                    rows.append(_mean_row(np.asarray(encode(self._members(v.id)), np.float32)))
-                except BadInputError as exc:
-                    log.info("%s: no %s vector for version %d: %s", kind, kind, v.id, exc)
-                    rows.append(np.full(dim, np.nan, np.float32))
-            return np.stack(rows) if rows else np.zeros((0, dim), np.float32), None
-
-        return embed
-
-    def _members(self, version_id: int) -> list[Any]:
-        """The LoRA adapters standing for a version in weight space: itself, or a mixture's
-        experts (a mixture has no LoRA weights of its own: it sits at their mean)."""
-        from hub.services.mixture_store import lora_members
-
-        item = self.registry.catalog.items_by_ids([version_id])[version_id]
-        return lora_members(self.registry, item)
-
-    def _mirror_text_hashes(self, side: IndexSide, fresh: dict[int, str]) -> None:
-        """After a text index is durably saved, record the new card hashes in the catalog."""
-        if side.kind == "text":
-            self.registry.catalog.set_text_hashes(fresh)
-
     # -- queries --------------------------------------------------------------------------
     def search(
         self,
@@ -265,11 +156,45 @@ class SearchService:
         tag: str | None = None,
         source: str | None = None,
     ) -> list[SearchResult]:
-        from retrieval.search import SearchEngine, check_request
+        from retrieval.search import check_request
 
         check_request(query, k, mode)  # bad input fails fast, before any index work
-        self.sync()
-        sides = self._sides
+        self.refresh()
+        return self._search(query, k, mode, (base_model, tag, source), cached_only=False)
+
+    def search_cached(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        mode: str = "hybrid",
+        base_model: str | None = None,
+        tag: str | None = None,
+        source: str | None = None,
+    ) -> list[SearchResult] | None:
+        """``search``'s answer when memory alone gives it (no catalog query, no model call, no
+        re-check due), else None: cheap enough for an event loop to call inline."""
+        from retrieval.search import check_request
+
+        check_request(query, k, mode)
+        if not self._sides or self._watch.due():
+            return None
+        try:
+            return self._search(query, k, mode, (base_model, tag, source), cached_only=True)
+        except NeedsIO:
+            return None
+
+    def _search(
+        self,
+        query: str,
+        k: int,
+        mode: str,
+        filters: tuple[str | None, str | None, str | None],
+        cached_only: bool,
+    ) -> list[SearchResult]:
+        from retrieval.search import SearchEngine
+
+        sides, gen = self._sides, self._gen
         if sides["text"].count == 0:
             return []  # an empty catalog: nothing to find, not an error
         if mode == "weights" and "weights" not in sides:
@@ -277,10 +202,11 @@ class SearchService:
                 "weight search needs a trained weight encoder: run `loradex encoder train`",
                 code="encoder_missing",
             )
-        allowed = self._allowed(base_model, tag, source)
+        allowed = self._allowed(gen, *filters, cached_only=cached_only)
         weights = sides["weights"].index if "weights" in sides else None
-        engine = SearchEngine(self.cards.embed_query, sides["text"].index, weights)
-        return self._results(engine.search(query, k, mode, allowed))
+        embed = self._cached_vector if cached_only else self.query_vector
+        engine = SearchEngine(embed, sides["text"].index, weights)
+        return self._results(gen, engine.search(query, k, mode, allowed), cached_only)
 
     def similar(self, ref: AdapterRef, *, k: int = 10) -> list[SearchResult]:
         """Nearest adapters to ``ref`` in weight-feature space (``ref`` itself excluded)."""
@@ -288,7 +214,7 @@ class SearchService:
 
         check_k(k)
         detail = self.registry.show(ref)  # unknown name -> not found, before any index work
-        self.sync()
+        self.refresh()
         if "features" not in self._sides:
             raise BadInputError(
                 "`similar` compares adapters' weights: run `loradex encoder train` first",
@@ -297,30 +223,40 @@ class SearchService:
         index = self._sides["features"].index
         own = self.registry.catalog.version_id(detail.name, detail.version)
         vec = index.vectors([own]) if own in index else self._features_of(detail)
-        engine = SearchEngine(self.cards.embed_query, None, index)
-        return self._results(engine.similar_to(vec, k, exclude={own}))
+        engine = SearchEngine(self.query_vector, None, index)
+        return self._results(self._gen, engine.similar_to(vec, k, exclude={own}))
 
     def _features_of(self, detail: Any) -> np.ndarray:
         """Weight features of a version that is not indexed (an older version)."""
         own = self.registry.catalog.version_id(detail.name, detail.version)
-        return _mean_row(np.asarray(self.encoder.feature_vectors(self._members(own)), np.float32))[
+        return mean_row(np.asarray(self.encoder.feature_vectors(self._members(own)), np.float32))[
             None
         ]
 
-    def _allowed(self, base_model: str | None, tag: str | None, source: str | None):
+    def _allowed(
+        self,
+        gen: Generation,
+        base_model: str | None,
+        tag: str | None,
+        source: str | None,
+        cached_only: bool = False,
+    ) -> frozenset[int] | None:
         """Latest-version ids passing the filters, or None when no filter is given."""
         filters = {"base_model": base_model, "tag": tag, "source": source}
         given = {f: v for f, v in filters.items() if v is not None}
         if not given:
             return None
-        key = (self._fingerprint, tuple(sorted(given.items())))
-        allowed = self._allowed_cache.get(key)
+        key = tuple(sorted(given.items()))
+        allowed = gen.allowed.get(key)
         if allowed is None:  # a catalog scan (JSON tags): kept until the catalog changes
+            if cached_only:
+                raise NeedsIO
             allowed = frozenset(self.registry.catalog.latest_version_ids(**given))
-            if len(self._allowed_cache) >= 64:
-                self._allowed_cache.pop(next(iter(self._allowed_cache)))
-            self._allowed_cache[key] = allowed
+            evict_oldest(gen.allowed, ALLOWED_CACHE_SIZE - 1)
+            gen.allowed[key] = allowed
         if not allowed:
+            if cached_only:
+                raise NeedsIO
             self._check_known(given)
         return allowed
 
@@ -335,13 +271,26 @@ class SearchService:
                     known=known[:100],
                 )
 
-    def _results(self, hits: list[Any]) -> list[SearchResult]:
-        items = self.registry.catalog.items_by_ids([h.id for h in hits])
-        return [
-            SearchResult(items[h.id], h.score, h.text_score, h.weight_score, h.why)
-            for h in hits
-            if h.id in items
-        ]
+    def _results(
+        self, gen: Generation, hits: list[Any], cached_only: bool = False
+    ) -> list[SearchResult]:
+        found = {h.id: gen.items[h.id] for h in hits if h.id in gen.items}
+        missing = [h.id for h in hits if h.id not in found]
+        if missing and cached_only:
+            raise NeedsIO
+        for vid, item in self.registry.catalog.items_by_ids(missing).items():
+            doc = item.model_dump(mode="json")
+            found[vid] = (item, doc, compact(doc))
+            evict_oldest(gen.items, ITEM_CACHE_SIZE - 1)
+            gen.items[vid] = found[vid]
+        out = []
+        for h in hits:
+            if h.id in found:  # else deleted since the index was synced: dropped
+                item, doc, doc_json = found[h.id]
+                out.append(
+                    SearchResult(item, h.score, h.text_score, h.weight_score, h.why, doc, doc_json)
+                )
+        return out
 
     # -- the weight encoder ---------------------------------------------------------------
     def train_encoder(self) -> dict[str, Any]:
@@ -359,6 +308,7 @@ class SearchService:
         encoder.save(self.index_dir / "encoder")
         with self._lock:
             self._encoder, self._sides, self._fingerprint = None, {}, None
+            self._gen = Generation(None)
             for kind in ("weights", "features"):  # built for the old encoder
                 (self.index_dir / f"{kind}.faiss").unlink(missing_ok=True)
         report = self.sync()
@@ -369,22 +319,3 @@ class SearchService:
             "final_loss": float(losses[-1]) if losses else None,
             **report,
         }
-
-
-def _seed_from(side: IndexSide, old: IndexSide | None) -> None:
-    """Copy ``old``'s vectors and entries into a fresh side (same embedder only)."""
-    if old is None or old.embedder_id != side.embedder_id or not old.keys:
-        return
-    ids = [i for i in old.keys if i in old.index]
-    if ids:
-        side.index.add(ids, old.index.vectors(ids))
-        side.keys = {i: old.keys[i] for i in ids}
-        side.hashes = {i: old.hashes[i] for i in ids if i in old.hashes}
-
-
-def _mean_row(vectors: np.ndarray) -> np.ndarray:
-    """One row for a version: its own vector, or the re-normalised mean of a mixture's experts."""
-    if len(vectors) == 1:
-        return vectors[0]
-    row = vectors.mean(axis=0)
-    return row / max(float(np.linalg.norm(row)), 1e-12)

@@ -65,6 +65,9 @@ class CatalogBase:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._writer = writer(engine)
+        # Committed write transactions through this object: derived data (search indexes)
+        # re-checks the catalog at once after this process wrote, and only on a timer otherwise.
+        self.writes = 0
 
     @property
     def dialect(self) -> str:
@@ -72,6 +75,16 @@ class CatalogBase:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def ping(self) -> None:
+        """One round trip to the database (health checks); raises StorageError if it fails."""
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except DBAPIError as exc:
+            raise StorageError(
+                f"catalog unreachable: {exc.orig}", code="catalog_unreachable"
+            ) from exc
 
     def __enter__(self) -> CatalogBase:
         return self
@@ -93,7 +106,9 @@ class CatalogBase:
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 with Session(self._writer, expire_on_commit=False) as s, s.begin():
-                    return fn(s)
+                    result = fn(s)
+                self.writes += 1
+                return result
             except HubError:
                 raise
             except (IntegrityError, OperationalError, DBAPIError) as exc:

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 
 import hub
 from api.errors import install_error_handlers
-from api.routers import adapters, health, jobs, merges, methods, search
+from api.routers import adapters, health, jobs, merges, methods, search, transfers
 from hub.config import load_settings
 from hub.services.container import Container
 from hub.services.jobs import JobService
@@ -43,6 +43,7 @@ def create_app(container: Container, *, run_jobs: bool = True) -> FastAPI:
     app.state.tokens = TokenService(container.catalog)
     for module in (health, adapters, methods, merges, jobs, search):
         app.include_router(module.router)
+    app.include_router(transfers.router)
     install_error_handlers(app)
     return app
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from hub.core.models import AdapterItem, JobRecord
 from hub.services.merge_jobs import MergeJobSpec
+from hub.services.transfer_jobs import TransferJobSpec
 
 
 class ErrorDetail(BaseModel):
@@ -70,6 +71,7 @@ class MethodList(BaseModel):
 
 
 MergeRequest = MergeJobSpec
+TransferRequest = TransferJobSpec
 
 
 class JobAccepted(BaseModel):

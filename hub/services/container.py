@@ -54,3 +54,9 @@ class Container:
         from hub.services.merge import MergeService
 
         return MergeService(self.registry)
+
+    @cached_property
+    def transfers(self):  # -> TransferService
+        from hub.services.transfer import TransferService
+
+        return TransferService(self.registry, self.models)

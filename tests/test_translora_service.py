@@ -12,7 +12,7 @@ from generation.translora.params import TransferParams
 from hub.core.errors import BadInputError, HubError, NotFoundError, UnknownNameError
 from hub.core.names import AdapterRef
 from hub.services.jobs import JobService
-from tests.api_helpers import api_client, assert_error, auth, poll_job
+from tests.api_helpers import api_client, assert_error, auth, make_container, poll_job
 from tests.cli_helpers import cli
 from tests.translora_fixtures import (  # noqa: F401 - the fixture is used by name
     register_source,
@@ -26,6 +26,15 @@ TINY = TransferParams(
 )  # fmt: skip
 SPEC = {"adapter": "src", "to": "tiny-target", "name": "moved", "generator": "tiny-llama",
         **TINY.model_dump(mode="json")}  # fmt: skip
+
+
+@pytest.fixture
+def container(tmp_path, sqlite_url):
+    """SQLite only: publishing goes through ``RegistryService.add_parsed``, which the registry
+    and merge tests already run on PostgreSQL; these runs train models, so run them once."""
+    c = make_container(tmp_path / "home", sqlite_url)
+    yield c
+    c.catalog.close()
 
 
 @pytest.fixture

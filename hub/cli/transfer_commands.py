@@ -44,8 +44,10 @@ def transfer(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     as_json: JsonOpt = False,
 ) -> None:
-    """Move an adapter to another base model with synthetic data (Trans-LoRA); registered with
-    lineage `transferred` and the full recipe."""
+    """Move an adapter to another base model with synthetic data (Trans-LoRA).
+
+    The result is registered with source `transferred`, a `transferred` lineage edge to the
+    source version and the full recipe."""
     from rich.progress import Progress
 
     from hub.services.transfer import TransferParams

@@ -97,15 +97,21 @@ def run_task(name: str, args: argparse.Namespace, source: Any, target: Any) -> d
         result = evaluate(base, lora, task, limit=args.limit)
         acc[column], row["n"] = result.accuracy, result.n
 
-    def quiet(_fraction: float, _message: str) -> None:
-        pass
+    last = [""]
+
+    def log(fraction: float, message: str) -> None:  # stage changes only, on stderr
+        stage = message.split(" ", 1)[0]
+        if stage != last[0]:
+            last[0] = stage
+            print(f"  [{name} {time.strftime('%H:%M:%S')}] {fraction:.2f} {message}",
+                  file=sys.stderr, flush=True)  # fmt: skip
 
     score("source", source, adapter)
     score("target", target, None)
     for column, mode in (("transfer", "discriminator"), ("no-filter", "none")):
         start = time.perf_counter()
         out = run_transfer(models, task, params_from(args, mode), device=args.device,
-                           progress=quiet)  # fmt: skip
+                           progress=log)  # fmt: skip
         score(column, target, out.adapter)
         row[column] = {
             "seconds": round(time.perf_counter() - start, 1),

@@ -24,7 +24,7 @@ from generation.translora.discriminator import (
 from generation.translora.distill import student_task, teacher_labels
 from generation.translora.filtering import keep_iff_more_likely_real, rejection_sample
 from generation.translora.params import TransferParams
-from generation.translora.pipeline import select_seeds
+from generation.translora.seeds import select_seeds
 from generation.translora.synthesis import build_list_prompt, keep_new, parse_list_continuation
 from hub.core.errors import BadInputError
 from tests.factories import tiny_llama
@@ -275,3 +275,41 @@ def test_params_header_must_claim_more_than_the_seeds():
     TransferParams(seeds=9, header_count=10)
     with pytest.raises(ValueError, match="header_count"):
         TransferParams(seeds=10, header_count=10)
+
+
+# -- the sampler -------------------------------------------------------------------------------
+def test_list_ended_stops_each_row_once_it_has_the_wanted_newlines():
+    from generation.translora.synthesis import _ListEnded
+
+    stop = _ListEnded(prompt_width=2, newline_ids=torch.tensor([7, 9]), lines=2)
+    ids = torch.tensor([[1, 7, 7, 5, 5], [1, 1, 9, 9, 5], [7, 7, 7, 5, 5]])
+    assert stop(ids, None).tolist() == [False, True, False]  # prompt newlines do not count
+
+
+def test_sampler_prompts_shuffle_the_seeds_and_rounds_are_reproducible(monkeypatch):
+    from generation.translora import synthesis
+
+    texts: list[str] = []
+    real_parse = synthesis.parse_list_continuation
+
+    def recording(text, *args):
+        texts.append(text)
+        return real_parse(text, *args)
+
+    monkeypatch.setattr(synthesis, "parse_list_continuation", recording)
+    base = tiny_base()
+
+    def sampler():
+        return synthesis.ListSampler(
+            base, SEEDS, header_count=8, temperature=1.0, top_p=0.9, batch=3, max_chars=40, seed=4
+        )
+
+    prompts = [sampler().prompt() for _ in range(2)] + [sampler().prompt()]
+    assert prompts[0] == prompts[1] == prompts[2]  # the order comes from the sampler's seed
+    one = sampler()
+    orders = {tuple(line[3:] for line in one.prompt().split("\n")[1:6]) for _ in range(6)}
+    assert len(orders) > 1 and all(sorted(o) == sorted(SEEDS) for o in orders)
+    first, again = sampler(), sampler()
+    assert first.round(0) == again.round(0) and len(texts) == 6
+    assert texts[:3] == texts[3:]  # same seed and round: the same continuations
+    assert first.max_new_tokens <= 512 and first.wanted == 3

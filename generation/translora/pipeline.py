@@ -14,7 +14,6 @@ job), which stops the pipeline before anything is returned.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,15 +22,11 @@ from typing import Any
 from generation.base_models import LoadedBase
 from generation.tasks import Example, Task
 from generation.trainer import train_lora
-from generation.translora.discriminator import (
-    DISC_TEMPLATE,
-    answer_token_ids,
-    discriminator_task,
-    train_discriminator,
-)
 from generation.translora.distill import student_task, teacher_labels
 from generation.translora.filtering import FilterStats, Judge, rejection_sample
+from generation.translora.judging import train_judge
 from generation.translora.params import TransferParams
+from generation.translora.seeds import select_seeds
 from generation.translora.synthesis import ListSampler
 from hub.core.errors import BadInputError, IncompatibleBaseModelError
 from hub.core.lora import LoraAdapter
@@ -39,7 +34,6 @@ from hub.core.lora import LoraAdapter
 Progress = Callable[[float, str], None]
 # Share of the progress bar each stage ends at.
 STAGE_END = {"negatives": 0.1, "discriminator": 0.3, "filter": 0.55, "teacher": 0.6}
-DISC_REAL_SOURCE = "train split of the adapter's task file (the source adapter's own task data)"
 
 
 @dataclass
@@ -59,35 +53,6 @@ class TransferResult:
     seeds: list[Example]
     kept: list[str] = field(repr=False)
     answers: list[str] = field(repr=False)
-
-
-def usable_examples(task: Task) -> list[Example]:
-    """Train-split examples whose input can be a list item (one non-empty line), first
-    occurrence of each input."""
-    first: dict[str, Example] = {}
-    for ex in task.train:
-        key = ex.input.strip()
-        if _one_line(key) and key not in first:
-            first[key] = ex
-    return list(first.values())
-
-
-def _one_line(text: str) -> bool:
-    return bool(text.strip()) and "\n" not in text.strip()
-
-
-def select_seeds(task: Task, count: int, seed: int) -> list[Example]:
-    """``count`` distinct single-line examples of the train split (all of them when fewer),
-    drawn with ``seed``; at least 2 are needed for a list a model can continue."""
-    pool = usable_examples(task) if task.train else []
-    if len(pool) < 2:
-        raise BadInputError(
-            f"task {task.name!r} has {len(pool)} usable seed example(s) in its train split "
-            "(distinct single-line inputs); Trans-LoRA needs at least 2",
-            code="too_few_seeds",
-        )
-    picked = random.Random(seed).sample(range(len(pool)), min(count, len(pool)))
-    return [pool[i] for i in sorted(picked)]
 
 
 def student_targets(adapter: LoraAdapter, target: LoadedBase) -> list[str]:
@@ -132,10 +97,12 @@ def run_transfer(
     disc_report: dict[str, Any] = {"used": False}
     if params.filter == "discriminator":
         neg_sampler = _sampler(models, seed_inputs, params, params.seed + 1)
-        judge, disc_report, used_negatives = _discriminator_stage(
-            models, task, params, neg_sampler, seed_inputs, device, progress
+        span = (STAGE_END["negatives"], STAGE_END["discriminator"])
+        disc, disc_report = train_judge(
+            models.disc_base, task, params, neg_sampler, seed_inputs, device, progress, span
         )
-        seen |= set(used_negatives)  # never judge an input the discriminator was taught "no"
+        judge = disc.probabilities
+        seen |= set(disc_report.pop("taught_no"))  # never judge what it was taught is "no"
         clock.lap("discriminator")
     kept, stats = _filter_stage(pool_sampler, judge, params, seen, progress)
     clock.lap("synthesis")
@@ -149,16 +116,7 @@ def run_transfer(
     clock.lap("student")
     report = {
         "seeds": [ex.model_dump() for ex in seeds],
-        "synthesis": {
-            **stats.to_dict(),
-            "generator": models.generator.name,
-            "generator_fingerprint": models.generator.fingerprint,
-            "header_count": params.header_count,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "max_input_chars": pool_sampler.max_chars,
-            "prompt_example": pool_sampler.prompt(),
-        },
+        "synthesis": _synthesis_report(stats, models.generator, params, pool_sampler),
         "discriminator": disc_report,
         "teacher": {
             "labelled": len(kept),
@@ -173,6 +131,21 @@ def run_transfer(
     return TransferResult(student.adapter, student.peft_config, report, seeds, kept, answers)
 
 
+def _synthesis_report(
+    stats: FilterStats, generator: LoadedBase, params: TransferParams, sampler: ListSampler
+) -> dict[str, Any]:
+    return {
+        **stats.to_dict(),
+        "generator": generator.name,
+        "generator_fingerprint": generator.fingerprint,
+        "header_count": params.header_count,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "max_input_chars": sampler.max_chars,
+        "prompt_example": sampler.prompt(),
+    }
+
+
 class _Clock:
     """Seconds per stage, and the total."""
 
@@ -185,90 +158,6 @@ class _Clock:
         self.laps[stage] = round(now - self.last, 2)
         self.laps["total"] = round(now - self.start, 2)
         self.last = now
-
-
-def _discriminator_stage(
-    models: TransferModels,
-    task: Task,
-    params: TransferParams,
-    sampler: ListSampler,
-    seed_inputs: list[str],
-    device: str,
-    progress: Progress,
-) -> tuple[Judge, dict[str, Any], list[str]]:
-    real = [ex.input.strip() for ex in usable_examples(task)]
-    rng = random.Random(params.seed)
-    real = rng.sample(real, min(params.disc_real, len(real)))
-    if len(real) < 2:
-        raise BadInputError(
-            f"the discriminator needs at least 2 real inputs; task {task.name!r} has "
-            f"{len(real)} (use filter 'none' to keep every synthetic input)",
-            code="too_little_real_data",
-        )
-    wanted = len(real)
-    progress(0.0, f"generating {wanted} synthetic negatives for the discriminator")
-    real_set = set(real)
-
-    def negatives_round(index: int) -> list[str]:
-        # Inputs equal to a real one are not negatives; they may still be kept later.
-        return [x for x in sampler.round(index) if x not in real_set]
-
-    def on_negatives(stats: FilterStats) -> None:
-        share = max(stats.kept / stats.target, stats.rounds / stats.max_rounds)
-        progress(STAGE_END["negatives"] * share, f"negatives {stats.kept}/{stats.target}")
-
-    negatives, neg_stats = rejection_sample(
-        negatives_round,
-        None,
-        target=wanted,
-        max_rounds=params.max_rounds,
-        seen=set(seed_inputs),
-        on_round=on_negatives,
-    )
-    disc_task = discriminator_task(
-        real, negatives, task.descriptions[0], rng=random.Random(params.seed)
-    )
-    span = STAGE_END["discriminator"] - STAGE_END["negatives"]
-
-    def on_step(step: int, steps: int, loss: float) -> None:
-        progress(
-            STAGE_END["negatives"] + span * step / steps,
-            f"training discriminator {step}/{steps} (loss {loss:.3f})",
-        )
-
-    disc, trained = train_discriminator(
-        models.disc_base,
-        disc_task,
-        rank=params.disc_rank,
-        steps=params.disc_steps,
-        batch=params.disc_batch,
-        lr=params.disc_lr,
-        seed=params.seed,
-        device=device,
-        progress=on_step,
-    )
-    seed_scores = disc.probabilities(seed_inputs)
-    yes_id, no_id = answer_token_ids(models.disc_base.tokenizer)
-    report = {
-        "used": True,
-        "base": models.disc_base.name,
-        "real_source": DISC_REAL_SOURCE,
-        "real_inputs": len(real),
-        "synthetic_inputs": len(negatives),
-        "negatives_rounds": neg_stats.rounds,
-        "train_examples": len(disc_task.train),
-        "holdout_examples": len(disc_task.eval),
-        "holdout_accuracy": disc.accuracy(disc_task.eval),
-        "seeds_judged_real": sum(py > pn for py, pn in seed_scores) / len(seed_scores),
-        "template": DISC_TEMPLATE,
-        "answer_token_ids": {"yes": yes_id, "no": no_id},
-        "rank": params.disc_rank,
-        "steps": params.disc_steps,
-        "batch": params.disc_batch,
-        "lr": params.disc_lr,
-        "final_loss": trained.final_loss,
-    }
-    return disc.probabilities, report, [ex.input for ex in disc_task.train + disc_task.eval]
 
 
 def _filter_stage(

@@ -63,7 +63,7 @@ class TransferService:
         """Validate a transfer without loading any model."""
         from generation.base_models import get_base_model
         from generation.tasks import load_task
-        from generation.translora.pipeline import select_seeds
+        from generation.translora.seeds import select_seeds
 
         params = params or TransferParams()
         detail = self.registry.show(ref)

@@ -313,3 +313,26 @@ def test_sampler_prompts_shuffle_the_seeds_and_rounds_are_reproducible(monkeypat
     assert first.round(0) == again.round(0) and len(texts) == 6
     assert texts[:3] == texts[3:]  # same seed and round: the same continuations
     assert first.max_new_tokens <= 512 and first.wanted == 3
+
+
+def test_judge_is_taught_only_synthetic_negatives_and_reports_them():
+    from generation.translora.judging import train_judge
+
+    base, task = tiny_base(), tiny_task()
+    real_inputs = {ex.input for ex in task.train}
+
+    class StubSampler:  # round 0: two real inputs, junk and a seed; later rounds: more junk
+        def round(self, index):
+            return ["apple0", "berry1", f"#{index}a", f"#{index}b", "cedar2"]
+
+    params = TransferParams(disc_real=6, disc_steps=2, disc_batch=4, max_rounds=5)
+    seen: list[tuple[float, str]] = []
+    disc, report = train_judge(base, task, params, StubSampler(), ["cedar2"], "cpu",
+                               lambda f, m: seen.append((f, m)), (0.1, 0.3))  # fmt: skip
+    taught = report["taught_no"]
+    assert len(taught) == report["synthetic_inputs"] == 6 and not set(taught) & real_inputs
+    assert report["real_inputs"] == 6 and report["negatives_rounds"] == 3
+    assert report["train_examples"] + report["holdout_examples"] == 12
+    assert 0.0 <= report["seeds_judged_real"] <= 1.0 and disc.adapter is not None
+    assert seen[0] == (0.1, "generating 6 synthetic negatives for the discriminator")
+    assert seen[-1][1].startswith("training discriminator 2/2")

@@ -35,8 +35,8 @@ Progress = Callable[[float, str], None]
 REAL_SOURCE = "train split of the adapter's task file (the source adapter's own task data)"
 
 
-def real_inputs(task: Task, count: int, seed: int) -> list[str]:
-    """Up to ``count`` distinct single-line train inputs, drawn with ``seed``."""
+def real_inputs(task: Task, count: int, seed: int) -> tuple[list[str], set[str]]:
+    """Up to ``count`` distinct single-line train inputs drawn with ``seed``, and every one."""
     pool = [ex.input.strip() for ex in usable_examples(task)]
     real = random.Random(seed).sample(pool, min(count, len(pool)))
     if len(real) < 2:
@@ -45,24 +45,25 @@ def real_inputs(task: Task, count: int, seed: int) -> list[str]:
             f"{len(real)} (use filter 'none' to keep every synthetic input)",
             code="too_little_real_data",
         )
-    return real
+    return real, set(pool)
 
 
 def make_negatives(
     sampler: ListSampler,
-    real: list[str],
+    wanted: int,
+    known_real: set[str],
     seeds: list[str],
     max_rounds: int,
     progress: Progress,
     span: tuple[float, float],
 ) -> tuple[list[str], FilterStats]:
-    """As many distinct synthetic inputs as real ones (fewer if the round cap hits first)."""
-    real_set = set(real)
-    progress(span[0], f"generating {len(real)} synthetic negatives for the discriminator")
+    """``wanted`` distinct synthetic inputs (fewer if the round cap hits first), none of them a
+    known real input."""
+    progress(span[0], f"generating {wanted} synthetic negatives for the discriminator")
 
     def negatives_round(index: int) -> list[str]:
         # An input equal to a real one is not a negative; it may still be kept later.
-        return [x for x in sampler.round(index) if x not in real_set]
+        return [x for x in sampler.round(index) if x not in known_real]
 
     def on_round(stats: FilterStats) -> None:
         share = max(stats.kept / stats.target, stats.rounds / stats.max_rounds)
@@ -71,7 +72,7 @@ def make_negatives(
     return rejection_sample(
         negatives_round,
         None,
-        target=len(real),
+        target=wanted,
         max_rounds=max_rounds,
         seen=set(seeds),
         on_round=on_round,
@@ -90,8 +91,10 @@ def train_judge(
 ) -> tuple[Discriminator, dict[str, Any]]:
     """A trained discriminator and its report; ``report["taught_no"]`` lists the negatives
     it was trained on (the caller removes the key after using it)."""
-    real = real_inputs(task, params.disc_real, params.seed)
-    negatives, neg_stats = make_negatives(sampler, real, seeds, params.max_rounds, progress, span)
+    real, known_real = real_inputs(task, params.disc_real, params.seed)
+    negatives, neg_stats = make_negatives(
+        sampler, len(real), known_real, seeds, params.max_rounds, progress, span
+    )
     disc_task = discriminator_task(
         real, negatives, task.descriptions[0], rng=random.Random(params.seed)
     )

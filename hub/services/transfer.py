@@ -14,7 +14,7 @@ import platform
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hub
 from generation.translora.params import TransferParams
@@ -23,6 +23,10 @@ from hub.core.models import AdapterDetail, AdapterMeta
 from hub.core.names import AdapterRef, validate_name
 from hub.services.models import ModelService
 from hub.services.registry import AddResult, RegistryService, as_published
+
+if TYPE_CHECKING:
+    from generation.tasks import Example, Task
+    from generation.translora.pipeline import TransferModels, TransferResult
 
 DEFAULT_GENERATOR = "smollm2-135m-instruct"
 REFERENCE = "Trans-LoRA, Wang et al., NeurIPS 2024, arXiv:2405.17258"
@@ -39,8 +43,8 @@ class TransferPlan:
     target_model: str
     generator: str
     task_ref: str
-    task: Any  # generation.tasks.Task
-    seeds: list[Any]  # generation.tasks.Example
+    task: Task
+    seeds: list[Example]
 
     @property
     def source_label(self) -> str:
@@ -118,7 +122,9 @@ class TransferService:
             result, loaded = self._run(plan, params, device, report)
         return self._publish(plan, params, result, loaded, name, description, tags)
 
-    def _run(self, plan: TransferPlan, params: Any, device: str, report: Progress) -> Any:
+    def _run(
+        self, plan: TransferPlan, params: TransferParams, device: str, report: Progress
+    ) -> tuple[TransferResult, TransferModels]:
         from generation.translora.pipeline import TransferModels, run_transfer
 
         source = self.models.load(plan.source_model, device)
@@ -132,9 +138,9 @@ class TransferService:
     def _publish(
         self,
         plan: TransferPlan,
-        params: Any,
-        result: Any,
-        models: Any,
+        params: TransferParams,
+        result: TransferResult,
+        models: TransferModels,
         name: str,
         description: str | None,
         tags: Sequence[str],
@@ -145,29 +151,11 @@ class TransferService:
                 target.spec.hf_id, target.config, fingerprint=target.fingerprint
             )
         config = {**result.peft_config, "base_model_name_or_path": target.spec.hf_id}
-        parsed = as_published(result.adapter, config)
         meta = AdapterMeta(
             name=name,
             description=src.description if description is None else description,
             tags=[*tags, plan.task.family, "transferred"],
         )
-        recipe = {
-            "method": "trans-lora",
-            "reference": REFERENCE,
-            "params": params.model_dump(mode="json"),
-            "source": {
-                "name": src.name, "version": src.version, "digest": src.digest,
-                "base_model": src.base_model, "base_model_name": plan.source_model,
-                "base_model_fingerprint": models.source.fingerprint,
-            },
-            "target": {
-                "base_model": target.spec.hf_id, "base_model_name": target.name,
-                "base_model_fingerprint": target.fingerprint,
-            },
-            "task": {"name": plan.task.name, "ref": plan.task_ref, "family": plan.task.family},
-            **result.report,
-            "software": software(),
-        }  # fmt: skip
         metadata = {
             "task": plan.task.name,
             "task_ref": plan.task_ref,
@@ -178,14 +166,39 @@ class TransferService:
         }
         parents = [(self.registry.catalog.version_id(src.name, src.version), "transferred", None)]
         return self.registry.add_parsed(
-            parsed,
+            as_published(result.adapter, config),
             meta,
             source="transferred",
             base_model=target.spec.hf_id,
             parents=parents,
-            recipe=recipe,
+            recipe=recipe(plan, params, result, models),
             metadata=metadata,
         )
+
+
+def recipe(
+    plan: TransferPlan, params: TransferParams, result: TransferResult, models: TransferModels
+) -> dict[str, Any]:
+    """Everything needed to reproduce the transfer (and judge it): the recipe, both base models
+    with fingerprints, the task, the seeds, and the pipeline's own report."""
+    src, target = plan.source, models.target
+    return {
+        "method": "trans-lora",
+        "reference": REFERENCE,
+        "params": params.model_dump(mode="json"),
+        "source": {
+            "name": src.name, "version": src.version, "digest": src.digest,
+            "base_model": src.base_model, "base_model_name": plan.source_model,
+            "base_model_fingerprint": models.source.fingerprint,
+        },
+        "target": {
+            "base_model": target.spec.hf_id, "base_model_name": target.name,
+            "base_model_fingerprint": target.fingerprint,
+        },
+        "task": {"name": plan.task.name, "ref": plan.task_ref, "family": plan.task.family},
+        **result.report,
+        "software": software(),
+    }  # fmt: skip
 
 
 def software() -> dict[str, str]:

@@ -328,11 +328,12 @@ def test_judge_is_taught_only_synthetic_negatives_and_reports_them():
     params = TransferParams(disc_real=6, disc_steps=2, disc_batch=4, max_rounds=5)
     seen: list[tuple[float, str]] = []
     disc, report = train_judge(base, task, params, StubSampler(), ["cedar2"], "cpu",
-                               lambda f, m: seen.append((f, m)), (0.1, 0.3))  # fmt: skip
+                               lambda f, m: seen.append((f, m)), (0.1, 0.2, 0.3))  # fmt: skip
     taught = report["taught_no"]
     assert len(taught) == report["synthetic_inputs"] == 6 and not set(taught) & real_inputs
     assert report["real_inputs"] == 6 and report["negatives_rounds"] == 3
     assert report["train_examples"] + report["holdout_examples"] == 12
     assert 0.0 <= report["seeds_judged_real"] <= 1.0 and disc.adapter is not None
     assert seen[0] == (0.1, "generating 6 synthetic negatives for the discriminator")
-    assert seen[-1][1].startswith("training discriminator 2/2")
+    assert seen[-1][1].startswith("training discriminator 2/2") and seen[-1][0] == 0.3
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen)

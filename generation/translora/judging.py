@@ -55,7 +55,7 @@ def make_negatives(
     seeds: list[str],
     max_rounds: int,
     progress: Progress,
-    span: tuple[float, float],
+    span: tuple[float, ...],
 ) -> tuple[list[str], FilterStats]:
     """``wanted`` distinct synthetic inputs (fewer if the round cap hits first), none of them a
     known real input."""
@@ -87,20 +87,22 @@ def train_judge(
     seeds: list[str],
     device: str,
     progress: Progress,
-    span: tuple[float, float],
+    span: tuple[float, float, float],
 ) -> tuple[Discriminator, dict[str, Any]]:
     """A trained discriminator and its report; ``report["taught_no"]`` lists the negatives
-    it was trained on (the caller removes the key after using it)."""
+    it was trained on (the caller removes the key after using it). Progress runs from
+    ``span[0]`` to ``span[1]`` while making negatives, then to ``span[2]`` while training."""
     real, known_real = real_inputs(task, params.disc_real, params.seed)
     negatives, neg_stats = make_negatives(
-        sampler, len(real), known_real, seeds, params.max_rounds, progress, span
+        sampler, len(real), known_real, seeds, params.max_rounds, progress, span[:2]
     )
     disc_task = discriminator_task(
         real, negatives, task.descriptions[0], rng=random.Random(params.seed)
     )
 
     def on_step(step: int, steps: int, loss: float) -> None:
-        progress(span[1], f"training discriminator {step}/{steps} (loss {loss:.3f})")
+        fraction = span[1] + (span[2] - span[1]) * step / steps
+        progress(fraction, f"training discriminator {step}/{steps} (loss {loss:.3f})")
 
     disc, trained = train_discriminator(
         base, disc_task, rank=params.disc_rank, steps=params.disc_steps,

@@ -97,7 +97,7 @@ def run_transfer(
     disc_report: dict[str, Any] = {"used": False}
     if params.filter == "discriminator":
         neg_sampler = _sampler(models, seed_inputs, params, params.seed + 1)
-        span = (STAGE_END["negatives"], STAGE_END["discriminator"])
+        span = (0.0, STAGE_END["negatives"], STAGE_END["discriminator"])
         disc, disc_report = train_judge(
             models.disc_base, task, params, neg_sampler, seed_inputs, device, progress, span
         )

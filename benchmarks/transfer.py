@@ -15,7 +15,8 @@ Targets (issue 8): transfer >= 90% of source and well above target. Defaults are
 on a CPU pass smaller sizes and say so.
 
     python benchmarks/transfer.py [--tasks a,b,...] [--limit N] [--synthetic N] [--steps N]
-        [--batch N] [--disc-steps N] [--disc-real N] [--gen-batch N] [--max-rounds N]
+        [--batch N] [--seeds N] [--header-count N] [--disc-steps N] [--disc-real N]
+        [--disc-batch N] [--disc-lr X] [--gen-batch N] [--max-rounds N]
         [--device auto|cpu|cuda] [--threads N] [--out results.json]
 """
 
@@ -58,6 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--tasks", default=DEFAULT_TASKS)
     ap.add_argument("--limit", type=int, default=None, help="eval examples (default all 200)")
+    ap.add_argument("--seeds", type=int, default=full.seeds)
+    ap.add_argument("--header-count", type=int, default=full.header_count)
     ap.add_argument("--synthetic", type=int, default=full.synthetic)
     ap.add_argument("--steps", type=int, default=full.steps, help="student and upper-bound steps")
     ap.add_argument("--batch", type=int, default=full.batch)
@@ -66,6 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--disc-steps", type=int, default=full.disc_steps)
     ap.add_argument("--disc-real", type=int, default=full.disc_real)
     ap.add_argument("--disc-batch", type=int, default=full.disc_batch)
+    ap.add_argument("--disc-lr", type=float, default=full.disc_lr)
     ap.add_argument("--gen-batch", type=int, default=full.gen_batch)
     ap.add_argument("--max-rounds", type=int, default=full.max_rounds)
     ap.add_argument("--seed", type=int, default=0)
@@ -79,6 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def params_from(args: argparse.Namespace, filter_mode: str) -> TransferParams:
     return TransferParams(
+        seeds=args.seeds, header_count=args.header_count, disc_lr=args.disc_lr,
         synthetic=args.synthetic, steps=args.steps, batch=args.batch, lr=args.lr,
         warmup=args.warmup, disc_steps=args.disc_steps, disc_real=args.disc_real,
         disc_batch=args.disc_batch, gen_batch=args.gen_batch, max_rounds=args.max_rounds,

@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 
 import hub
 from api.errors import install_error_handlers
-from api.routers import adapters, health, jobs, merges, methods, mixtures, search
+from api.routers import adapters, health, jobs, merges, methods, mixtures, search, transfers
 from api.routers import sync as sync_router
 from hub.config import load_settings
 from hub.services.container import Container
@@ -75,6 +75,7 @@ def create_app(
     # The web catalog: a sibling delivery layer, so mounted by module name, never imported.
     importlib.import_module("web").mount(app)
     app.include_router(sync_router.router)
+    app.include_router(transfers.router)
     install_error_handlers(app)
     return app
 

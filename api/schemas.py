@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from hub.core.models import AdapterItem, JobRecord
 from hub.services.merge_jobs import MergeJobSpec
 from hub.services.mixture_jobs import MixtureJobSpec
+from hub.services.transfer_jobs import TransferJobSpec
 
 
 class ErrorDetail(BaseModel):
@@ -72,6 +73,7 @@ class MethodList(BaseModel):
 
 MergeRequest = MergeJobSpec
 MixtureRequest = MixtureJobSpec
+TransferRequest = TransferJobSpec
 
 
 class JobAccepted(BaseModel):

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from generation.answer_loss import answer_only_loss
 from generation.base_models import LoadedBase
 from generation.device import resolve_device
 from generation.prompting import IGNORE_INDEX, encode_prompt, training_example
@@ -187,7 +188,9 @@ def train_lora(
     for step in range(1, steps + 1):
         inputs = {k: v.to(target) for k, v in next(batches).items()}
         with torch.autocast(target.type, dtype=torch.bfloat16, enabled=target.type == "cuda"):
-            loss = model(**inputs).loss  # mean over answer tokens of the batch
+            # Mean over answer tokens; only those positions reach lm_head (vocab-sized logits
+            # for every position would dominate memory with Gemma's 262k vocabulary).
+            loss = answer_only_loss(model, inputs)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()

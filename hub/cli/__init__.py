@@ -8,6 +8,7 @@ from hub.cli import (  # noqa: F401 - importing registers the commands
     search_commands,
     serve_commands,
     sync_commands,
+    transfer_commands,
 )
 from hub.cli.app import app
 

@@ -86,3 +86,9 @@ class Container:
         from hub.services.mixture import MixtureService
 
         return MixtureService(self.registry, self.models)
+
+    @cached_property
+    def transfers(self):  # -> TransferService
+        from hub.services.transfer import TransferService
+
+        return TransferService(self.registry, self.models)

@@ -109,6 +109,7 @@ def _ensure_loaded() -> None:
     import hub.services.merge_jobs  # noqa: F401
     import hub.services.mixture_jobs  # noqa: F401
     import hub.services.sync_jobs  # noqa: F401
+    import hub.services.transfer_jobs  # noqa: F401
 
 
 def load_job_modules(modules: list[str]) -> None:

@@ -29,7 +29,7 @@ import torch
 from pydantic import Field
 
 from merging.batch import MergeContext, ModuleBatch
-from merging.lowrank import rel_error
+from merging.lowrank import rel_error, rerank_exact
 from merging.methods.params import RankParams
 from merging.registry import BatchOutput, MethodSpec, register
 
@@ -44,10 +44,30 @@ class LegoParams(RankParams):
     param_reweight: bool = Field(True, description="scale centroids to the mean member norm")
     output_reweight: bool = Field(True, description="scale the update by sqrt(r_mean / k)")
     norm: Literal["l2", "linf"] = Field("l2", description="norm used by param_reweight")
+    gauge: Literal["raw", "svd"] = Field(
+        "raw", description="units as stored, or each member in its own SVD gauge (deviation)"
+    )
+    centroid: Literal["mean", "energy"] = Field(
+        "mean", description="plain mean of members, or weighted by unit energy |b||a|"
+    )
+
+
+def _svd_gauge(batch: ModuleBatch, B: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Re-express each member's units in its own SVD gauge (``b_j = sqrt(s_j) u_j``,
+    ``a_j = sqrt(s_j) v_j``): same delta, but units become canonical (orthogonal, ordered by
+    energy) instead of an arbitrary GL(r) mix of the trained factors (ALGORITHMS §0.1.1)."""
+    Bs, As = [], []
+    for b, a, r in zip(batch.split(B, 2), batch.split(A, 1), batch.ranks, strict=True):
+        res = rerank_exact(b, a, r)  # (m, d_out, r), (m, r, d_in)
+        Bs.append(res.B.to(B.dtype))
+        As.append(res.A.to(A.dtype))
+    return torch.cat(Bs, -1), torch.cat(As, -2)
 
 
 def _prepare_units(batch: ModuleBatch, p: LegoParams) -> tuple[torch.Tensor, torch.Tensor]:
     B, A = batch.folded()  # (m, d_out, R), (m, R, d_in)
+    if p.gauge == "svd":
+        B, A = _svd_gauge(batch, B, A)
     if p.canonical_sign:
         idx = A.abs().argmax(dim=-1, keepdim=True)  # (m, R, 1)
         sign = torch.sign(torch.gather(A, -1, idx))
@@ -83,13 +103,21 @@ def _farthest_init(K: torch.Tensor, start: torch.Tensor, k: int) -> torch.Tensor
     return torch.stack(chosen, dim=-1)
 
 
-def _assign_matrix(labels: torch.Tensor, k: int) -> torch.Tensor:
-    """(m, R, k) mean-assignment matrix: column c averages the units labelled c."""
+def _assign_matrix(
+    labels: torch.Tensor, k: int, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(m, R, k) mean-assignment matrix: column c averages the units labelled c, weighted by
+    ``weight`` (m, R) when given (a cluster whose members all weigh 0 averages uniformly)."""
     onehot = torch.nn.functional.one_hot(labels, k).to(torch.float64)
-    return onehot / onehot.sum(dim=1, keepdim=True).clamp_min(1.0)
+    if weight is not None:
+        w = onehot * weight.to(torch.float64)[:, :, None]
+        onehot = torch.where(w.sum(dim=1, keepdim=True) > 0, w, onehot)
+    return onehot / onehot.sum(dim=1, keepdim=True).clamp_min(1e-300)
 
 
-def kernel_kmeans(K: torch.Tensor, init: torch.Tensor, k: int, iters: int) -> torch.Tensor:
+def kernel_kmeans(
+    K: torch.Tensor, init: torch.Tensor, k: int, iters: int, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """(m, R) labels. Distances to a cluster mean: K_ii - 2 (K M)_ic + (M^T K M)_cc."""
     m, R, _ = K.shape
     diag = torch.diagonal(K, dim1=-2, dim2=-1)
@@ -101,7 +129,7 @@ def kernel_kmeans(K: torch.Tensor, init: torch.Tensor, k: int, iters: int) -> to
     )  # (m, R, k): distance to each seed unit
     labels = d0.argmin(dim=-1)
     for _ in range(iters):
-        M = _assign_matrix(labels, k)  # (m, R, k)
+        M = _assign_matrix(labels, k, weight)  # (m, R, k)
         KM = K @ M
         dist = diag[:, :, None] - 2 * KM + torch.diagonal(M.mT @ KM, dim1=-2, dim2=-1)[:, None]
         empty = M.sum(dim=1) == 0  # (m, k): keep empty clusters alive with their seed unit
@@ -132,12 +160,14 @@ def merge_lego(batch: ModuleBatch, params: LegoParams, ctx: MergeContext) -> Bat
     k = params.rank if params.rank is not None else max(batch.ranks)
     B, A = _prepare_units(batch, params)
     K = _kernel(B, A).double()  # fp64: k-means decisions should not flip on fp32 noise
-    start = (A.norm(dim=-1) * B.norm(dim=-2)).argmax(dim=-1)  # (m,)
+    energy = A.norm(dim=-1) * B.norm(dim=-2)  # (m, R): |b a^T|_F of each unit
+    start = energy.argmax(dim=-1)  # (m,)
+    weight = energy if params.centroid == "energy" else None
     if k >= batch.total_rank:  # every unit its own cluster: identity assignment
         labels = torch.arange(batch.total_rank, device=B.device).expand(len(batch.names), -1)
     else:
-        labels = kernel_kmeans(K, _farthest_init(K, start, k), k, params.iters)
-    M = _assign_matrix(labels, k)  # (m, R, k)
+        labels = kernel_kmeans(K, _farthest_init(K, start, k), k, params.iters, weight)
+    M = _assign_matrix(labels, k, weight)  # (m, R, k)
     Bc = B @ M.to(B.dtype)  # (m, d_out, R) @ (m, R, k)
     Ac = M.mT.to(A.dtype) @ A  # (m, k, R) @ (m, R, d_in)
     if params.param_reweight:

@@ -32,7 +32,9 @@ def home(tmp_path, catalog_url, monkeypatch):
     monkeypatch.setenv("LORADEX_DATABASE_URL", catalog_url)
     h = tmp_path / "home"
     for i, name in enumerate(["a", "b"]):
-        assert cli(h, "add", write_adapter_dir(tmp_path / name, seed=20 + i), "--name", name).code == 0
+        assert (
+            cli(h, "add", write_adapter_dir(tmp_path / name, seed=20 + i), "--name", name).code == 0
+        )
     q_only = write_adapter_dir(tmp_path / "q", seed=30, targets=("q_proj",))
     assert cli(h, "add", q_only, "--name", "q-only").code == 0
     k_only = write_adapter_dir(tmp_path / "k", seed=31, targets=("k_proj",))
@@ -40,7 +42,9 @@ def home(tmp_path, catalog_url, monkeypatch):
     tensors = make_tensors(seed=32)
     for key in [k for k in tensors if k.endswith("lora_B.weight")]:
         tensors[key.replace(".weight", ".bias")] = np.ones(tensors[key].shape[0], np.float32)
-    biased = write_adapter_dir(tmp_path / "bias", tensors=tensors, config=peft_config(lora_bias=True))
+    biased = write_adapter_dir(
+        tmp_path / "bias", tensors=tensors, config=peft_config(lora_bias=True)
+    )
     assert cli(h, "add", biased, "--name", "biased").code == 0
     return h
 

@@ -29,7 +29,7 @@ import torch
 from pydantic import Field
 
 from merging.batch import MergeContext, ModuleBatch
-from merging.lowrank import rel_error, rerank_exact
+from merging.lowrank import frob_inner, rel_error, rerank_exact
 from merging.methods.params import RankParams
 from merging.registry import BatchOutput, MethodSpec, register
 
@@ -49,6 +49,12 @@ class LegoParams(RankParams):
     )
     centroid: Literal["mean", "energy"] = Field(
         "mean", description="plain mean of members, or weighted by unit energy |b||a|"
+    )
+    init: Literal["farthest", "energy"] = Field(
+        "farthest", description="seeds: farthest point, or farthest weighted by unit energy"
+    )
+    calibrate: Literal["none", "norm"] = Field(
+        "none", description="'norm': rescale the update to |sum_i w_i dW_i|_F (deviation)"
     )
 
 
@@ -89,14 +95,20 @@ def _kernel(B: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     return Ga + Gb
 
 
-def _farthest_init(K: torch.Tensor, start: torch.Tensor, k: int) -> torch.Tensor:
-    """(m, k) unit indices: farthest-point traversal in feature space, from ``start``."""
+def _farthest_init(
+    K: torch.Tensor, start: torch.Tensor, k: int, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(m, k) unit indices: farthest-point traversal in feature space, from ``start``; with
+    ``weight`` (m, R) the next seed maximises ``weight * distance^2`` (a deterministic
+    k-means++), so low-energy outliers do not take a cluster of their own. Never picks a unit
+    at distance 0 from a seed (duplicates) while a distinct one is left."""
     diag = torch.diagonal(K, dim1=-2, dim2=-1)  # (m, R)
     rows = torch.arange(K.shape[0], device=K.device)
     chosen = [start]
     nearest = diag + diag[rows, start][:, None] - 2 * K[rows, start]  # (m, R) sq. distances
     for _ in range(1, k):
-        nxt = nearest.argmax(dim=-1)
+        score = nearest if weight is None else nearest.clamp_min(0) * weight
+        nxt = score.argmax(dim=-1)
         chosen.append(nxt)
         d = diag + diag[rows, nxt][:, None] - 2 * K[rows, nxt]
         nearest = torch.minimum(nearest, d)
@@ -166,7 +178,9 @@ def merge_lego(batch: ModuleBatch, params: LegoParams, ctx: MergeContext) -> Bat
     if k >= batch.total_rank:  # every unit its own cluster: identity assignment
         labels = torch.arange(batch.total_rank, device=B.device).expand(len(batch.names), -1)
     else:
-        labels = kernel_kmeans(K, _farthest_init(K, start, k), k, params.iters, weight)
+        seed_weight = energy.double() if params.init == "energy" else None
+        init = _farthest_init(K, start, k, seed_weight)
+        labels = kernel_kmeans(K, init, k, params.iters, weight)
     M = _assign_matrix(labels, k, weight)  # (m, R, k)
     Bc = B @ M.to(B.dtype)  # (m, d_out, R) @ (m, R, k)
     Ac = M.mT.to(A.dtype) @ A  # (m, k, R) @ (m, R, d_in)
@@ -177,6 +191,10 @@ def merge_lego(batch: ModuleBatch, params: LegoParams, ctx: MergeContext) -> Bat
         f = (r_mean / k) ** 0.25  # on each side: the product scales by sqrt(r_mean / k)
         Bc, Ac = Bc * f, Ac * f
     B_ref, A_ref = batch.folded()
+    if params.calibrate == "norm":  # same Frobenius norm as the weighted sum it stands for
+        ratio = frob_inner(B_ref, A_ref, B_ref, A_ref) / frob_inner(Bc, Ac, Bc, Ac).clamp_min(EPS)
+        f = ratio.clamp_min(0).pow(0.25).to(Bc.dtype)  # (m,), on each side
+        Bc, Ac = Bc * f[:, None, None], Ac * f[:, None, None]
     return BatchOutput(B=Bc, A=Ac, rel_error=rel_error(B_ref, A_ref, Bc, Ac))
 
 

@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import merging  # noqa: E402
@@ -77,9 +79,7 @@ METHODS: dict[str, tuple[str, dict[str, Any], str]] = {
     "magnitude_prune_svd d=0.5": ("magnitude_prune_svd", {**D, **K}, "mean"),
     "lego paper w=1": ("lego", LEGO_PAPER, "one"),
     "lego paper": ("lego", LEGO_PAPER, "mean"),
-    "lego +sign w=1": ("lego", K, "one"),
     "lego +norm": ("lego", {**K, "calibrate": "norm"}, "mean"),
-    "lego +norm+svdgauge": ("lego", {**K, "calibrate": "norm", "gauge": "svd"}, "mean"),
     "lego +norm+svdgauge+energy": (
         "lego",
         {**K, "calibrate": "norm", "gauge": "svd", "centroid": "energy", "init": "energy"},
@@ -199,9 +199,17 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS), help="row labels, comma-separated")
     ap.add_argument("--groups", default="2,4,8")
     ap.add_argument("--no-rmm", action="store_true")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: decoding is many tiny ops, "
+        "and on a shared box a descheduled second thread stalls each of them)",
+    )
     default_cache = Path(tempfile.gettempdir()) / "loradex-merge-quality-cache.json"
     ap.add_argument("--cache", type=Path, default=default_cache)
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     acc = Evaluator(args.cache, args.limit, args.device)
     sizes = [int(s) for s in args.groups.split(",")]

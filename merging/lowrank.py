@@ -9,18 +9,18 @@ All functions are batched over a leading module axis ``m``.
 ``A A^T``: GEMMs, ~20x faster than Householder QR of tall-skinny matrices on CPU) with Jacobi
 scaling and an R x R ``eigh``; near-null directions are dropped and ill-conditioned modules go
 to Householder QR (``rerank_qr``, also the fp64 reference path). ``rerank_fast`` shares the
-Grams and replaces only the core SVD by a checked subspace iteration.
+Grams and replaces only the core SVD by a checked subspace iteration (``merging.subspace``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+
+from merging.threads import cpu_threads
 
 Split = Literal["balanced", "peft"]
 
@@ -98,7 +98,6 @@ ILL_TOL = 1e-8
 # A module keeps its fp32 result when its Cholesky certifies lambda_min >= FP32_ILL_TOL
 # (via 1 / tr(G^-1), a lower bound); the rest are redone from fp64 Grams.
 FP32_ILL_TOL = 1e-5
-FP32_GRAMS = True
 GRAM_CHUNK = 8  # modules per fp64 working set (bounds memory: 8 x 11008 x 160 x 8 B = 113 MB)
 
 
@@ -151,39 +150,6 @@ def _as_fp64(x: torch.Tensor, key: str, scratch: Scratch | None) -> torch.Tensor
     if scratch is None:
         return x.double()
     return scratch(key, tuple(x.shape), torch.float64).copy_(x)
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int, device: torch.device) -> Iterator[None]:
-    """Run the enclosed CPU torch ops on ``n`` intra-op threads (restored afterwards).
-
-    The Gram path runs on one thread except for its big GEMMs: the R x R LAPACK calls and the
-    elementwise ops on (m, d, k) tensors are many tiny parallel regions, and on a shared,
-    loaded 2-core box a descheduled OpenMP worker stalls every barrier (measured: eigh of
-    8 x 160 x 160 fp64 1.0 s on 2 threads vs 0.018 s on 1; an ``abs`` of 8 x 4096 x 16
-    17 ms vs < 1 ms). GEMMs of 8 x 160 x d x 160 are coarse enough to gain from all threads.
-
-    torch's thread count is process-wide, so blocks are serialized by a re-entrant lock:
-    concurrent merges (job workers, a server) never interleave their set/restore pairs, which
-    could otherwise leave the process on 1 thread for good. Other torch work running at the
-    same time may see the narrowed count while a block is open (a speed effect only).
-    """
-    if device.type != "cpu":
-        yield
-        return
-    with _THREADS_LOCK:
-        old = torch.get_num_threads()
-        if n == old:
-            yield
-            return
-        torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(old)
-
-
-_THREADS_LOCK = threading.RLock()
 
 
 @dataclass
@@ -265,7 +231,7 @@ def rerank_gram(
         for lo in range(0, m, GRAM_CHUNK):
             sl = slice(lo, min(m, lo + GRAM_CHUNK))
             c = None if coeffs is None else coeffs[sl].double()
-            fp32 = B.dtype == torch.float32 and FP32_GRAMS
+            fp32 = B.dtype == torch.float32
             args = (k, split, core_solver, scratch, nthreads)
             part = _gram_chunk(B[sl], A[sl], c, *args, fp32=fp32)
             if fp32 and not bool(part.ok.all()):  # uncertified in fp32: fp64 Grams
@@ -284,11 +250,11 @@ def rerank_gram(
     bad_gram = torch.cat([~p.ok for p in parts])
     if bool(bad_gram.any()):  # Householder QR (multi-threaded: tall-skinny panels)
         cb = None if coeffs is None else coeffs[bad_gram]
-        exact = rerank_qr(*_fold(B[bad_gram], A[bad_gram], cb), k, split)
-        out.B[bad_gram], out.A[bad_gram] = exact.B, exact.A
-        out.S[bad_gram] = _pad_spectrum(exact.S, out.S.shape[-1])
+        qr = rerank_qr(*_fold(B[bad_gram], A[bad_gram], cb), k, split)
+        out.B[bad_gram], out.A[bad_gram] = qr.B, qr.A
+        out.S[bad_gram] = _pad_spectrum(qr.S, out.S.shape[-1])
         assert out.total_sq is not None  # the Gram path always fills it
-        out.total_sq[bad_gram] = exact.S.double().square().sum(-1)
+        out.total_sq[bad_gram] = qr.S.double().square().sum(-1)
         out.fallbacks += int(bad_gram.sum())
     return out
 
@@ -391,59 +357,8 @@ class _CoreSvd:
     unsure: torch.Tensor  # (m,) bool: failed the gap / residual check
 
 
-def rerank_fast(
-    B: torch.Tensor,
-    A: torch.Tensor,
-    k: int,
-    *,
-    oversample: int = 8,
-    iters: int = 6,
-    min_gap: float = 1.02,
-    max_residual: float = 1e-4,
-    split: Split = "balanced",
-    generator: torch.Generator | None = None,
-    coeffs: torch.Tensor | None = None,
-    scratch: Scratch | None = None,
-) -> Rerank:
-    """Gram path with subspace iteration on the R x R core instead of its full SVD.
-
-    Checked per module: the Ritz values must show a gap ``s_k / s_{k+1} >= min_gap`` and the
-    relative residual ``||M v - s u|| / s_1`` must be below ``max_residual``; modules that fail
-    get the exact core SVD (the Grams are shared, so a fallback costs one R x R SVD), modules
-    whose Gram is ill-conditioned get Householder QR. ``fallbacks`` counts both.
-    """
-    R = B.shape[-1]
-    if k + oversample >= R:  # core too small for iteration to pay off: plain exact path
-        return rerank_gram(B, A, k, split, coeffs, scratch=scratch)
-
-    def solve(core: torch.Tensor) -> _CoreSvd:
-        U, S, V = _subspace_svd(core, k + oversample, iters, generator)
-        resid = (core @ V[..., :k] - U[..., :k] * S[:, None, :k]).norm(dim=-2).amax(-1)
-        s1 = S[:, 0].clamp_min(1e-300)
-        gap = S[:, k - 1] / S[:, k].clamp_min(1e-300)
-        unsure = (gap < min_gap) | (resid > max_residual * s1) | (S[:, 0] <= 0)
-        return _CoreSvd(U, _pad_spectrum(S, R), V, unsure)
-
-    return rerank_gram(B, A, k, split, coeffs, core_solver=solve, scratch=scratch)
-
-
 def _pad_spectrum(S: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(S, (0, max(0, width - S.shape[-1])))[:, :width]
-
-
-def _subspace_svd(
-    M: torch.Tensor, width: int, iters: int, generator: torch.Generator | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-``width`` singular triplets of each (R, R) ``M`` by block power iteration + Ritz."""
-    m, R, _ = M.shape
-    X = torch.randn(m, R, width, dtype=M.dtype, device=M.device, generator=generator)
-    Q, _ = torch.linalg.qr(M @ X)  # (m, R, w)
-    for _ in range(iters):
-        P, _ = torch.linalg.qr(M.mT @ Q)
-        Q, _ = torch.linalg.qr(M @ P)
-    small = Q.mT @ M  # (m, w, R): Rayleigh-Ritz projection
-    Us, S, Vh = torch.linalg.svd(small, full_matrices=False)  # (m, w, w), (m, w), (m, w, R)
-    return Q @ Us, S, Vh.mT
 
 
 def frob_inner(

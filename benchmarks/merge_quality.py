@@ -33,12 +33,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import merging  # noqa: E402
+from generation.apply import applied  # noqa: E402
 from generation.base_models import load_base_model  # noqa: E402
-from generation.evaluator import evaluate  # noqa: E402
+from generation.evaluator import (  # noqa: E402
+    _left_pad,
+    _LineEnded,
+    evaluate,
+    newline_token_ids,
+)
+from generation.prompting import answer_text, encode_prompt  # noqa: E402
 from generation.tasks import load_task  # noqa: E402
 from merging.methods.rmm import storage_params  # noqa: E402
 from storage.peft_format import read_peft_dir  # noqa: E402
@@ -101,11 +109,71 @@ def adapter_key(adapter: Any) -> str:
     return h.hexdigest()
 
 
-class Evaluator:
-    """Zoo-protocol accuracy with a JSON cache (written after every new evaluation)."""
+class _CannotMatch(StoppingCriteria):
+    """Per-row stop once the answer can no longer equal the expected output.
 
-    def __init__(self, cache: Path, limit: int, device: str) -> None:
-        self.path, self.limit = cache, limit
+    The final answer is the first line of the text before a stop id, stripped; generation only
+    appends, so once the stripped text so far is not a prefix of the expected output, no later
+    token can make the row correct (a partial UTF-8 character, decoded as U+FFFD, never stops
+    a row). Accuracy is exactly the zoo protocol's; a collapsed merge just stops decoding early.
+    """
+
+    def __init__(self, tokenizer: Any, width: int, expected: list[str], stops: set[int]) -> None:
+        self.tokenizer, self.width, self.expected, self.stops = tokenizer, width, expected, stops
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **_: Any) -> torch.Tensor:
+        done = []
+        for row, want in zip(input_ids[:, self.width :].tolist(), self.expected, strict=True):
+            cut = next((i for i, t in enumerate(row) if t in self.stops), len(row))
+            text = self.tokenizer.decode(row[:cut], skip_special_tokens=True)
+            got = text.split("\n", 1)[0].strip()
+            done.append("\ufffd" not in got and not want.startswith(got))
+        return torch.tensor(done, device=input_ids.device)
+
+
+def early_exit_accuracy(base: Any, adapter: Any, task: Any, limit: int, batch: int = 32) -> float:
+    """``generation.evaluator.evaluate``'s accuracy (greedy, <= 24 new tokens, stop ids, line
+    cut), decoding each batch only while some row can still be right."""
+    spec, tok = base.spec, base.tokenizer
+    examples = task.split("eval")[:limit]
+    prompts = [encode_prompt(tok, task.render(ex.input), add_bos=spec.add_bos) for ex in examples]
+    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    correct = 0
+    with torch.inference_mode(), applied(base.model, adapter):
+        for start in range(0, len(order), batch):
+            chunk = order[start : start + batch]
+            ids, mask = _left_pad([prompts[i] for i in chunk], spec.pad_token_id)
+            want = [examples[i].output for i in chunk]
+            stop = StoppingCriteriaList(
+                [
+                    _LineEnded(ids.shape[1], newline_token_ids(tok)),
+                    _CannotMatch(tok, ids.shape[1], want, set(spec.stop_token_ids)),
+                ]
+            )
+            out = base.model.generate(
+                input_ids=ids.to(base.device),
+                attention_mask=mask.to(base.device),
+                do_sample=False,
+                max_new_tokens=24,
+                eos_token_id=list(spec.stop_token_ids),
+                pad_token_id=spec.pad_token_id,
+                stopping_criteria=stop,
+                num_beams=1,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+            for row, w in zip(out[:, ids.shape[1] :].tolist(), want, strict=True):
+                correct += answer_text(tok, row, spec.stop_token_ids) == w
+    return correct / len(examples)
+
+
+class Evaluator:
+    """Zoo-protocol accuracy with a JSON cache (written after every new evaluation).
+    ``check``: also run the plain evaluator and require the same accuracy (slow; smoke runs)."""
+
+    def __init__(self, cache: Path, limit: int, device: str, check: bool = False) -> None:
+        self.path, self.limit, self.check = cache, limit, check
         self.data: dict[str, float] = json.loads(cache.read_text()) if cache.exists() else {}
         cache_dir = Path(os.environ.get("LORADEX_MODEL_CACHE_DIR") or tempfile.gettempdir())
         self.base = load_base_model(BASE, cache_dir, device)
@@ -116,7 +184,10 @@ class Evaluator:
         key = f"{BASE}:{task}:{self.limit}:{adapter_key(adapter)}"
         if key not in self.data:
             spec = self.tasks.setdefault(task, load_task(task, ZOO))
-            self.data[key] = evaluate(self.base, adapter, spec, limit=self.limit).accuracy
+            self.data[key] = early_exit_accuracy(self.base, adapter, spec, self.limit)
+            if self.check:
+                plain = evaluate(self.base, adapter, spec, limit=self.limit).accuracy
+                assert plain == self.data[key], (task, plain, self.data[key])
             self.path.write_text(json.dumps(self.data, indent=0))
             self.fresh += 1
         return self.data[key]
@@ -199,6 +270,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS), help="row labels, comma-separated")
     ap.add_argument("--groups", default="2,4,8")
     ap.add_argument("--no-rmm", action="store_true")
+    ap.add_argument("--check", action="store_true", help="verify early exit vs evaluate()")
     ap.add_argument(
         "--threads",
         type=int,
@@ -211,7 +283,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    acc = Evaluator(args.cache, args.limit, args.device)
+    acc = Evaluator(args.cache, args.limit, args.device, args.check)
     sizes = [int(s) for s in args.groups.split(",")]
     names = sorted(
         {t for s in sizes for t in GROUPS[s]} | ({*GROUPS[8]} if not args.no_rmm else set())

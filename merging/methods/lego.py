@@ -18,7 +18,18 @@ Options and deviations (documented, all switchable):
   (default) or L-inf as in the third-party code.
 - ``output_reweight`` ("variance expansion"): merged update times ``sqrt(r_mean / k)``, with
   ``r_mean`` the mean input rank (the paper's choice for unequal ranks is unverified).
-Semantics: a *mean* of units, so n identical copies merge back to the original, not n times it.
+- ``gauge='svd'`` (deviation, §0.1.1): units of a trained LoRA are an arbitrary GL(r) mix (PEFT
+  inits A at random, so trained ``a`` rows stay near-random and ``b`` columns nearly collinear);
+  re-expressing each member in its own SVD gauge makes units canonical and the merge invariant
+  to ``(B M, M^-1 A)``.
+- ``centroid='energy'`` / ``init='energy'`` (deviations): weight each unit by ``|b||a|`` in the
+  centroid mean and when picking seeds, so tiny units in odd directions neither dilute a
+  cluster's dominant unit nor claim a cluster of their own.
+- ``calibrate='norm'`` (deviation): rescale the update to ``|sum_i w_i dW_i|_F``, so weights
+  mean what they mean for every other method (LEGO's own scale is that of *one* adapter).
+Semantics: a *mean* of units, so n identical copies merge back to the original, not n times it;
+at weights ``1/n`` it therefore averages twice (``calibrate='norm'`` undoes that).
+Ablation on the zoo: ``benchmarks/merge_quality.py`` (README "Merging").
 """
 
 from __future__ import annotations

@@ -1,36 +1,58 @@
 """Merge quality on the zoo: every method side by side on fixed groups of 2, 4 and 8 adapters.
 
-For each group and method the merged adapter is evaluated on every member's task (zoo protocol,
-greedy exact match, first ``--limit`` eval examples); normalized accuracy = merged accuracy /
-the member's own accuracy measured on the same examples, averaged over members. All methods run
-at the same output rank (the members' rank, 4) except `cat`, which keeps every rank (sum) and is
-the exact task-arithmetic reference. RMM (n = 8): the basis is the largest whose artifact stores
-<= 60% of the separate adapters' numbers; each member is reverted and evaluated on its own task.
+For each group and method the merged adapter is evaluated on every member's task (zoo protocol:
+greedy decoding, exact match, the first ``--limit`` eval examples); normalized accuracy = merged
+accuracy / the member's own accuracy on the same examples, averaged over members. Every row runs
+at the members' rank (4) except ``cat``, which keeps the sum of ranks (the exact weighted sum, a
+reference, not a competitor). Weights: ``1/n`` each (an average; with ``1`` each -- plain task
+arithmetic -- every method collapses on these groups) unless a row says ``w=1``: LoRA-LEGO has
+mean semantics built in (identical copies merge back to the original at weight 1), so ``w=1`` is
+the paper's setting and ``w=1/n`` averages twice. LEGO rows ablate our documented options
+(``merging/methods/lego.py``). RMM (n = 8): the basis is the largest whose artifact stores <= 60%
+of the separate adapters' numbers; each member is reverted and evaluated on its own task.
 
 Targets (issue #5): LEGO >= the best PEFT-style method at the same output rank on the 4- and
 8-groups; RMM reverted members keep >= 95% of individual accuracy at <= 60% storage.
 
-    python benchmarks/merge_quality.py [--limit 50] [--device auto] [--methods ...]
+Every accuracy is cached (``--cache``, keyed by the adapter's weights, task, limit and base),
+so an interrupted run resumes and a rerun only evaluates what changed.
+
+    python benchmarks/merge_quality.py [--limit 50] [--groups 2,4,8] [--methods LABEL,...]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import merging  # noqa: E402
+from generation.apply import applied  # noqa: E402
 from generation.base_models import load_base_model  # noqa: E402
-from generation.evaluator import evaluate  # noqa: E402
+from generation.evaluator import (  # noqa: E402
+    _left_pad,
+    _LineEnded,
+    evaluate,
+    newline_token_ids,
+)
+from generation.prompting import answer_text, encode_prompt  # noqa: E402
 from generation.tasks import load_task  # noqa: E402
 from merging.methods.rmm import storage_params  # noqa: E402
 from storage.peft_format import read_peft_dir  # noqa: E402
 
 ZOO = Path(__file__).resolve().parents[2] / "shared" / "zoo"
+BASE = "smollm2-135m-instruct"
 # All rank 4 (so the factor-wise PEFT methods apply), individually at 1.0, across families.
 GROUPS = {
     2: ["sentiment", "french_color"],
@@ -47,125 +69,251 @@ GROUPS = {
     ],
 }
 RANK = 4
-METHODS = {
-    # name: (method, params) at output rank 4 unless noted
-    "cat (rank sum)": ("cat", {}),
-    "linear": ("linear", {}),
-    "svd": ("svd", {"rank": RANK}),
-    "ties d=0.5": ("ties", {"density": 0.5}),
-    "dare_ties d=0.5": ("dare_ties", {"density": 0.5}),
-    "magnitude_prune d=0.5": ("magnitude_prune", {"density": 0.5}),
-    "ties_svd d=0.5": ("ties_svd", {"density": 0.5, "rank": RANK}),
-    "lego k=4": ("lego", {"rank": RANK}),
+D = {"density": 0.5}
+K = {"rank": RANK}
+LEGO_PAPER = {**K, "canonical_sign": False}
+# label: (method, params, weights "mean" = 1/n each | "one" = 1 each)
+METHODS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "cat (rank sum)": ("cat", {}, "mean"),
+    "linear": ("linear", {}, "mean"),
+    "ties d=0.5": ("ties", D, "mean"),
+    "dare_linear d=0.5": ("dare_linear", D, "mean"),
+    "dare_ties d=0.5": ("dare_ties", D, "mean"),
+    "magnitude_prune d=0.5": ("magnitude_prune", D, "mean"),
+    "svd": ("svd", K, "mean"),
+    "ties_svd d=0.5": ("ties_svd", {**D, **K}, "mean"),
+    "dare_linear_svd d=0.5": ("dare_linear_svd", {**D, **K}, "mean"),
+    "dare_ties_svd d=0.5": ("dare_ties_svd", {**D, **K}, "mean"),
+    "magnitude_prune_svd d=0.5": ("magnitude_prune_svd", {**D, **K}, "mean"),
+    "lego paper w=1": ("lego", LEGO_PAPER, "one"),
+    "lego paper": ("lego", LEGO_PAPER, "mean"),
+    "lego +norm": ("lego", {**K, "calibrate": "norm"}, "mean"),
+    "lego +norm+svdgauge+energy": (
+        "lego",
+        {**K, "calibrate": "norm", "gauge": "svd", "centroid": "energy", "init": "energy"},
+        "mean",
+    ),
 }
-PEFT_STYLE_SAME_RANK = [
-    "linear",
-    "svd",
-    "ties d=0.5",
-    "dare_ties d=0.5",
-    "magnitude_prune d=0.5",
-    "ties_svd d=0.5",
-]
+REFERENCE_ROWS = {"cat (rank sum)"}
 
 
-def accuracy(base, adapter, task, limit: int) -> float:
-    return evaluate(base, adapter, task, limit=limit).accuracy
+def adapter_key(adapter: Any) -> str:
+    """Digest of an adapter's effective factors: equal weights, equal key."""
+    h = hashlib.sha256()
+    for name in sorted(adapter.modules):
+        m = adapter.modules[name]
+        h.update(name.encode())
+        h.update(repr((m.A.shape, float(m.scaling))).encode())
+        h.update(m.A.tobytes())
+        h.update(m.B.tobytes())
+    return h.hexdigest()
 
 
-def rmm_storage_ratio(adapters, p: int) -> float:
+class _CannotMatch(StoppingCriteria):
+    """Per-row stop once the answer can no longer equal the expected output.
+
+    The final answer is the first line of the text before a stop id, stripped; generation only
+    appends, so once the stripped text so far is not a prefix of the expected output, no later
+    token can make the row correct (a partial UTF-8 character, decoded as U+FFFD, never stops
+    a row). Accuracy is exactly the zoo protocol's; a collapsed merge just stops decoding early.
+    """
+
+    def __init__(self, tokenizer: Any, width: int, expected: list[str], stops: set[int]) -> None:
+        self.tokenizer, self.width, self.expected, self.stops = tokenizer, width, expected, stops
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **_: Any) -> torch.Tensor:
+        done = []
+        for row, want in zip(input_ids[:, self.width :].tolist(), self.expected, strict=True):
+            cut = next((i for i, t in enumerate(row) if t in self.stops), len(row))
+            text = self.tokenizer.decode(row[:cut], skip_special_tokens=True)
+            got = text.split("\n", 1)[0].strip()
+            done.append("\ufffd" not in got and not want.startswith(got))
+        return torch.tensor(done, device=input_ids.device)
+
+
+def early_exit_accuracy(base: Any, adapter: Any, task: Any, limit: int, batch: int = 32) -> float:
+    """``generation.evaluator.evaluate``'s accuracy (greedy, <= 24 new tokens, stop ids, line
+    cut), decoding each batch only while some row can still be right."""
+    spec, tok = base.spec, base.tokenizer
+    examples = task.split("eval")[:limit]
+    prompts = [encode_prompt(tok, task.render(ex.input), add_bos=spec.add_bos) for ex in examples]
+    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    correct = 0
+    with torch.inference_mode(), applied(base.model, adapter):
+        for start in range(0, len(order), batch):
+            chunk = order[start : start + batch]
+            ids, mask = _left_pad([prompts[i] for i in chunk], spec.pad_token_id)
+            want = [examples[i].output for i in chunk]
+            stop = StoppingCriteriaList(
+                [
+                    _LineEnded(ids.shape[1], newline_token_ids(tok)),
+                    _CannotMatch(tok, ids.shape[1], want, set(spec.stop_token_ids)),
+                ]
+            )
+            out = base.model.generate(
+                input_ids=ids.to(base.device),
+                attention_mask=mask.to(base.device),
+                do_sample=False,
+                max_new_tokens=24,
+                eos_token_id=list(spec.stop_token_ids),
+                pad_token_id=spec.pad_token_id,
+                stopping_criteria=stop,
+                num_beams=1,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+            for row, w in zip(out[:, ids.shape[1] :].tolist(), want, strict=True):
+                correct += answer_text(tok, row, spec.stop_token_ids) == w
+    return correct / len(examples)
+
+
+class Evaluator:
+    """Zoo-protocol accuracy with a JSON cache (written after every new evaluation).
+    ``check``: also run the plain evaluator and require the same accuracy (slow; smoke runs)."""
+
+    def __init__(self, cache: Path, limit: int, device: str, check: bool = False) -> None:
+        self.path, self.limit, self.check = cache, limit, check
+        self.data: dict[str, float] = json.loads(cache.read_text()) if cache.exists() else {}
+        cache_dir = Path(os.environ.get("LORADEX_MODEL_CACHE_DIR") or tempfile.gettempdir())
+        self.base = load_base_model(BASE, cache_dir, device)
+        self.tasks: dict[str, Any] = {}
+        self.fresh = 0
+
+    def __call__(self, adapter: Any, task: str) -> float:
+        key = f"{BASE}:{task}:{self.limit}:{adapter_key(adapter)}"
+        if key not in self.data:
+            spec = self.tasks.setdefault(task, load_task(task, ZOO))
+            self.data[key] = early_exit_accuracy(self.base, adapter, spec, self.limit)
+            if self.check:
+                plain = evaluate(self.base, adapter, spec, limit=self.limit).accuracy
+                assert plain == self.data[key], (task, plain, self.data[key])
+            self.path.write_text(json.dumps(self.data, indent=0))
+            self.fresh += 1
+        return self.data[key]
+
+
+def run_row(label: str, size: int, adapters: dict, own: dict, acc: Evaluator) -> dict[str, float]:
+    method, params, wmode = METHODS[label]
+    members = GROUPS[size]
+    weight = 1.0 if wmode == "one" else 1.0 / size
+    merged = merging.merge(
+        [adapters[t] for t in members], [weight] * size, method, params, device="cpu", seed=0
+    ).adapter
+    return {t: acc(merged, t) / max(own[t], 1e-9) for t in members}
+
+
+def print_table(
+    table: dict[str, dict[int, dict[str, float]]], sizes: list[int], limit: int
+) -> None:
+    print(
+        f"\nnormalized accuracy (merged / individual), mean over member tasks, {limit} eval "
+        f"examples each; output rank {RANK} except cat"
+    )
+    print("| method | weights | " + " | ".join(f"n={s}" for s in sizes) + " |")
+    print("|---|---|" + "---|" * len(sizes))
+    for label, row in table.items():
+        wmode = "1" if METHODS[label][2] == "one" else "1/n"
+        cells = [f"{_mean(row[s]):.3f}" if s in row else "-" for s in sizes]
+        print(f"| {label} | {wmode} | " + " | ".join(cells) + " |")
+
+
+def _mean(values: dict[str, float]) -> float:
+    return sum(values.values()) / len(values)
+
+
+def verdicts(table: dict[str, dict[int, dict[str, float]]], sizes: list[int]) -> None:
+    peft = [lab for lab in table if METHODS[lab][0] != "lego" and lab not in REFERENCE_ROWS]
+    for s in (4, 8):
+        if s not in sizes or not peft:
+            continue
+        best_val, best = max((_mean(table[m][s]), m) for m in peft)
+        for lego in (lab for lab in table if METHODS[lab][0] == "lego"):
+            val = _mean(table[lego][s])
+            verdict = "MET" if val >= best_val else f"NOT MET (short by {best_val - val:.3f})"
+            print(
+                f"target '{lego}' >= best PEFT-style at rank {RANK}, n={s}: {verdict} "
+                f"({val:.3f} vs {best} {best_val:.3f})"
+            )
+
+
+def rmm_storage_ratio(adapters: list, p: int) -> float:
     n = len(adapters)
     stored = separate = 0
     for name, module in adapters[0].modules.items():
-        d_out, d_in = module.out_features, module.in_features
         r = max(a.modules[name].rank for a in adapters)
-        stored += storage_params(d_out, d_in, r, n, p)
+        stored += storage_params(module.out_features, module.in_features, r, n, p)
         separate += sum(a.modules[name].num_parameters for a in adapters)
     return stored / separate
+
+
+def rmm_section(adapters: dict, own: dict, acc: Evaluator) -> None:
+    members = GROUPS[8]
+    group = [adapters[t] for t in members]
+    p = max(q for q in range(0, RANK + 1) if rmm_storage_ratio(group, q) <= 0.6)
+    result = merging.merge(group, [1.0] * 8, "rmm", {"basis": p}, device="cpu", names=members)
+    kept = {t: acc(merging.revert(result.artifact, t), t) / max(own[t], 1e-9) for t in members}
+    retained, ratio = _mean(kept), rmm_storage_ratio(group, p)
+    print(
+        f"\nRMM n=8 basis p={p}: storage {ratio:.1%} of separate adapters, reverted members "
+        f"retain {retained:.3f} of individual accuracy "
+        f"({' '.join(f'{t}={k:.2f}' for t, k in kept.items())})"
+    )
+    verdict = "MET" if retained >= 0.95 and ratio <= 0.6 else "NOT MET"
+    print(f"target RMM >= 0.95 retained at <= 60% storage: {verdict}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--limit", type=int, default=50)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--device", default="auto", help="for evaluation; merges run on cpu")
+    ap.add_argument("--methods", default=",".join(METHODS), help="row labels, comma-separated")
     ap.add_argument("--groups", default="2,4,8")
+    ap.add_argument("--no-rmm", action="store_true")
+    ap.add_argument("--check", action="store_true", help="verify early exit vs evaluate()")
     ap.add_argument(
-        "--weights",
-        choices=["mean", "sum"],
-        default="mean",
-        help="mean: each member 1/n (averaging); sum: each 1 (task arithmetic)",
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: decoding is many tiny ops, "
+        "and on a shared box a descheduled second thread stalls each of them)",
     )
+    default_cache = Path(tempfile.gettempdir()) / "loradex-merge-quality-cache.json"
+    ap.add_argument("--cache", type=Path, default=default_cache)
     args = ap.parse_args()
-    cache = Path(tempfile.gettempdir()) / "loradex-model-cache"
-    base = load_base_model("smollm2-135m-instruct", cache, args.device)
-    tasks = {t: load_task(t, ZOO) for g in GROUPS.values() for t in g}
-    adapters = {t: read_peft_dir(ZOO / "adapters" / t).adapter for t in tasks}
-    own = {t: accuracy(base, adapters[t], tasks[t], args.limit) for t in tasks}
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    acc = Evaluator(args.cache, args.limit, args.device, args.check)
+    sizes = [int(s) for s in args.groups.split(",")]
+    names = sorted(
+        {t for s in sizes for t in GROUPS[s]} | ({*GROUPS[8]} if not args.no_rmm else set())
+    )
+    adapters = {t: read_peft_dir(ZOO / "adapters" / t).adapter for t in names}
+    own = {t: acc(adapters[t], t) for t in names}
+    print(f"# load {' '.join(f'{x:.1f}' for x in os.getloadavg())}; cache {args.cache}")
     print(
         "individual accuracy on the same examples:",
         " ".join(f"{t}={a:.2f}" for t, a in own.items()),
     )
-
-    table: dict[str, dict[int, float]] = {}
+    table: dict[str, dict[int, dict[str, float]]] = {}
     for label in args.methods.split(","):
-        method, params = METHODS[label]
-        for size in map(int, args.groups.split(",")):
-            members = GROUPS[size]
-            t0 = time.perf_counter()
-            merged = merging.merge(
-                [adapters[t] for t in members],
-                [1.0 if args.weights == "sum" else 1.0 / size] * size,
-                method,
-                params,
-                device=args.device,
-                seed=0,
-            ).adapter
-            norm = [
-                accuracy(base, merged, tasks[t], args.limit) / max(own[t], 1e-9) for t in members
-            ]
-            table.setdefault(label, {})[size] = sum(norm) / len(norm)
+        for size in sizes:
+            t1 = time.perf_counter()
+            table.setdefault(label, {})[size] = res = run_row(label, size, adapters, own, acc)
+            detail = " ".join(f"{t}={v:.2f}" for t, v in res.items())
             print(
-                f"{label:>22} n={size}: normalized {table[label][size]:.3f} "
-                f"({time.perf_counter() - t0:.0f} s)",
+                f"{label} n={size}: {_mean(res):.3f} [{detail}] ({time.perf_counter() - t1:.0f} s)",
                 file=sys.stderr,
+                flush=True,
             )
-
-    sizes = list(map(int, args.groups.split(",")))
+    print_table(table, sizes, args.limit)
+    verdicts(table, sizes)
+    if not args.no_rmm:
+        rmm_section(adapters, own, acc)
     print(
-        "\nnormalized accuracy (merged / individual), mean over member tasks, "
-        f"{args.limit} eval examples each, weights: {args.weights}"
+        f"\n# {time.perf_counter() - t0:.0f} s, {acc.fresh} new evaluations, "
+        f"load {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
-    print(f"{'method':>22} | " + " | ".join(f"n={s:<4}" for s in sizes))
-    for label, row in table.items():
-        print(f"{label:>22} | " + " | ".join(f"{row[s]:.3f} " for s in sizes))
-    if "lego k=4" in table:
-        for s in (4, 8):
-            if s not in sizes:
-                continue
-            best = max((table[m][s], m) for m in PEFT_STYLE_SAME_RANK if m in table)
-            verdict = "MET" if table["lego k=4"][s] >= best[0] else "NOT MET"
-            print(
-                f"target LEGO >= best PEFT-style at rank {RANK}, n={s}: {verdict} "
-                f"(lego {table['lego k=4'][s]:.3f} vs {best[1]} {best[0]:.3f})"
-            )
-
-    members = GROUPS[8]
-    group = [adapters[t] for t in members]
-    p = max(q for q in range(0, RANK + 1) if rmm_storage_ratio(group, q) <= 0.6)
-    result = merging.merge(group, [1.0] * 8, "rmm", {"basis": p}, device=args.device, names=members)
-    kept = []
-    for t in members:
-        back = merging.revert(result.artifact, t)
-        kept.append(accuracy(base, back, tasks[t], args.limit) / max(own[t], 1e-9))
-    retained = sum(kept) / len(kept)
-    ratio = rmm_storage_ratio(group, p)
-    print(
-        f"\nRMM n=8 basis p={p}: storage {ratio:.1%} of separate adapters, reverted members "
-        f"retain {retained:.3f} of individual accuracy "
-        f"({' '.join(f'{t}={k:.2f}' for t, k in zip(members, kept, strict=True))})"
-    )
-    verdict = "MET" if retained >= 0.95 and ratio <= 0.6 else "NOT MET"
-    print(f"target RMM >= 0.95 retained at <= 60% storage: {verdict}")
 
 
 if __name__ == "__main__":

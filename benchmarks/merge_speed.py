@@ -11,7 +11,9 @@ relative error vs an fp64 reference (the same method run in float64 by loradex -
 is Householder QR + core SVD, an independent algorithm from the fp32 Gram path -- measured in
 factor space with Gram identities: no dense d_out x d_in matrix anywhere), next to PEFT with the
 matching combination_type timed on ``--peft-layers`` layers and scaled linearly to all layers.
-Note the machine load (``uptime``) next to CPU figures: they scale with it.
+Note the machine load (printed) next to CPU figures: wall times scale with it. The CPU-time
+columns (``time.process_time``, all threads) are much less sensitive to other processes on a
+shared box; their ratio is the load-robust comparison (on an idle box wall ~ CPU / threads).
 
     .venv/bin/python benchmarks/merge_speed.py --shape reduced            # CI box, ~minutes
     .venv/bin/python benchmarks/merge_speed.py --shape 7b --methods svd,svd_fast --skip-peft
@@ -66,12 +68,15 @@ def rel_err(ref: LoraAdapter, names: list[str], factors: dict[str, tuple]) -> fl
 def run_loradex(ads: list[LoraAdapter], method: str, params: dict, device: str) -> dict:
     w = [1.0 / len(ads)] * len(ads)
     merge(ads[:2], w[:2], method, params, device=device)  # warm-up (kernels, allocator)
+    cpu0 = time.process_time()
     res = merge(ads, w, method, params, device=device)
+    cpu = time.process_time() - cpu0
     ref = merge(ads, w, method, params, device="cpu", dtype=torch.float64)
     names = list(res.adapter.modules)
     err = rel_err(ref.adapter, names, {n: (m.B, m.A) for n, m in res.adapter})
     return {
         "seconds": res.report["seconds"],
+        "cpu": cpu,
         "peak": res.report["peak_memory_bytes"],
         "err": err,
         "ref": ref.adapter,
@@ -150,13 +155,14 @@ def zoo_adapters(zoo: Path, n: int, rank: int) -> list[LoraAdapter]:
 def run_peft(model, n: int, ctype: str, kw: dict, ref: LoraAdapter, scale: float, dev) -> dict:  # noqa: ANN001
     name = f"m_{ctype}"
     with PeakMemory(dev) as mem:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         model.add_weighted_adapter(
             [f"a{i}" for i in range(n)], [1.0 / n] * n, name, combination_type=ctype, **kw
         )
         if dev.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
     factors = {}
     for key, mod in model.named_modules():
         if hasattr(mod, "lora_A") and name in mod.lora_A:
@@ -167,6 +173,7 @@ def run_peft(model, n: int, ctype: str, kw: dict, ref: LoraAdapter, scale: float
             )
     return {
         "seconds": seconds * scale,
+        "cpu": cpu * scale,
         "peak": mem.peak_bytes,
         "err": rel_err(ref, list(factors), factors),
     }
@@ -185,8 +192,11 @@ def main() -> None:
     ap.add_argument("--skip-peft", action="store_true")
     ap.add_argument("--data", choices=("random", "shared", "zoo"), default="random")
     ap.add_argument("--noise", type=float, default=0.3, help="--data shared: noise level")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--zoo", type=Path, default=Path(__file__).parents[1] / "../shared/zoo")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     hidden, inter, default_layers = SHAPES[args.shape]
     layers = args.layers or default_layers
     dev = resolve_device(args.device)
@@ -216,22 +226,26 @@ def main() -> None:
         None if args.skip_peft else peft_model([_first_layers(a, pl) for a in ads], args.rank, dev)
     )
     print(
-        "| method | loradex s | peak MB | rel err vs fp64 | PEFT s (scaled) | PEFT peak MB "
-        "| PEFT rel err | speed-up |"
+        "| method | loradex s | loradex CPU s | peak MB | rel err vs fp64 | PEFT s (scaled) "
+        "| PEFT CPU s | PEFT peak MB | PEFT rel err | speed-up | CPU-time ratio |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for key in args.methods.split(","):
         method, params, ctype, pkw = METHODS[key]
         ours = run_loradex(ads, method, params(args.rank), str(dev))
-        row = f"| {key} | {ours['seconds']:.3f} | {ours['peak'] / 2**20:.0f} | {ours['err']:.1e} |"
+        row = (
+            f"| {key} | {ours['seconds']:.3f} | {ours['cpu']:.3f} | {ours['peak'] / 2**20:.0f} "
+            f"| {ours['err']:.1e} |"
+        )
         if model is not None and ctype is not None:
             theirs = run_peft(model, args.n, ctype, pkw(args.rank), ours["ref"], layers / pl, dev)
             row += (
-                f" {theirs['seconds']:.2f} | {theirs['peak'] / 2**20:.0f} | "
-                f"{theirs['err']:.1e} | {theirs['seconds'] / ours['seconds']:.0f}x |"
+                f" {theirs['seconds']:.2f} | {theirs['cpu']:.2f} | {theirs['peak'] / 2**20:.0f} | "
+                f"{theirs['err']:.1e} | {theirs['seconds'] / ours['seconds']:.0f}x | "
+                f"{theirs['cpu'] / max(ours['cpu'], 1e-9):.0f}x |"
             )
         else:
-            row += " - | - | - | - |"
+            row += " - | - | - | - | - | - |"
         if ours["fallbacks"]:
             row += f" ({ours['fallbacks']} fast-path fallbacks)"
         print(row, flush=True)

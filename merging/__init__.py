@@ -6,19 +6,22 @@ Public API (used by ``hub.services`` for ``loradex merge`` / ``revert`` / ``meth
 - ``revert(artifact, member) -> LoraAdapter`` for revertible merges (RMM)
 - ``get_method(name)``, ``list_methods()``, ``param_rows(spec)``, ``methods_table()``
 - ``MERGE_CODES``: every error code the engine raises, with its meaning
+- ``check_weights(weights, n, allow_negative=, method=)``: the engine's weight checks, for
+  submit-time validation of merge jobs
 
 Layering: imports ``hub.core`` and third-party libraries only.
 """
 
 from merging.engine import MergeArtifact, MergeResult, merge, revert
 from merging.registry import MethodSpec, get_method, list_methods, methods_table, param_rows
-from merging.validation import MERGE_CODES
+from merging.validation import MERGE_CODES, check_weights
 
 __all__ = [
     "MERGE_CODES",
     "MergeArtifact",
     "MergeResult",
     "MethodSpec",
+    "check_weights",
     "get_method",
     "list_methods",
     "merge",

@@ -23,9 +23,9 @@ import torch
 from hub.core.errors import BadInputError, HubError
 from hub.core.lora import LoraAdapter, LoraModule
 from merging.batch import MergeContext, group_modules, iter_batches
-from merging.lowrank import cpu_threads
 from merging.memory import PeakMemory
 from merging.registry import BatchOutput, MergeParams, MethodSpec, get_method
+from merging.threads import cpu_threads
 from merging.validation import align_modules, check_adapters, check_weights
 
 Progress = Callable[[int, int], None]  # (modules done, modules total)

@@ -9,17 +9,18 @@ All functions are batched over a leading module axis ``m``.
 ``A A^T``: GEMMs, ~20x faster than Householder QR of tall-skinny matrices on CPU) with Jacobi
 scaling and an R x R ``eigh``; near-null directions are dropped and ill-conditioned modules go
 to Householder QR (``rerank_qr``, also the fp64 reference path). ``rerank_fast`` shares the
-Grams and replaces only the core SVD by a checked subspace iteration.
+Grams and replaces only the core SVD by a checked subspace iteration (``merging.subspace``).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+
+from merging.threads import cpu_threads
 
 Split = Literal["balanced", "peft"]
 
@@ -89,6 +90,14 @@ def _assemble(
 # (error ~ noise / lambda), so such modules go to Householder QR instead.
 DROP_TOL = 1e-12
 ILL_TOL = 1e-8
+# fp32 Grams (the first pass for fp32 inputs; R x R algebra still in fp64): entry noise
+# ~ sqrt(d) eps32 ~ 1e-6. The kept top-k directions are far less sensitive than the implicit Q
+# as a whole (Q T = X holds exactly; only the choice of the k directions can be perturbed):
+# measured vs an fp64 Householder reference, rel. error 2-4e-7 for random stacks
+# (lambda_min 0.37), trained zoo LoRAs (4.8e-2) and nearly collinear columns down to 4e-5.
+# A module keeps its fp32 result when its Cholesky certifies lambda_min >= FP32_ILL_TOL
+# (via 1 / tr(G^-1), a lower bound); the rest are redone from fp64 Grams.
+FP32_ILL_TOL = 1e-5
 GRAM_CHUNK = 8  # modules per fp64 working set (bounds memory: 8 x 11008 x 160 x 8 B = 113 MB)
 
 
@@ -143,27 +152,6 @@ def _as_fp64(x: torch.Tensor, key: str, scratch: Scratch | None) -> torch.Tensor
     return scratch(key, tuple(x.shape), torch.float64).copy_(x)
 
 
-@contextlib.contextmanager
-def cpu_threads(n: int, device: torch.device) -> Iterator[None]:
-    """Run the enclosed CPU torch ops on ``n`` intra-op threads (restored afterwards).
-
-    The Gram path runs on one thread except for its big GEMMs: the R x R LAPACK calls and the
-    elementwise ops on (m, d, k) tensors are many tiny parallel regions, and on a shared,
-    loaded 2-core box a descheduled OpenMP worker stalls every barrier (measured: eigh of
-    8 x 160 x 160 fp64 1.0 s on 2 threads vs 0.018 s on 1; an ``abs`` of 8 x 4096 x 16
-    17 ms vs < 1 ms). GEMMs of 8 x 160 x d x 160 are coarse enough to gain from all threads.
-    """
-    old = torch.get_num_threads()
-    if device.type != "cpu" or n == old:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 @dataclass
 class _GramFactor:
     """Implicit thin QR ``X diag(c) = Q T`` of a tall factor from its Gram matrix (all fp64).
@@ -177,12 +165,15 @@ class _GramFactor:
     ok: torch.Tensor  # (m,) bool
 
 
-def _gram_factor(G: torch.Tensor, coeffs: torch.Tensor | None) -> _GramFactor:
+def _gram_factor(
+    G: torch.Tensor, coeffs: torch.Tensor | None, ill_tol: float = ILL_TOL, rescue: bool = True
+) -> _GramFactor:
     """G: (m, R, R) fp64 Gram of the raw tall factor X (``X^T X``).
 
     Jacobi-scaled Cholesky where it certifies itself (``1 / ||L^-1||_F^2 = 1 / tr(G^-1)`` is a
     lower bound on the smallest eigenvalue, checked against ILL_TOL); ``eigh`` with dropping of
-    null directions for the rest (zero / duplicated / tiny-scaled members)."""
+    null directions for the rest (zero / duplicated / tiny-scaled members); with
+    ``rescue=False`` the rest are only marked not ``ok`` (the caller recomputes them)."""
     if coeffs is not None:
         G = G * coeffs[:, :, None] * coeffs[:, None, :]
     d = torch.diagonal(G, dim1=-2, dim2=-1).clamp_min(0).sqrt()  # column norms (m, R)
@@ -191,13 +182,13 @@ def _gram_factor(G: torch.Tensor, coeffs: torch.Tensor | None) -> _GramFactor:
     L, info = torch.linalg.cholesky_ex(Gn)
     eye = torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
     Linv = torch.linalg.solve_triangular(L, eye.expand_as(L), upper=False)
-    chol = (info == 0) & (Linv.square().sum((-2, -1)) * ILL_TOL <= 1)  # NaN-safe: NaN -> False
+    chol = (info == 0) & (Linv.square().sum((-2, -1)) * ill_tol <= 1)  # NaN-safe: NaN -> False
     # Gn = L L^T: X D^-1 = Q L^T, so Q = X D^-1 L^-T and T = L^T D
     W = dinv[:, :, None] * Linv.mT
     T = L.mT * d[:, None, :]
     ok = chol.clone()
     rest = ~chol
-    if bool(rest.any()):
+    if rescue and bool(rest.any()):
         lam, V = torch.linalg.eigh(Gn[rest])
         keep = lam > DROP_TOL
         ok[rest] = ~(keep & (lam < ILL_TOL)).any(-1)
@@ -222,62 +213,124 @@ def rerank_gram(
 ) -> Rerank:
     """Exact rank-k re-rank of ``B diag(coeffs) A`` without QR of the tall factors.
 
-    Per module: fp64 Grams ``B^T B``, ``A A^T`` (two GEMMs, the only O(d R^2) work), Jacobi
-    scaling + R x R ``eigh`` for an implicit thin QR of each side, SVD of the R x R core
-    ``T_b T_a^T``, and the lift ``B (W_b U_k)``, ``A^T (W_a V_k)`` (O(d R k)), all in fp64 on
-    chunks of ``GRAM_CHUNK`` modules. Modules whose Gram is ill-conditioned in a kept direction
-    are recomputed by Householder QR (``rerank_qr``) and counted in ``fallbacks``.
+    Per module: Grams ``B^T B``, ``A A^T`` (two GEMMs, the only O(d R^2) work), Jacobi
+    scaling + Cholesky (or ``eigh``) for an implicit thin QR of each side, SVD of the R x R
+    core ``T_b T_a^T``, and the lift ``B (W_b U_k)``, ``A^T (W_a V_k)`` (O(d R k)), on chunks of
+    ``GRAM_CHUNK`` modules. fp32 inputs first run with fp32 GEMMs (R x R algebra in fp64);
+    modules whose fp32 Cholesky is not certified (FP32_ILL_TOL) are redone from fp64 Grams,
+    and modules ill-conditioned even there by Householder QR (``rerank_qr``); both count in
+    ``fallbacks`` only when the fp64 Gram path fails too.
     ``core_solver`` replaces the core SVD (fast mode); it returns top triplets and a mask of
     modules it could not certify, which get the exact core SVD. ``scratch(key, shape, dtype)``
     supplies reusable fp64 work buffers (``MergeContext.scratch``).
     """
-    m, R = B.shape[0], B.shape[-1]
-    Bs, As, Ss, Ts = [], [], [], []
-    bad_gram = torch.zeros(m, dtype=torch.bool, device=B.device)
-    core_fallbacks = 0
+    m = B.shape[0]
+    parts: list[_Chunk] = []
     nthreads = torch.get_num_threads()
     with cpu_threads(1, B.device):
         for lo in range(0, m, GRAM_CHUNK):
             sl = slice(lo, min(m, lo + GRAM_CHUNK))
-            Bd, Ad = _as_fp64(B[sl], "gram_B", scratch), _as_fp64(A[sl], "gram_A", scratch)
             c = None if coeffs is None else coeffs[sl].double()
-            with cpu_threads(nthreads, B.device):  # (mc, R, R): the O(d R^2) GEMMs
-                Gb, Ga = Bd.mT @ Bd, Ad @ Ad.mT
-            fb = _gram_factor(Gb, c)
-            fa = _gram_factor(Ga, None)  # c lives on the B side only (Jacobi scaling makes
-            # the factorization blind to how it is distributed)
-            core = fb.T @ fa.T.mT  # (mc, R, R): singular values of B diag(c) A
-            if core_solver is not None:
-                sol = core_solver(core)
-                U, S, V, unsure = sol.U, sol.S, sol.V, sol.unsure
-                core_fallbacks += int((unsure & fb.ok & fa.ok).sum())
-                if bool(unsure.any()):
-                    U2, S2, V2 = _core_svd(core[unsure])
-                    U, S, V = U.clone(), S.clone(), V.clone()
-                    U[unsure], V[unsure] = U2[..., : U.shape[-1]], V2[..., : V.shape[-1]]
-                    S[unsure] = S2
-            else:
-                U, S, V = _core_svd(core)
-            kk = min(k, R)
-            Wb, Wa = fb.W @ U[..., :kk], fa.W @ V[..., :kk]  # (mc, R, kk)
-            with cpu_threads(nthreads, B.device):  # lift: O(d R k)
-                Lb, La = Bd @ Wb, Ad.mT @ Wa
-            Bo, Ao = factors_from_svd(Lb, S, La, k, split)
-            Bs.append(Bo.to(B.dtype))
-            As.append(Ao.to(A.dtype))
-            Ss.append(S.to(B.dtype))
-            Ts.append(core.square().sum((-2, -1)))
-            bad_gram[sl] = ~(fb.ok & fa.ok)
-        out = Rerank(torch.cat(Bs), torch.cat(As), torch.cat(Ss), core_fallbacks, torch.cat(Ts))
+            fp32 = B.dtype == torch.float32
+            args = (k, split, core_solver, scratch, nthreads)
+            part = _gram_chunk(B[sl], A[sl], c, *args, fp32=fp32)
+            if fp32 and not bool(part.ok.all()):  # uncertified in fp32: fp64 Grams
+                redo = ~part.ok
+                cr = None if c is None else c[redo]
+                exact = _gram_chunk(B[sl][redo], A[sl][redo], cr, *args)
+                part.replace(redo, exact)
+            parts.append(part)
+    out = Rerank(
+        torch.cat([p.B for p in parts]),
+        torch.cat([p.A for p in parts]),
+        torch.cat([p.S for p in parts]),
+        sum(p.core_fallbacks for p in parts),
+        torch.cat([p.total_sq for p in parts]),
+    )
+    bad_gram = torch.cat([~p.ok for p in parts])
     if bool(bad_gram.any()):  # Householder QR (multi-threaded: tall-skinny panels)
         cb = None if coeffs is None else coeffs[bad_gram]
-        exact = rerank_qr(*_fold(B[bad_gram], A[bad_gram], cb), k, split)
-        out.B[bad_gram], out.A[bad_gram] = exact.B, exact.A
-        out.S[bad_gram] = _pad_spectrum(exact.S, out.S.shape[-1])
+        qr = rerank_qr(*_fold(B[bad_gram], A[bad_gram], cb), k, split)
+        out.B[bad_gram], out.A[bad_gram] = qr.B, qr.A
+        out.S[bad_gram] = _pad_spectrum(qr.S, out.S.shape[-1])
         assert out.total_sq is not None  # the Gram path always fills it
-        out.total_sq[bad_gram] = exact.S.double().square().sum(-1)
+        out.total_sq[bad_gram] = qr.S.double().square().sum(-1)
         out.fallbacks += int(bad_gram.sum())
     return out
+
+
+@dataclass
+class _Chunk:
+    """Re-rank of one chunk of modules; ``ok`` False where the Gram factorization failed."""
+
+    B: torch.Tensor  # (mc, d_out, k)
+    A: torch.Tensor  # (mc, k, d_in)
+    S: torch.Tensor  # (mc, R)
+    total_sq: torch.Tensor  # (mc,)
+    ok: torch.Tensor  # (mc,) bool
+    core_fallbacks: int = 0
+
+    def replace(self, mask: torch.Tensor, other: _Chunk) -> None:
+        for name in ("B", "A", "S", "total_sq", "ok"):
+            getattr(self, name)[mask] = getattr(other, name)
+        self.core_fallbacks += other.core_fallbacks
+
+
+def _gram_chunk(
+    B: torch.Tensor,
+    A: torch.Tensor,
+    c: torch.Tensor | None,
+    k: int,
+    split: Split,
+    core_solver: Callable[[torch.Tensor], _CoreSvd] | None,
+    scratch: Scratch | None,
+    nthreads: int,
+    *,
+    fp32: bool = False,
+) -> _Chunk:
+    """One chunk (runs under ``cpu_threads(1)``; the big GEMMs get all threads back).
+
+    ``fp32``: Grams and lift as fp32 GEMMs on the inputs themselves (no fp64 copies of the
+    tall factors); only certified Cholesky factorizations are accepted (``ok`` marks them)."""
+    if fp32:
+        X, Y = B, A
+    else:
+        X, Y = _as_fp64(B, "gram_B", scratch), _as_fp64(A, "gram_A", scratch)
+    with cpu_threads(nthreads, B.device):  # (mc, R, R): the O(d R^2) GEMMs
+        Gb, Ga = (X.mT @ X).double(), (Y @ Y.mT).double()
+    tol = FP32_ILL_TOL if fp32 else ILL_TOL
+    fb = _gram_factor(Gb, c, tol, rescue=not fp32)
+    fa = _gram_factor(Ga, None, tol, rescue=not fp32)  # c lives on the B side only (Jacobi
+    # scaling makes the factorization blind to how it is distributed)
+    core = fb.T @ fa.T.mT  # (mc, R, R): singular values of B diag(c) A
+    U, S, V, core_fallbacks = _solve_core(core, core_solver, fb.ok & fa.ok)
+    kk = min(k, B.shape[-1])
+    Wb, Wa = fb.W @ U[..., :kk], fa.W @ V[..., :kk]  # (mc, R, kk)
+    with cpu_threads(nthreads, B.device):  # lift: O(d R k)
+        Lb, La = X @ Wb.to(X.dtype), Y.mT @ Wa.to(Y.dtype)
+    Bo, Ao = factors_from_svd(Lb, S, La, k, split)
+    ok = fb.ok & fa.ok
+    total = core.square().sum((-2, -1))
+    return _Chunk(Bo.to(B.dtype), Ao.to(A.dtype), S.to(B.dtype), total, ok, core_fallbacks)
+
+
+def _solve_core(
+    core: torch.Tensor,
+    core_solver: Callable[[torch.Tensor], _CoreSvd] | None,
+    certified: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(U, S, V, fallbacks) of the cores: exact, or the fast solver with exact fallback."""
+    if core_solver is None:
+        return (*_core_svd(core), 0)
+    sol = core_solver(core)
+    U, S, V, unsure = sol.U, sol.S, sol.V, sol.unsure
+    fallbacks = int((unsure & certified).sum())
+    if bool(unsure.any()):
+        U2, S2, V2 = _core_svd(core[unsure])
+        U, S, V = U.clone(), S.clone(), V.clone()
+        U[unsure], V[unsure] = U2[..., : U.shape[-1]], V2[..., : V.shape[-1]]
+        S[unsure] = S2
+    return U, S, V, fallbacks
 
 
 def _core_svd(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -304,59 +357,8 @@ class _CoreSvd:
     unsure: torch.Tensor  # (m,) bool: failed the gap / residual check
 
 
-def rerank_fast(
-    B: torch.Tensor,
-    A: torch.Tensor,
-    k: int,
-    *,
-    oversample: int = 8,
-    iters: int = 6,
-    min_gap: float = 1.02,
-    max_residual: float = 1e-4,
-    split: Split = "balanced",
-    generator: torch.Generator | None = None,
-    coeffs: torch.Tensor | None = None,
-    scratch: Scratch | None = None,
-) -> Rerank:
-    """Gram path with subspace iteration on the R x R core instead of its full SVD.
-
-    Checked per module: the Ritz values must show a gap ``s_k / s_{k+1} >= min_gap`` and the
-    relative residual ``||M v - s u|| / s_1`` must be below ``max_residual``; modules that fail
-    get the exact core SVD (the Grams are shared, so a fallback costs one R x R SVD), modules
-    whose Gram is ill-conditioned get Householder QR. ``fallbacks`` counts both.
-    """
-    R = B.shape[-1]
-    if k + oversample >= R:  # core too small for iteration to pay off: plain exact path
-        return rerank_gram(B, A, k, split, coeffs, scratch=scratch)
-
-    def solve(core: torch.Tensor) -> _CoreSvd:
-        U, S, V = _subspace_svd(core, k + oversample, iters, generator)
-        resid = (core @ V[..., :k] - U[..., :k] * S[:, None, :k]).norm(dim=-2).amax(-1)
-        s1 = S[:, 0].clamp_min(1e-300)
-        gap = S[:, k - 1] / S[:, k].clamp_min(1e-300)
-        unsure = (gap < min_gap) | (resid > max_residual * s1) | (S[:, 0] <= 0)
-        return _CoreSvd(U, _pad_spectrum(S, R), V, unsure)
-
-    return rerank_gram(B, A, k, split, coeffs, core_solver=solve, scratch=scratch)
-
-
 def _pad_spectrum(S: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(S, (0, max(0, width - S.shape[-1])))[:, :width]
-
-
-def _subspace_svd(
-    M: torch.Tensor, width: int, iters: int, generator: torch.Generator | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-``width`` singular triplets of each (R, R) ``M`` by block power iteration + Ritz."""
-    m, R, _ = M.shape
-    X = torch.randn(m, R, width, dtype=M.dtype, device=M.device, generator=generator)
-    Q, _ = torch.linalg.qr(M @ X)  # (m, R, w)
-    for _ in range(iters):
-        P, _ = torch.linalg.qr(M.mT @ Q)
-        Q, _ = torch.linalg.qr(M @ P)
-    small = Q.mT @ M  # (m, w, R): Rayleigh-Ritz projection
-    Us, S, Vh = torch.linalg.svd(small, full_matrices=False)  # (m, w, w), (m, w), (m, w, R)
-    return Q @ Us, S, Vh.mT
 
 
 def frob_inner(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -147,38 +145,3 @@ def test_bad_merges_exit_2_and_register_nothing(home, tmp_path):
     assert sorted(i["name"] for i in after) == sorted(
         [i["name"] for i in before[0]] + ["cat-ab", "rab"]
     )
-
-
-def test_two_hundred_adapters_merge(tmp_path, monkeypatch):
-    """200 inputs work (linear keeps the rank, so the result stays small)."""
-    monkeypatch.delenv("LORADEX_DATABASE_URL", raising=False)
-    from hub.config import Settings
-    from hub.core.models import AdapterMeta
-    from hub.core.names import AdapterRef
-    from hub.services.container import Container
-    from storage.peft_format import read_peft_bytes
-    from storage.safetensors_io import serialize_safetensors
-
-    c = Container(Settings(home=tmp_path / "h"))
-    cfg = json.dumps(peft_config(r=2, targets=["q_proj"])).encode()
-    batch = [
-        (
-            read_peft_bytes(
-                cfg, serialize_safetensors(make_tensors(r=2, layers=1, targets=("q_proj",), seed=i))
-            ),
-            AdapterMeta(name=f"m{i:03d}"),
-            {},
-        )
-        for i in range(200)
-    ]
-    c.registry.add_many(batch)
-    refs = [AdapterRef(f"m{i:03d}") for i in range(200)]
-    ticks = []
-    out = c.merges.merge(
-        refs,
-        method="linear",
-        name="all200",
-        progress=lambda done, total: ticks.append((done, total)),
-    )
-    assert out.added.item.rank == 2 and ticks and ticks[-1][0] == ticks[-1][1]
-    assert len(c.registry.show(AdapterRef("all200")).lineage.parents) == 200

@@ -158,3 +158,27 @@ def test_batch_buffer_reuse_does_not_leak_between_batches(method: str, params: d
     assert torch.get_num_threads() == threads
     for name, mod in many.adapter:
         np.testing.assert_allclose(one.adapter.modules[name].delta(), mod.delta(), atol=1e-5)
+
+
+def test_concurrent_merges_restore_the_thread_count() -> None:
+    """torch's thread count is process-wide: merges in parallel threads (job workers) must not
+    interleave their narrow/restore pairs and leave the process on one thread."""
+    import threading
+
+    ads = adapters(3, layers=2)
+    threads = torch.get_num_threads()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(3):
+                merge(ads, [1.0, 0.5, 0.8], "svd", {"rank": 5})
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors and torch.get_num_threads() == threads

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from hub.core.errors import BadInputError
 from hub.core.lora import LoraAdapter, LoraModule
@@ -51,6 +52,81 @@ def test_lego_identical_copies_merge_back_to_the_original() -> None:
     res = merge(
         [ad, permuted(ad, 3), ad, permuted(ad, 4, flip=True)], [1, 1, 1, 1], "lego", {"rank": 4}
     )
+    for name, m in res.adapter:
+        np.testing.assert_allclose(m.delta(), ad.modules[name].delta(), rtol=1e-4, atol=1e-6)
+
+
+def regauged(ad: LoraAdapter, seed: int) -> LoraAdapter:
+    """Same deltas in another GL(r) gauge: (B M, M^-1 A) for a random well-conditioned M."""
+    rng = np.random.default_rng(seed)
+    mods = {}
+    for name, m in ad:
+        M = np.eye(m.rank) + 0.3 * rng.standard_normal((m.rank, m.rank))
+        mods[name] = LoraModule(A=np.linalg.solve(M, m.A), B=m.B @ M, alpha=m.alpha)
+    return LoraAdapter(base=ad.base, modules=mods)
+
+
+def test_lego_positive_unit_rescaling_keeps_the_clusters() -> None:
+    """Features are directions only (§3.5.4): (c b, a / c) with c > 0 changes no label."""
+    from merging.batch import MergeContext, build_batch
+    from merging.methods import lego
+
+    ads = adapters(4)
+    rng = np.random.default_rng(3)
+    rescaled = []
+    for ad in ads:
+        mods = {}
+        for name, m in ad:
+            c = rng.uniform(0.2, 5.0, m.rank)
+            mods[name] = LoraModule(A=m.A / c[:, None], B=m.B * c, alpha=m.alpha)
+        rescaled.append(LoraAdapter(base=ad.base, modules=mods))
+    ctx, p = MergeContext(dtype=torch.float64), lego.LegoParams(rank=5)
+    name = next(iter(ads[0].modules))
+    labels = []
+    for group in (ads, rescaled):
+        B, A = lego._prepare_units(build_batch(group, [1.0] * 4, [name], ctx), p)
+        K = lego._kernel(B, A)
+        start = torch.zeros(1, dtype=torch.long)  # same seed unit in both runs
+        labels.append(lego.kernel_kmeans(K, lego._farthest_init(K, start, 5), 5, 20))
+    assert torch.equal(labels[0], labels[1])
+
+
+SVD_GAUGE = {"rank": 5, "gauge": "svd", "centroid": "energy", "init": "energy"}
+
+
+def test_lego_svd_gauge_is_invariant_to_the_factor_gauge() -> None:
+    """Raw units are an arbitrary GL(r) mix; in the SVD gauge (B M, M^-1 A) merges the same."""
+    ads, w = adapters(3), [1.0, 0.5, 2.0]
+    B, A, _ = run_fn("lego", ads, w, SVD_GAUGE)
+    B2, A2, _ = run_fn("lego", [regauged(ad, i) for i, ad in enumerate(ads)], w, SVD_GAUGE)
+    np.testing.assert_allclose(B2 @ A2, B @ A, rtol=1e-7, atol=1e-9)
+    raw = {"rank": 5}
+    B, A, _ = run_fn("lego", ads, w, raw)
+    B2, A2, _ = run_fn("lego", [regauged(ad, i) for i, ad in enumerate(ads)], w, raw)
+    assert not np.allclose(B2 @ A2, B @ A, atol=1e-6)  # the raw gauge is not invariant
+
+
+@pytest.mark.parametrize("params", [SVD_GAUGE, {"rank": 4, "init": "energy"}])
+def test_lego_options_keep_identity_and_cat_properties(params: dict) -> None:
+    ad = adapters(1, rank=4)[0]
+    copies = [ad, permuted(ad, 3), regauged(ad, 5) if "gauge" in params else ad]
+    res = merge(copies, [1, 1, 1], "lego", {**params, "rank": 4})
+    for name, m in res.adapter:
+        np.testing.assert_allclose(m.delta(), ad.modules[name].delta(), rtol=1e-4, atol=1e-6)
+    ads, w = adapters(3), [1.0, 0.5, 2.0]
+    B, A, _ = run_fn("lego", ads, w, {**params, "rank": 12, **NO_REWEIGHT})
+    name = next(iter(ads[0].modules))
+    np.testing.assert_allclose(B @ A, weighted_sum(ads, w, name), rtol=1e-9, atol=1e-11)
+
+
+def test_lego_norm_calibration_matches_the_weighted_sum_norm() -> None:
+    ads, w = adapters(4), [0.25] * 4
+    B, A, _ = run_fn("lego", ads, w, {"rank": 4, "calibrate": "norm"})
+    name = next(iter(ads[0].modules))
+    ref = weighted_sum(ads, w, name)
+    assert np.linalg.norm(B @ A) == pytest.approx(np.linalg.norm(ref), rel=1e-9)
+    ad = adapters(1, rank=4)[0]  # mean weights over identical copies: the original again
+    res = merge([ad] * 3, [1 / 3] * 3, "lego", {"rank": 4, "calibrate": "norm"})
     for name, m in res.adapter:
         np.testing.assert_allclose(m.delta(), ad.modules[name].delta(), rtol=1e-4, atol=1e-6)
 

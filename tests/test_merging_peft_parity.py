@@ -5,6 +5,9 @@ from torch's global RNG in PEFT; we record PEFT's masks and feed the same ones t
 per-module generator hook (``merging.methods.peft_ops.bernoulli_mask``), so DARE is compared
 exactly too. Deliberate deviation, tested: PEFT 0.21 gives the merged adapter the *first*
 input's ``use_rslora``, inflating it by sqrt(new rank); we always output scaling 1.
+PEFT's old svd double scaling (``w_i s_i`` times a delta that already holds ``s_i``, fixed by
+PR #3111) is absent from the installed 0.21.2: the svd cases below use alpha != r (scalings 2,
+4 and 1), so they would fail against a PEFT that still had it.
 """
 
 from __future__ import annotations

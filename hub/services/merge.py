@@ -59,7 +59,7 @@ class MergeService:
         weights = list(weights) if weights is not None else [1.0] * len(refs)
         inputs = [self.registry.show(ref) for ref in refs]
         labels = [f"{d.name}@{d.version}" for d in inputs]
-        adapters = [self.registry.load(AdapterRef(d.name, d.version)).adapter for d in inputs]
+        adapters = [self.registry.load_detail(d).adapter for d in inputs]
         result = merging.merge(
             adapters,
             weights,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from hub.core.errors import BadInputError, NotMergeableError
+from hub.core.errors import BadInputError, IncompatibleBaseModelError, NotMergeableError
 from hub.core.names import AdapterRef, validate_name
 from hub.services.jobs import JobContext, JobKind, JobOutcome, register_job_kind
 
@@ -36,7 +36,7 @@ class MergeJobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     adapters: list[Ref] = Field(
-        min_length=1, max_length=64, description="NAME or NAME@VERSION of each input."
+        min_length=1, max_length=1000, description="NAME or NAME@VERSION of each input."
     )
     method: str = Field(default="svd", max_length=64, description="A method of GET /methods.")
     params: dict[str, Any] = Field(default_factory=dict, description="Method parameters.")
@@ -64,20 +64,40 @@ def validate_merge(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
     refs = [AdapterRef.parse(a) for a in spec.adapters]
     method = merging.get_method(spec.method)
     method.parse_params(spec.params)
-    if spec.weights is not None and len(spec.weights) != len(refs):
+    if len(refs) < 2:
         raise BadInputError(
-            f"{len(spec.weights)} weights for {len(refs)} adapters",
-            code="weights_count_mismatch",
+            f"a merge needs at least 2 adapters, got {len(refs)}", code="merge_too_few_adapters"
         )
-    pinned = []
-    for ref in refs:
-        item = container.registry.catalog.get_item(ref.name, ref.version)
+    if spec.weights is not None:
+        merging.check_weights(
+            spec.weights,
+            len(refs),
+            allow_negative=method.allow_negative_weights,
+            method=method.name,
+        )
+    items = [container.registry.catalog.get_item(ref.name, ref.version) for ref in refs]
+    for item in items:
         if not item.mergeable:
             raise NotMergeableError(
                 f"{item.name}@{item.version} cannot be merged: {item.not_mergeable_reason}"
             )
-        pinned.append(f"{item.name}@{item.version}")
+    _check_same_base(items)
+    pinned = [f"{item.name}@{item.version}" for item in items]
     return {**spec.model_dump(mode="json"), "adapters": pinned}
+
+
+def _check_same_base(items: list[Any]) -> None:
+    """Refuse at submit time what the engine would refuse later (no job that must fail)."""
+    first = items[0]
+    for item in items[1:]:
+        for field in ("base_model", "base_model_fingerprint"):
+            a, b = getattr(first, field), getattr(item, field)
+            if a and b and a != b:
+                raise IncompatibleBaseModelError(
+                    f"{item.name}@{item.version} is for base {b!r}, "
+                    f"{first.name}@{first.version} for {a!r}",
+                    code="base_model_mismatch",
+                )
 
 
 def run_merge(container: Container, raw: dict[str, Any], ctx: JobContext) -> JobOutcome:

@@ -178,7 +178,10 @@ class RegistryService:
 
     def load(self, ref: AdapterRef) -> ParsedAdapter:
         """The adapter's weights, digest-verified and re-validated (blobs are never trusted)."""
-        detail = self.show(ref)
+        return self.load_detail(self.show(ref))
+
+    def load_detail(self, detail: AdapterDetail) -> ParsedAdapter:
+        """``load`` for a version already looked up (saves a catalog query per input)."""
         if detail.source == "mixture":  # a gate over experts, not LoRA weights (mixture_store)
             from hub.services.mixture_store import not_a_lora
 

@@ -18,7 +18,18 @@ Options and deviations (documented, all switchable):
   (default) or L-inf as in the third-party code.
 - ``output_reweight`` ("variance expansion"): merged update times ``sqrt(r_mean / k)``, with
   ``r_mean`` the mean input rank (the paper's choice for unequal ranks is unverified).
-Semantics: a *mean* of units, so n identical copies merge back to the original, not n times it.
+- ``gauge='svd'`` (deviation, §0.1.1): units of a trained LoRA are an arbitrary GL(r) mix (PEFT
+  inits A at random, so trained ``a`` rows stay near-random and ``b`` columns nearly collinear);
+  re-expressing each member in its own SVD gauge makes units canonical and the merge invariant
+  to ``(B M, M^-1 A)``.
+- ``centroid='energy'`` / ``init='energy'`` (deviations): weight each unit by ``|b||a|`` in the
+  centroid mean and when picking seeds, so tiny units in odd directions neither dilute a
+  cluster's dominant unit nor claim a cluster of their own.
+- ``calibrate='norm'`` (deviation): rescale the update to ``|sum_i w_i dW_i|_F``, so weights
+  mean what they mean for every other method (LEGO's own scale is that of *one* adapter).
+Semantics: a *mean* of units, so n identical copies merge back to the original, not n times it;
+at weights ``1/n`` it therefore averages twice (``calibrate='norm'`` undoes that).
+Ablation on the zoo: ``benchmarks/merge_quality.py`` (README "Merging").
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ import torch
 from pydantic import Field
 
 from merging.batch import MergeContext, ModuleBatch
-from merging.lowrank import rel_error
+from merging.lowrank import frob_inner, rel_error, rerank_exact
 from merging.methods.params import RankParams
 from merging.registry import BatchOutput, MethodSpec, register
 
@@ -44,10 +55,36 @@ class LegoParams(RankParams):
     param_reweight: bool = Field(True, description="scale centroids to the mean member norm")
     output_reweight: bool = Field(True, description="scale the update by sqrt(r_mean / k)")
     norm: Literal["l2", "linf"] = Field("l2", description="norm used by param_reweight")
+    gauge: Literal["raw", "svd"] = Field(
+        "raw", description="units as stored, or each member in its own SVD gauge (deviation)"
+    )
+    centroid: Literal["mean", "energy"] = Field(
+        "mean", description="plain mean of members, or weighted by unit energy |b||a|"
+    )
+    init: Literal["farthest", "energy"] = Field(
+        "farthest", description="seeds: farthest point, or farthest weighted by unit energy"
+    )
+    calibrate: Literal["none", "norm"] = Field(
+        "none", description="'norm': rescale the update to |sum_i w_i dW_i|_F (deviation)"
+    )
+
+
+def _svd_gauge(batch: ModuleBatch, B: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Re-express each member's units in its own SVD gauge (``b_j = sqrt(s_j) u_j``,
+    ``a_j = sqrt(s_j) v_j``): same delta, but units become canonical (orthogonal, ordered by
+    energy) instead of an arbitrary GL(r) mix of the trained factors (ALGORITHMS §0.1.1)."""
+    Bs, As = [], []
+    for b, a, r in zip(batch.split(B, 2), batch.split(A, 1), batch.ranks, strict=True):
+        res = rerank_exact(b, a, r)  # (m, d_out, r), (m, r, d_in)
+        Bs.append(res.B.to(B.dtype))
+        As.append(res.A.to(A.dtype))
+    return torch.cat(Bs, -1), torch.cat(As, -2)
 
 
 def _prepare_units(batch: ModuleBatch, p: LegoParams) -> tuple[torch.Tensor, torch.Tensor]:
     B, A = batch.folded()  # (m, d_out, R), (m, R, d_in)
+    if p.gauge == "svd":
+        B, A = _svd_gauge(batch, B, A)
     if p.canonical_sign:
         idx = A.abs().argmax(dim=-1, keepdim=True)  # (m, R, 1)
         sign = torch.sign(torch.gather(A, -1, idx))
@@ -69,27 +106,41 @@ def _kernel(B: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     return Ga + Gb
 
 
-def _farthest_init(K: torch.Tensor, start: torch.Tensor, k: int) -> torch.Tensor:
-    """(m, k) unit indices: farthest-point traversal in feature space, from ``start``."""
+def _farthest_init(
+    K: torch.Tensor, start: torch.Tensor, k: int, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(m, k) unit indices: farthest-point traversal in feature space, from ``start``; with
+    ``weight`` (m, R) the next seed maximises ``weight * distance^2`` (a deterministic
+    k-means++), so low-energy outliers do not take a cluster of their own. Never picks a unit
+    at distance 0 from a seed (duplicates) while a distinct one is left."""
     diag = torch.diagonal(K, dim1=-2, dim2=-1)  # (m, R)
     rows = torch.arange(K.shape[0], device=K.device)
     chosen = [start]
     nearest = diag + diag[rows, start][:, None] - 2 * K[rows, start]  # (m, R) sq. distances
     for _ in range(1, k):
-        nxt = nearest.argmax(dim=-1)
+        score = nearest if weight is None else nearest.clamp_min(0) * weight
+        nxt = score.argmax(dim=-1)
         chosen.append(nxt)
         d = diag + diag[rows, nxt][:, None] - 2 * K[rows, nxt]
         nearest = torch.minimum(nearest, d)
     return torch.stack(chosen, dim=-1)
 
 
-def _assign_matrix(labels: torch.Tensor, k: int) -> torch.Tensor:
-    """(m, R, k) mean-assignment matrix: column c averages the units labelled c."""
+def _assign_matrix(
+    labels: torch.Tensor, k: int, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(m, R, k) mean-assignment matrix: column c averages the units labelled c, weighted by
+    ``weight`` (m, R) when given (a cluster whose members all weigh 0 averages uniformly)."""
     onehot = torch.nn.functional.one_hot(labels, k).to(torch.float64)
-    return onehot / onehot.sum(dim=1, keepdim=True).clamp_min(1.0)
+    if weight is not None:
+        w = onehot * weight.to(torch.float64)[:, :, None]
+        onehot = torch.where(w.sum(dim=1, keepdim=True) > 0, w, onehot)
+    return onehot / onehot.sum(dim=1, keepdim=True).clamp_min(1e-300)
 
 
-def kernel_kmeans(K: torch.Tensor, init: torch.Tensor, k: int, iters: int) -> torch.Tensor:
+def kernel_kmeans(
+    K: torch.Tensor, init: torch.Tensor, k: int, iters: int, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """(m, R) labels. Distances to a cluster mean: K_ii - 2 (K M)_ic + (M^T K M)_cc."""
     m, R, _ = K.shape
     diag = torch.diagonal(K, dim1=-2, dim2=-1)
@@ -101,7 +152,7 @@ def kernel_kmeans(K: torch.Tensor, init: torch.Tensor, k: int, iters: int) -> to
     )  # (m, R, k): distance to each seed unit
     labels = d0.argmin(dim=-1)
     for _ in range(iters):
-        M = _assign_matrix(labels, k)  # (m, R, k)
+        M = _assign_matrix(labels, k, weight)  # (m, R, k)
         KM = K @ M
         dist = diag[:, :, None] - 2 * KM + torch.diagonal(M.mT @ KM, dim1=-2, dim2=-1)[:, None]
         empty = M.sum(dim=1) == 0  # (m, k): keep empty clusters alive with their seed unit
@@ -132,12 +183,16 @@ def merge_lego(batch: ModuleBatch, params: LegoParams, ctx: MergeContext) -> Bat
     k = params.rank if params.rank is not None else max(batch.ranks)
     B, A = _prepare_units(batch, params)
     K = _kernel(B, A).double()  # fp64: k-means decisions should not flip on fp32 noise
-    start = (A.norm(dim=-1) * B.norm(dim=-2)).argmax(dim=-1)  # (m,)
+    energy = A.norm(dim=-1) * B.norm(dim=-2)  # (m, R): |b a^T|_F of each unit
+    start = energy.argmax(dim=-1)  # (m,)
+    weight = energy if params.centroid == "energy" else None
     if k >= batch.total_rank:  # every unit its own cluster: identity assignment
         labels = torch.arange(batch.total_rank, device=B.device).expand(len(batch.names), -1)
     else:
-        labels = kernel_kmeans(K, _farthest_init(K, start, k), k, params.iters)
-    M = _assign_matrix(labels, k)  # (m, R, k)
+        seed_weight = energy.double() if params.init == "energy" else None
+        init = _farthest_init(K, start, k, seed_weight)
+        labels = kernel_kmeans(K, init, k, params.iters, weight)
+    M = _assign_matrix(labels, k, weight)  # (m, R, k)
     Bc = B @ M.to(B.dtype)  # (m, d_out, R) @ (m, R, k)
     Ac = M.mT.to(A.dtype) @ A  # (m, k, R) @ (m, R, d_in)
     if params.param_reweight:
@@ -147,6 +202,10 @@ def merge_lego(batch: ModuleBatch, params: LegoParams, ctx: MergeContext) -> Bat
         f = (r_mean / k) ** 0.25  # on each side: the product scales by sqrt(r_mean / k)
         Bc, Ac = Bc * f, Ac * f
     B_ref, A_ref = batch.folded()
+    if params.calibrate == "norm":  # same Frobenius norm as the weighted sum it stands for
+        ratio = frob_inner(B_ref, A_ref, B_ref, A_ref) / frob_inner(Bc, Ac, Bc, Ac).clamp_min(EPS)
+        f = ratio.clamp_min(0).pow(0.25).to(Bc.dtype)  # (m,), on each side
+        Bc, Ac = Bc * f[:, None, None], Ac * f[:, None, None]
     return BatchOutput(B=Bc, A=Ac, rel_error=rel_error(B_ref, A_ref, Bc, Ac))
 
 

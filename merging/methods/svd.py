@@ -23,9 +23,10 @@ import torch
 from pydantic import Field
 
 from merging.batch import MergeContext, ModuleBatch
-from merging.lowrank import rerank_exact, rerank_fast
+from merging.lowrank import rerank_exact
 from merging.methods.params import DenseSvdParams
 from merging.registry import BatchOutput, MethodSpec, register
+from merging.subspace import rerank_fast
 
 REFERENCE = "PEFT add_weighted_adapter combination_type='svd'; low-rank QR core (PERF §A2)"
 

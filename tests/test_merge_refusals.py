@@ -1,0 +1,148 @@
+"""Issue 5's bad-input list end to end (CLI, service and the merge job kind), and 200 adapters
+through a merge job with progress. Every refusal: exit 2 / a typed error naming the problem,
+nothing registered (no catalog row, no new blob)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hub.core.errors import BadInputError, HubError
+from hub.core.models import AdapterMeta
+from hub.core.names import AdapterRef
+from hub.services.jobs import JobContext
+from hub.services.merge_jobs import run_merge, validate_merge
+from storage.peft_format import read_peft_bytes
+from storage.safetensors_io import serialize_safetensors
+from tests.api_helpers import make_container
+from tests.cli_helpers import cli
+from tests.factories import make_tensors, peft_config, write_adapter_dir
+
+
+def snapshot(home):
+    listing = cli(home, "ls", "--all-versions", "--json").json()["data"]
+    blobs = sorted(p.name for p in (home / "blobs" / "sha256").rglob("*") if p.is_file())
+    return sorted((i["name"], i["version"]) for i in listing), blobs
+
+
+@pytest.fixture
+def home(tmp_path, catalog_url, monkeypatch):
+    monkeypatch.setenv("LORADEX_DATABASE_URL", catalog_url)
+    h = tmp_path / "home"
+    for i, name in enumerate(["a", "b"]):
+        assert (
+            cli(h, "add", write_adapter_dir(tmp_path / name, seed=20 + i), "--name", name).code == 0
+        )
+    q_only = write_adapter_dir(tmp_path / "q", seed=30, targets=("q_proj",))
+    assert cli(h, "add", q_only, "--name", "q-only").code == 0
+    k_only = write_adapter_dir(tmp_path / "k", seed=31, targets=("k_proj",))
+    assert cli(h, "add", k_only, "--name", "k-only").code == 0
+    tensors = make_tensors(seed=32)
+    for key in [k for k in tensors if k.endswith("lora_B.weight")]:
+        tensors[key.replace(".weight", ".bias")] = np.ones(tensors[key].shape[0], np.float32)
+    biased = write_adapter_dir(
+        tmp_path / "bias", tensors=tensors, config=peft_config(lora_bias=True)
+    )
+    assert cli(h, "add", biased, "--name", "biased").code == 0
+    return h
+
+
+BAD = [
+    (["a", "biased"], "cat", [], "bias"),
+    (["k-only", "q-only"], "cat", [], "share no adapted module"),
+    (["a", "q-only"], "cat", [], "adapt different modules"),
+    (["a", "b"], "lego", ["--rank", "0"], "rank"),
+    (["a", "b"], "lego", ["--rank", "9"], "exceeds"),
+    (["a", "b"], "svd", ["--rank", "9"], "exceeds"),
+    (["a", "b"], "rmm", ["--basis", "3"], "basis"),
+    (["a", "b"], "svd", ["--weights", "1,nan"], "not finite"),
+    (["a", "b"], "lego", ["--weights", "1,-0.5"], "negative"),
+    (["a", "b"], "cat", ["--weights", "1"], "1 weights for 2"),
+    (["a"], "svd", [], "at least 2"),
+]
+
+
+def test_cli_refusals_name_the_problem_and_register_nothing(home):
+    before = snapshot(home)
+    for refs, method, extra, fragment in BAD:  # one home for all cases: setup dominates
+        run = cli(home, "merge", *refs, "--method", method, *extra, "--name", "bad")
+        assert run.code == 2, (refs, method, extra, run.stderr)
+        assert fragment in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1
+    assert snapshot(home) == before
+
+
+def test_intersection_policy_merges_what_the_cli_refused_in_strict_mode(home):
+    run = cli(home, "merge", "a", "q-only", "--modules", "intersection", "--name", "aq", "--json")
+    assert run.code == 0, run.stderr
+    report = run.json()["report"]
+    assert report["modules_skipped"] and all("v_proj" in m for m in report["modules_skipped"])
+
+
+class RecordingContext(JobContext):
+    """A job context that keeps every progress report (the real one throttles DB writes)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, str | None]] = []
+
+    def check(self) -> None:
+        return None
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        self.seen.append((fraction, message))
+
+
+def _bulk_container(tmp_path, n: int):
+    c = make_container(tmp_path / "h")
+    cfg = json.dumps(peft_config(r=2)).encode()  # q_proj and v_proj: two shape batches
+    c.registry.add_many(
+        [
+            (
+                read_peft_bytes(cfg, serialize_safetensors(make_tensors(r=2, layers=1, seed=i))),
+                AdapterMeta(name=f"m{i:03d}"),
+                {},
+            )
+            for i in range(n)
+        ]
+    )
+    return c
+
+
+def test_two_hundred_adapters_through_a_merge_job_with_progress(tmp_path):
+    c = _bulk_container(tmp_path, 200)
+    names = [f"m{i:03d}" for i in range(200)]
+    spec = validate_merge(
+        c, {"adapters": names, "method": "svd", "params": {"rank": 4}, "name": "all200"}
+    )
+    assert spec["adapters"][0] == "m000@1" and len(spec["adapters"]) == 200
+    ctx = RecordingContext()
+    outcome = run_merge(c, spec, ctx)
+    fractions = [f for f, _ in ctx.seen]
+    assert fractions == sorted(fractions) and len(fractions) >= 3
+    assert ctx.seen[-1][1] == "merged 2/2 modules"
+    item = c.registry.show(AdapterRef("all200"))
+    assert outcome.message == "merged into all200@1" and item.rank == 4
+    assert len(item.lineage.parents) == 200
+    assert item.lineage.recipe["report"]["n_adapters"] == 200
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"adapters": ["m000"]}, "merge_too_few_adapters"),
+        ({"weights": [1.0, float("nan")]}, "weights_not_finite"),
+        ({"method": "lego", "weights": [1.0, -1.0]}, "weights_negative"),
+        ({"adapters": ["m000", "other"]}, "base_model_mismatch"),
+    ],
+)
+def test_merge_jobs_refuse_at_submit_time(tmp_path, change, code):
+    c = _bulk_container(tmp_path, 2)
+    other = write_adapter_dir(tmp_path / "o", seed=9, config=peft_config(base="another-model"))
+    c.registry.add_path(other, AdapterMeta(name="other"))
+    spec = {"adapters": ["m000", "m001"], "method": "svd", "name": "x", **change}
+    with pytest.raises(HubError) as exc:
+        validate_merge(c, spec)
+    assert exc.value.code == code and isinstance(exc.value, BadInputError)
+    assert c.registry.ls()[1] == 3  # the two inputs and "other": nothing new

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 
 import hub
 from api.errors import install_error_handlers
-from api.routers import adapters, health, jobs, merges, methods, search
+from api.routers import adapters, generations, health, jobs, merges, methods, search
 from hub.config import load_settings
 from hub.services.container import Container
 from hub.services.jobs import JobService
@@ -41,7 +41,7 @@ def create_app(container: Container, *, run_jobs: bool = True) -> FastAPI:
     app.state.container = container
     app.state.jobs = JobService(container)
     app.state.tokens = TokenService(container.catalog)
-    for module in (health, adapters, methods, merges, jobs, search):
+    for module in (health, adapters, methods, merges, jobs, search, generations):
         app.include_router(module.router)
     install_error_handlers(app)
     return app

@@ -54,3 +54,11 @@ class Container:
         from hub.services.merge import MergeService
 
         return MergeService(self.registry)
+
+    @cached_property
+    def generators(self):  # -> GeneratorService (SG-LoRA)
+        from hub.services.generation import GeneratorService
+
+        return GeneratorService(
+            self.registry, lambda: self.search.embedder, self.settings.home / "generators"
+        )

@@ -59,8 +59,8 @@ def _batch_correct(
     answers: list[list[int]],
     ending: torch.Tensor,
     max_new_tokens: int,
-) -> list[bool]:
-    """Right-padded batch: logits at position t predict token t + 1."""
+) -> list[tuple[bool, float]]:
+    """(correct, mean answer-token NLL) per row. Right-padded: logits at t predict t + 1."""
     rows = [p + a for p, a in zip(prompts, answers, strict=True)]
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), base.spec.pad_token_id, dtype=torch.long)
@@ -70,17 +70,20 @@ def _batch_correct(
         mask[i, : len(row)] = 1
     logits = base.model(input_ids=ids.to(base.device), attention_mask=mask.to(base.device)).logits
     best = logits.argmax(-1).cpu()  # (batch, width): greedy choice after each position
-    out = []
+    logp = torch.log_softmax(logits.float(), -1).cpu()  # (batch, width, vocab)
+    out: list[tuple[bool, float]] = []
     for i, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
         n = len(answer)
         if n > max_new_tokens:
             out.append(False)
             continue
         start = len(prompt) - 1  # the position whose prediction is the first answer token
-        ok = bool(torch.equal(best[i, start : start + n], torch.tensor(answer)))
+        target = torch.tensor(answer)
+        ok = bool(torch.equal(best[i, start : start + n], target))
         if ok and n < max_new_tokens:
             ok = bool(torch.isin(best[i, start + n], ending))
-        out.append(ok)
+        nll = -logp[i, start : start + n].gather(-1, target[:, None]).mean()
+        out.append((ok, float(nll)))
     return out
 
 
@@ -94,16 +97,18 @@ def forced_accuracy(
     max_new_tokens: int = 24,
 ) -> EvalResult:
     """Accuracy of base + ``adapter_like`` on the first ``limit`` eval examples, as greedy exact
-    match would score it (see the module docstring for the one difference)."""
+    match would score it (see the module docstring for the one difference). Each output also
+    carries ``nll``: the mean negative log-likelihood of the expected answer tokens, a
+    continuous signal where accuracy is 0 or 1 on few examples."""
     if batch_size < 1 or max_new_tokens < 1 or (limit is not None and limit < 1):
         raise BadInputError("batch_size, max_new_tokens and limit must be >= 1")
     start = time.perf_counter()
     prompts, answers = _rows(loaded_base, task, limit)
     ending = _ending_ids(loaded_base.tokenizer, loaded_base.spec.stop_token_ids)
-    correct: list[bool] = []
+    scored: list[tuple[bool, float]] = []
     with torch.inference_mode(), applied(loaded_base.model, adapter_like):
         for i in range(0, len(prompts), batch_size):
-            correct += _batch_correct(
+            scored += _batch_correct(
                 loaded_base,
                 prompts[i : i + batch_size],
                 answers[i : i + batch_size],
@@ -112,12 +117,12 @@ def forced_accuracy(
             )
     examples = task.split("eval")[:limit]
     outputs = [
-        {"input": ex.input, "expected": ex.output, "correct": ok}
-        for ex, ok in zip(examples, correct, strict=True)
+        {"input": ex.input, "expected": ex.output, "correct": ok, "nll": nll}
+        for ex, (ok, nll) in zip(examples, scored, strict=True)
     ]
     return EvalResult(
-        accuracy=sum(correct) / len(correct),
-        n=len(correct),
+        accuracy=sum(ok for ok, _ in scored) / len(scored),
+        n=len(scored),
         outputs=outputs,
         seconds=time.perf_counter() - start,
     )

@@ -127,7 +127,10 @@ def basis_from_gram(gram: np.ndarray, *, max_dim: int, rel_tol: float = 1e-9) ->
     n = gram.shape[0]
     if root.size == 0:  # every expert is zero on this module
         return ModuleBasis(np.zeros((n, 0)), np.zeros((n, 0)))
-    return ModuleBasis(coords=vec * root, lift=vec / root)
+    # C order, like a loaded artifact: reductions then round identically in both
+    return ModuleBasis(
+        coords=np.ascontiguousarray(vec * root), lift=np.ascontiguousarray(vec / root)
+    )
 
 
 @dataclass(frozen=True)

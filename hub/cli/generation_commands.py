@@ -63,7 +63,7 @@ def generator_train(
     out.print(
         f"generator {report['version'][:12]} for {report['base_model']}: "
         f"{r['experts']} experts, {r['modules']} modules, {r['pairs']} training pairs, "
-        f"loss {r['final_loss']:.4f} ({r['seconds']:.1f} s)",
+        f"loss {r['final_loss']:.4f} ({report['seconds']:.1f} s)",
         highlight=False,
     )
 

@@ -17,6 +17,7 @@ it drew on with their similarity weights, and the full recipe.
 from __future__ import annotations
 
 import platform
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +150,7 @@ class GeneratorService:
     ) -> dict[str, Any]:
         from generation.sglora import ExpertInfo, GeneratorSettings, train_generator
 
+        start = time.perf_counter()
         base_id, items = self.experts(base, exclude)
         options = GeneratorSettings(**(settings or {}))
         if progress:
@@ -184,6 +186,7 @@ class GeneratorService:
             "settings": options.to_dict(),
             "report": generator.report,
             "size_bytes": len(data),
+            "seconds": round(time.perf_counter() - start, 3),
         }
         version = self.store.put(base_id, data, summary)
         return {"version": version, **summary}

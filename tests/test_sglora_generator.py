@@ -17,7 +17,7 @@ from generation.sglora import (
 )
 from hub.core.errors import BadInputError
 from hub.core.lora import BaseModelRef, LoraAdapter, LoraModule
-from hub.services.generation import realize
+from hub.services.generation_lowrank import realize
 
 SHAPES = {"model.layers.0.self_attn.q_proj": (16, 12), "model.layers.1.self_attn.v_proj": (8, 12)}
 N_TASKS, EMB, HELD_OUT = 36, 6, range(30, 36)

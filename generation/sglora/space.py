@@ -58,7 +58,7 @@ class FlatLayout:
         return out
 
     def flatten(self, arrays: Mapping[str, np.ndarray], dtype: type = np.float64) -> np.ndarray:
-        parts = []
+        parts: list[np.ndarray] = []
         for name, shape in zip(self.names, self.shapes, strict=True):
             a = np.asarray(arrays[name])
             if a.shape != shape:

@@ -12,9 +12,9 @@ evaluate` on CPU (the base model rambles to the token limit).
 The two agree except where the decoder's text clean-up hides a difference in tokens, which this
 scorer counts as a miss: the same text spelled with a *different* tokenization (``"Par" +
 "is"`` instead of ``"Paris"``), leading or trailing spaces the decoder strips, or a special token
-(skipped when decoding) right after the answer. So a forced hit is always a greedy hit; the
-zoo runs in benchmarks/generation.py measured no disagreement on the pairs checked. Benchmarks and model selection use it; recorded
-evaluations (``loradex eval``) always use the real decoder.
+(skipped when decoding) right after the answer. So a forced hit is always a greedy hit.
+Benchmarks use it (and report the agreement they measured); recorded evaluations
+(``loradex eval``) always use the real decoder.
 """
 
 from __future__ import annotations

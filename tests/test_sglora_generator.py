@@ -60,7 +60,7 @@ def manifold():
 
 def train_on(manifold, train_ids, **overrides):
     adapters, emb, queries = manifold
-    settings = GeneratorSettings(**{"steps": 600, "batch_rows": 2048, **overrides})
+    settings = GeneratorSettings(**{"steps": 200, "batch_rows": 4096, **overrides})
     return train_generator(
         [adapters[i] for i in train_ids],
         [ExpertInfo(f"task{i}", 1, f"{i:064x}", f"task {i}") for i in train_ids],

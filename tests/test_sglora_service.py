@@ -141,6 +141,7 @@ def test_bad_input_exits_2_with_one_line_and_registers_nothing(home, tmp_path):
         assert f"[{code}]" in run.stderr and run.stderr.count("\n") == 1, (args, run.stderr)
     assert cli(home, "generator", "train", "--base", "nope").code == 2
     assert cli(home, "generator", "train", "--k", "0").code == 2
+    assert "no such adapter" in cli(home, "generator", "train", "--exclude", "nope").stderr
     assert state(home) == before
 
 

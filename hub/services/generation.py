@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 import hub
-from hub.core.errors import BadInputError, ConflictError, HubError
+from hub.core.errors import BadInputError, ConflictError, HubError, NotFoundError
 from hub.core.lora import LoraAdapter
 from hub.core.models import AdapterItem, AdapterMeta
 from hub.core.names import AdapterRef
@@ -103,6 +103,11 @@ class GeneratorService:
         """(base model id, its experts sorted by name). ``base=None`` works when the catalog's
         described adapters are all for one base model."""
         items, _ = self.registry.ls(limit=10**9)
+        unknown = sorted(set(exclude) - {i.name for i in items})
+        if unknown:
+            raise NotFoundError(
+                f"cannot exclude {', '.join(unknown)}: no such adapter", names=unknown
+            )
         usable = [
             i
             for i in items

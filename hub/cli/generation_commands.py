@@ -39,15 +39,20 @@ def generator_train(
     exclude: Annotated[
         list[str] | None, typer.Option(help="Leave this adapter out (repeatable).")
     ] = None,
-    k: Annotated[int, typer.Option("--k", help="Experts aggregated per condition.")] = 4,
-    tau: Annotated[float, typer.Option(help="Softmax temperature over similarities.")] = 0.05,
-    steps: Annotated[int, typer.Option(help="CVAE training steps.")] = 300,
+    k: Annotated[
+        int | None, typer.Option("--k", help="Experts aggregated per condition [default: 4].")
+    ] = None,
+    tau: Annotated[
+        float | None, typer.Option(help="Softmax temperature over similarities [default: 0.05].")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="CVAE training steps [default: 1000].")] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialization and sampling.")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Train the SG-LoRA generator on the catalog's described adapters for a base model."""
     _check_train_options(k, tau, steps, seed)
-    settings = {"k": k, "tau": tau, "steps": steps, "seed": seed}
+    given = {"k": k, "tau": tau, "steps": steps, "seed": seed}
+    settings = {key: value for key, value in given.items() if value is not None}
     with _progress_bar("training") as bar:
         task = bar.add_task("", total=1.0)
         report = container().generators.train(
@@ -68,14 +73,14 @@ def generator_train(
     )
 
 
-def _check_train_options(k: int, tau: float, steps: int, seed: int) -> None:
+def _check_train_options(k: int | None, tau: float | None, steps: int | None, seed: int) -> None:
     from hub.core.errors import BadInputError
 
-    if not 1 <= k <= 10_000:
+    if k is not None and not 1 <= k <= 10_000:
         raise BadInputError(f"--k must be 1..10000, got {k}", code="k_out_of_range")
-    if not 0 < tau <= 100:
+    if tau is not None and not 0 < tau <= 100:
         raise BadInputError(f"--tau must be in (0, 100], got {tau}", code="tau_out_of_range")
-    if not 1 <= steps <= 100_000:
+    if steps is not None and not 1 <= steps <= 100_000:
         raise BadInputError(f"--steps must be 1..100000, got {steps}")
     if not 0 <= seed < 2**31:
         raise BadInputError(f"--seed must be 0..2^31-1, got {seed}", code="seed_out_of_range")

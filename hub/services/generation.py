@@ -164,9 +164,10 @@ class GeneratorService:
         adapters = [self.registry.load(AdapterRef(i.name, i.version)).adapter for i in items]
         embedder = self._embedder()
         keys = self._embed([i.description for i in items])
-        queries = [
-            self._embed(list(i.metadata.get("descriptions") or [i.description])) for i in items
-        ]
+        paraphrases = [_paraphrases(i) for i in items]
+        flat = self._embed([text for group in paraphrases for text in group])  # one batch
+        bounds = np.cumsum([0] + [len(g) for g in paraphrases])
+        queries = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         infos = [ExpertInfo(i.name, i.version, i.digest, i.description) for i in items]
 
         def on_step(step: int, steps: int, loss: float) -> None:
@@ -238,7 +239,7 @@ class GeneratorService:
         meta = AdapterMeta(name=name, description=text, tags=[*tags, GENERATED_SOURCE])
         base_id, _ = self.experts(base)
         version, generator = self.load(base_id)
-        k = generator.settings.k if k is None else k
+        k = min(generator.settings.k, generator.size) if k is None else k
         tau = generator.settings.tau if tau is None else tau
         embedder = self._embedder()
         if embedder.embedder_id != generator.text_embedder_id:
@@ -319,6 +320,16 @@ class GeneratorService:
                 )
             out.append(self.registry.load(AdapterRef(info.name, info.version)).adapter)
         return out
+
+
+def _paraphrases(item: AdapterItem) -> list[str]:
+    """Training queries of an expert: the paraphrases it carries (zoo adapters have three in
+    ``metadata.descriptions``), else its description."""
+    extra = item.metadata.get("descriptions")
+    texts = (
+        [d for d in extra if isinstance(d, str) and d.strip()] if isinstance(extra, list) else []
+    )
+    return texts or [item.description]
 
 
 def check_generation_params(*, rank: int, samples: int, seed: int) -> None:

@@ -80,7 +80,7 @@ def validate_generation(container: Container, raw: dict[str, Any]) -> dict[str, 
     service = container.generators
     base_id, _ = service.experts(spec.base)
     version, generator = service.load(base_id)
-    k = generator.settings.k if spec.k is None else spec.k
+    k = min(generator.settings.k, generator.size) if spec.k is None else spec.k
     if not 1 <= k <= generator.size:
         raise BadInputError(
             f"k = {k} but the generator knows {generator.size} experts (k must be "

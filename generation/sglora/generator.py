@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from generation.sglora.aggregate import Aggregate, aggregate, cosine
-from generation.sglora.cvae import CoordinateCvae, CvaeConfig
+from generation.sglora.cvae import ConditionRows, CoordinateCvae, CvaeConfig
 from generation.sglora.rows import (
     CoordinateLayout,
     condition_rows,
@@ -257,7 +257,7 @@ def train_generator(
 def _fit_cvae(
     modules: int,
     x: torch.Tensor,
-    rows: Any,
+    rows: ConditionRows,
     s: GeneratorSettings,
     progress: TrainProgress | None,
 ) -> tuple[CoordinateCvae, list[tuple[float, float, float]]]:

@@ -217,7 +217,8 @@ def post_and_poll(client, token, home):
 
 
 BAD_REQUESTS = [
-    ({"description": ""}, 400, "description_empty"),
+    ({"description": ""}, 422, "invalid_request"),
+    ({"description": " \n "}, 422, "invalid_request"),
     ({"description": "x" * 10_000}, 422, "invalid_request"),
     ({"k": 99}, 400, "k_out_of_range"),
     ({"base": "no-such-base"}, 400, "no_experts"),

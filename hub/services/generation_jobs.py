@@ -28,6 +28,8 @@ from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, Tag
 if TYPE_CHECKING:
     from hub.services.container import Container
 
+NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"  # some visible character, no NUL
+
 
 class GenerationRequest(BaseModel):
     """A generation request: the body of ``POST /generations``."""
@@ -35,7 +37,10 @@ class GenerationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str = Field(
-        max_length=MAX_DESCRIPTION, pattern=NO_NUL, description="The unseen task, in plain words."
+        min_length=1,
+        max_length=MAX_DESCRIPTION,
+        pattern=NOT_BLANK,
+        description="The unseen task, in plain words.",
     )
     name: str = Field(
         max_length=128, pattern=NAME_PATTERN, description="Name of the generated adapter."

@@ -130,6 +130,28 @@ def run_task(c, args, base, record, cache: dict[str, Any]) -> None:
     )
 
 
+def check_scorer(c: Container, args, base, order: list[str]) -> None:
+    """Forced vs real greedy decoding on the same examples: base model and real adapter."""
+    agree = total = 0
+    for task in order:
+        task_obj = load_task(task, ZOO)
+        for label, adapter in [
+            ("base", None),
+            ("oracle", c.registry.load(AdapterRef(task)).adapter),
+        ]:
+            f = forced_accuracy(base, adapter, task_obj, limit=args.limit).outputs
+            g = evaluate(base, adapter, task_obj, limit=args.limit).outputs
+            same = sum(a["correct"] == b["correct"] for a, b in zip(f, g, strict=True))
+            agree, total = agree + same, total + len(f)
+            print(
+                f"{task:>16} {label:>6}: forced {sum(o['correct'] for o in f)}/{len(f)}, "
+                f"greedy {sum(o['correct'] for o in g)}/{len(g)}, agree on {same}/{len(f)} "
+                f"[load {os.getloadavg()[0]:.1f}]",
+                flush=True,
+            )
+    print(f"scorer agreement: {agree}/{total} examples")
+
+
 def table(cache: dict[str, Any], order: list[str]) -> list[str]:
     tasks = [t for t in order if t in cache and all(m in cache[t] for m in METHODS)]
     lines = [f"{'task':>16} | " + " | ".join(f"{m:>8}" for m in METHODS) + " | nearest expert"]
@@ -176,6 +198,9 @@ def main() -> None:
     ap.add_argument("--home", type=Path, default=None, help="catalog dir (default: a temp dir)")
     ap.add_argument("--out", type=Path, default=None, help="JSON cache of results (resumable)")
     ap.add_argument("--report", action="store_true", help="only print the table of --out")
+    ap.add_argument(
+        "--check-scorer", action="store_true", help="compare forced and greedy scoring only"
+    )
     args = ap.parse_args()
 
     records = read_manifest(ZOO)["adapters"]
@@ -195,10 +220,13 @@ def main() -> None:
     c.init_home()
     import_zoo(c.registry, ZOO)
     base = c.models.load(BASE, "cpu")
+    if args.check_scorer:
+        check_scorer(c, args, base, order)
+        return
     cache: dict[str, Any] = (
         json.loads(args.out.read_text()) if args.out and args.out.exists() else {}
     )
-    skip = ("tasks", "subset", "out", "home", "report")
+    skip = ("tasks", "subset", "out", "home", "report", "check_scorer")
     config = {k: str(v) for k, v in vars(args).items() if k not in skip}
     if cache.get("_config", config) != config:
         sys.exit(f"{args.out} holds results of another configuration: {cache['_config']}")

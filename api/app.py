@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 import hub
 from api.errors import install_error_handlers
 from api.routers import adapters, generations, health, jobs, merges, methods, search
+from api.routers import sync as sync_router
 from hub.config import load_settings
 from hub.services.container import Container
 from hub.services.jobs import JobService
@@ -43,6 +45,9 @@ def create_app(container: Container, *, run_jobs: bool = True) -> FastAPI:
     app.state.tokens = TokenService(container.catalog)
     for module in (health, adapters, methods, merges, jobs, search, generations):
         app.include_router(module.router)
+    # The web catalog: a sibling delivery layer, so mounted by module name, never imported.
+    importlib.import_module("web").mount(app)
+    app.include_router(sync_router.router)
     install_error_handlers(app)
     return app
 

@@ -2,11 +2,16 @@
 
     .venv/bin/python benchmarks/retrieval.py [--zoo ../shared/zoo] [--folds 5] [--probes 128]
 
-- text: cards hold descriptions[c] (c = 0 or 1), queries use another paraphrase; recall@1.
+- text: cards hold descriptions[c], queries use another paraphrase q != c (all 6 ordered pairs);
+  recall@1 of the product's card embedding (retrieval/cards.py, what `import-zoo` stores: name,
+  one description, tags, 3 task examples) next to simpler renderings of the same card. The
+  query paraphrase never appears in the card.
 - weights: k-fold over tasks; the encoder never trains on the held-out fold's adapters; the
   query is each description of a held-out task, candidates are all 49 adapters embedded from
   their weights only. Recall@1/5/10 and MRR, next to chance and the least-squares baseline.
-- similar: fraction of each adapter's 3 nearest weight-space neighbours in its family.
+- similar: fraction of each adapter's 3 nearest weight-space neighbours in its family: the
+  text-aligned encoder embedding, the product's `similar` vectors (standardised weight features
+  in the training span, `WeightEncoder.feature_vectors`), the same held out by fold, chance.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retrieval.embedders import MiniLMEmbedder, card_text  # noqa: E402
+from retrieval.cards import Card, CardEmbedder, name_words  # noqa: E402
+from retrieval.embedders import MiniLMEmbedder  # noqa: E402
 from retrieval.weight_encoder import LeastSquaresMap, TrainConfig, train_encoder  # noqa: E402
 from retrieval.weight_features import FeatureSpec, SlotLayout, adapter_features  # noqa: E402
 from storage.peft_format import read_peft_dir  # noqa: E402
@@ -60,15 +66,42 @@ def ranks_of(cands: np.ndarray, queries: np.ndarray, targets: np.ndarray) -> np.
     return (scores >= own[:, None]).sum(1)
 
 
-def text_mode(records, embedder) -> dict[str, float]:
-    out = {}
-    for card_i, query_i in [(0, 1), (1, 2)]:
-        cards = embedder.embed([card_text(r["task"], r["descriptions"][card_i]) for r in records])
-        queries = embedder.embed([r["descriptions"][query_i] for r in records])
-        out[f"cards d{card_i} / queries d{query_i}"] = ranks_of(
-            cards, queries, np.arange(len(records))
-        )
-    return {k: rank_stats(v)["r@1"] for k, v in out.items()}
+PAIRS = [(c, q) for c in range(3) for q in range(3) if c != q]
+
+
+def zoo_card(record: dict, card_i: int, zoo: Path, with_description: bool = True) -> Card:
+    """The card `import-zoo` registers, holding only paraphrase ``card_i``."""
+    task = json.loads((zoo / record["task_file"]).read_text())
+    return Card.of(
+        record["task"],
+        record["descriptions"][card_i] if with_description else "",
+        [record["family"], "zoo"],
+        task["train"][:3],
+    )
+
+
+def text_mode(records, embedder, zoo: Path) -> dict[str, list[float]]:
+    """recall@1 per (card paraphrase, query paraphrase) pair, for several card renderings."""
+    cards = CardEmbedder(embedder)
+    renderings = {
+        "description only": lambda r, c: embedder.embed([x["descriptions"][c] for x in r]),
+        "one string: description. name": lambda r, c: embedder.embed(
+            [f"{x['descriptions'][c]}. {name_words(x['task'])}" for x in r]
+        ),
+        "product card (fields fused)": lambda r, c: cards.embed([zoo_card(x, c, zoo) for x in r]),
+        "product card, no description": lambda r, c: cards.embed(
+            [zoo_card(x, c, zoo, with_description=False) for x in r]
+        ),
+    }
+    out: dict[str, list[float]] = {}
+    targets = np.arange(len(records))
+    for name, render in renderings.items():
+        out[name] = []
+        for card_i, query_i in PAIRS:
+            vecs = render(records, card_i)
+            queries = embedder.embed([r["descriptions"][query_i] for r in records])
+            out[name].append(rank_stats(ranks_of(vecs, queries, targets))["r@1"])
+    return out
 
 
 def weight_mode(adapters, texts, folds, spec, cfg, embedder_id):
@@ -119,6 +152,29 @@ def similar_mode(vecs: np.ndarray, families: np.ndarray, k: int = 3) -> float:
     return float((families[nn] == families[:, None]).mean())
 
 
+def similar_held_out(adapters, texts, folds, families, spec, cfg, embedder_id) -> float:
+    """`similar` for adapters the encoder never saw: per fold, train on the rest, embed all
+    49 with ``feature_vectors``, score the held-out adapters' 3 nearest neighbours."""
+    layout = SlotLayout.from_adapters(list(adapters))
+    scores = []
+    for fold in folds:
+        train = np.setdiff1d(np.arange(len(adapters)), fold)
+        enc, _ = train_encoder(
+            [adapters[i] for i in train],
+            [texts[i] for i in train],
+            embedder_id,
+            spec,
+            cfg,
+            layout=layout,
+        )
+        vecs = enc.feature_vectors(adapters)
+        sims = vecs @ vecs.T
+        np.fill_diagonal(sims, -np.inf)
+        nn = np.argsort(-sims, axis=1)[:, :3]
+        scores.append((families[nn] == families[:, None])[fold].mean(1))
+    return float(np.concatenate(scores).mean())
+
+
 def similar_chance(families: np.ndarray) -> float:
     _, counts = np.unique(families, return_counts=True)
     return float(sum(c * (c - 1) for c in counts) / (len(families) * (len(families) - 1)))
@@ -150,25 +206,26 @@ def main() -> None:
     texts = [embedder.embed(r["descriptions"]) for r in records]  # 3 x (384,) per task
     n = len(records)
 
-    text = text_mode(records, embedder)
+    text = text_mode(records, embedder, args.zoo)
     folds = task_folds(n, args.folds)
     enc_r, lsq_r, train_s, extra = weight_mode(
         adapters, texts, folds, spec, cfg, embedder.embedder_id
     )
     full, losses = train_encoder(adapters, texts, embedder.embedder_id, spec, cfg)
     sim_enc = similar_mode(full.embed_many(adapters), families)
-    layout = SlotLayout.from_adapters(adapters)
-    raw = np.stack([adapter_features(a, layout, spec).flat() for a in adapters])
-    raw = (raw - raw.mean(0)) / (raw.std(0) + 1e-6)
-    sim_raw = similar_mode(raw / np.linalg.norm(raw, axis=1, keepdims=True), families)
+    sim_feat = similar_mode(full.feature_vectors(adapters), families)
+    sim_held = similar_held_out(adapters, texts, folds, families, spec, cfg, embedder.embedder_id)
 
     print(
         f"zoo: {n} adapters, {args.folds}-fold by task, features={sorted(use)} "
         f"probes={args.probes} hidden={args.hidden} steps={args.steps}"
     )
+    pairs = " ".join(f"c{c}q{q}" for c, q in PAIRS)
+    print(f"{'text mode, recall@1 (card paraphrase c, query q)':44s} {'mean':>6s}  {pairs}")
+    for name, r1s in text.items():
+        print(f"{'text, ' + name:44s} {np.mean(r1s):6.3f}  " + " ".join(f"{x:4.2f}" for x in r1s))
+    print(f"{'text, chance':44s} {1 / n:6.3f}")
     print(f"{'mode':44s} {'r@1':>6s} {'r@5':>6s} {'r@10':>6s} {'MRR':>6s}")
-    for name, r1 in text.items():
-        print(f"{'text, ' + name:44s} {r1:6.3f}")
     rows = [
         ("weights: encoder (InfoNCE), held-out tasks", rank_stats(enc_r)),
         ("weights: least-squares baseline", rank_stats(lsq_r)),
@@ -183,7 +240,8 @@ def main() -> None:
     for name, s in rows:
         print(f"{name:44s} {s['r@1']:6.3f} {s['r@5']:6.3f} {s['r@10']:6.3f} {s['mrr']:6.3f}")
     print(f"{'similar@3 same family: encoder embedding':44s} {sim_enc:6.3f}")
-    print(f"{'similar@3 same family: raw features':44s} {sim_raw:6.3f}")
+    print(f"{'similar@3 same family: weight features (product)':44s} {sim_feat:6.3f}")
+    print(f"{'  same, held-out fold, span of the rest':44s} {sim_held:6.3f}")
     print(f"{'similar@3 same family: chance':44s} {similar_chance(families):6.3f}")
     print(
         f"encoder train time per fold {train_s:.1f}s; full-zoo loss {losses[0]:.3f} -> "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         description="Text embedder for search: `minilm` (all-MiniLM-L6-v2, offline) or `hash` "
         "(a tiny deterministic one for tests).",
     )
+    search_device: str = Field(
+        default="auto",
+        description="Device of the search text embedder: `auto` (CUDA when torch sees one, "
+        "else CPU), `cpu` or `cuda`. The vector index moves to the GPU by itself when faiss "
+        "has GPU support (the `gpu` extra) and a GPU is visible.",
+    )
     gc_grace_seconds: float = Field(
         default=3600.0,
         description="`gc` keeps unreferenced blobs younger than this (an `add` may be mid-way).",
@@ -69,6 +75,19 @@ class Settings(BaseSettings):
         ge=1,
         description="Largest accepted upload request body in bytes (HTTP 413 above it).",
     )
+    hf_endpoint: str | None = Field(
+        default=None,
+        description="Hugging Face Hub URL for `sync`; default: `HF_ENDPOINT`, else "
+        "https://huggingface.co.",
+    )
+    hf_token: SecretStr | None = Field(
+        default=None,
+        description="Hub access token for `sync` (push needs write access); default: "
+        "`HF_TOKEN`, else the token saved by `hf auth login`.",
+    )
+    hf_timeout_s: float = Field(
+        default=30.0, gt=0, description="Seconds to wait for each Hub metadata request."
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -81,6 +100,16 @@ class Settings(BaseSettings):
     @property
     def resolved_model_cache_dir(self) -> Path:
         return self.model_cache_dir or self.home / "models"
+
+    @property
+    def resolved_hf_endpoint(self) -> str | None:
+        return self.hf_endpoint or os.environ.get("HF_ENDPOINT") or None
+
+    @property
+    def resolved_hf_token(self) -> str | None:
+        if self.hf_token is not None:
+            return self.hf_token.get_secret_value() or None
+        return os.environ.get("HF_TOKEN") or None
 
     @property
     def resolved_zoo_dir(self) -> Path | None:

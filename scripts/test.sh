@@ -24,6 +24,21 @@ if [ -z "${LORADEX_TEST_PG_URL:-}" ]; then
 fi
 echo "PostgreSQL for tests: ${LORADEX_TEST_PG_URL:-none}"
 
+# The browser test (tests/test_web_browser.py) drives Debian's chromium through Playwright; no
+# browser is ever downloaded. In CI (CI=true) a missing chromium is an error, never a skip.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing Debian chromium for the browser test"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+    || echo "warning: could not install chromium"
+fi
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "${CI:-}" = true ]; then
+    echo "error: CI needs /usr/bin/chromium for the browser test (apt-get install chromium)" >&2
+    exit 1
+  fi
+  echo "warning: chromium unavailable; the browser test will be skipped"
+fi
+
 ruff check .
 ruff format --check .
 lint-imports

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 
 pytest_plugins = ["tests.catalog_fixtures", "tests.model_fixtures", "tests.api_fixtures"]
+pytest_plugins += ["tests.hf_fixtures"]  # Hugging Face Hub sync: fake Hub on loopback
 
 
 class UnpicklingForbidden(AssertionError):

@@ -29,3 +29,34 @@ def test_search_contract_and_errors(tmp_path):
             assert 400 <= bad.status_code < 500 and set(bad.json()["error"]) == ERROR_KEYS
         missing = client.get("/adapters/capitals/similar")
         assert missing.status_code == 400 and "encoder" in missing.json()["error"]["message"]
+
+
+def test_search_bad_input_empty_catalog_and_broken_index(tmp_path):
+    container = make_container(tmp_path / "home", text_embedder="hash")
+    with api_client(container) as client:
+        empty = client.get("/search", params={"q": "anything"})
+        assert empty.status_code == 200 and empty.json() == {"data": [], "count": 0}
+        token = new_token(container)
+        src = write_adapter_dir(tmp_path / "a", seed=1)
+        assert upload(client, token, "capitals", src, description="Capital cities.").status_code
+        cases = [
+            ({"q": ""}, 400, "query_empty"),
+            ({"q": "   "}, 400, "query_empty"),
+            ({"q": "x" * 10_000}, 422, None),
+            ({"q": "x", "k": 10**6}, 422, None),
+            ({"q": "x", "tag": "nope"}, 400, "unknown_tag"),
+            ({"q": "x", "base_model": "nope"}, 400, "unknown_base_model"),
+        ]
+        for params, status, code in cases:
+            r = client.get("/search", params=params)
+            assert r.status_code == status, (params, r.text)
+            assert set(r.json()["error"]) == ERROR_KEYS
+            assert code is None or r.json()["error"]["code"] == code
+        assert client.get("/search", params={"q": "capital"}).json()["count"] == 1
+        container.search.saver.flush(10)
+    index = tmp_path / "home" / "index" / "text.faiss"
+    index.write_bytes(index.read_bytes()[:-5] + b"junk!")
+    restarted = make_container(tmp_path / "home", text_embedder="hash")  # loads from disk
+    with api_client(restarted) as client:
+        broken = client.get("/search", params={"q": "capital"})
+        assert broken.status_code == 409 and "loradex reindex" in broken.json()["error"]["message"]

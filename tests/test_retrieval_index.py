@@ -215,3 +215,33 @@ def test_add_one_visible_immediately():
     ix.add([5_000_000], v)
     _, ids = ix.search(v, 1)
     assert ids[0, 0] == 5_000_000 and time.perf_counter() - t0 < 1.0
+
+
+def test_rebuild_tunes_hnsw_for_the_recall_target():
+    """efSearch is picked on held-out vectors at build time and persisted; fresh queries reach
+    the target recall against an exact scan."""
+    data = clustered(3_100)
+    x, q = data[:3_000], data[3_000:]  # queries from the same distribution, not stored
+    ix = VectorIndex(DIM, EMB, backend="hnsw", target_recall=0.97)
+    ix.add(np.arange(3_000), x)
+    ix.rebuild()
+    ef = ix.sidecar()["params"]["ef_search"]
+    assert ef in (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+    exact = VectorIndex(DIM, EMB, backend="flat")
+    exact.add(np.arange(3_000), x)
+    got, want = ix.search(q, 10)[1], exact.search(q, 10)[1]
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want, strict=True)]) >= 0.93
+    fixed = VectorIndex(DIM, EMB, backend="hnsw", target_recall=0, ef_search=77)
+    fixed.add(np.arange(3_000), x)
+    fixed.rebuild()
+    assert fixed.sidecar()["params"]["ef_search"] == 77  # 0 = keep what was configured
+
+
+def test_outgrown_flat_index_asks_for_a_rebuild():
+    ix = VectorIndex(DIM, EMB, ann_threshold=100)
+    ix.add(np.arange(99), clustered(99))
+    assert not ix.outgrown()
+    ix.add([500], clustered(1, seed=4))
+    assert ix.outgrown() and ix.backend == "flat"
+    ix.rebuild()
+    assert ix.backend == "hnsw" and not ix.outgrown()

@@ -7,6 +7,7 @@ from hub.cli import (  # noqa: F401 - importing registers the commands
     model_commands,
     search_commands,
     serve_commands,
+    sync_commands,
 )
 from hub.cli.app import app
 

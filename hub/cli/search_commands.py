@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from hub.cli.app import JsonOpt, app, container, emit_json, handles_errors, out
+from hub.cli.app import JsonOpt, app, container, emit_json, err, handles_errors, out
 from hub.core.names import AdapterRef
 
 encoder_app = typer.Typer(
@@ -28,6 +28,13 @@ def _emit(results, as_json: bool) -> None:
         )
 
 
+def _explain_empty(service) -> None:
+    if service.registry.catalog.versions_fingerprint()[0] == 0:
+        err.print("the catalog is empty: add adapters with `loradex add` or `loradex import-zoo`")
+    else:
+        err.print("no adapter matches the filters")
+
+
 @app.command()
 @handles_errors
 def search(
@@ -40,10 +47,12 @@ def search(
     as_json: JsonOpt = False,
 ) -> None:
     """Find adapters for a task by their cards, their weights, or both."""
-    results = container().search.search(
-        query, k=k, mode=mode, base_model=base, tag=tag, source=source
-    )
+    service = container().search
+    results = service.search(query, k=k, mode=mode, base_model=base, tag=tag, source=source)
     _emit(results, as_json)
+    if not results and not as_json:
+        _explain_empty(service)
+    service.saver.flush()  # index changes reach disk before the process ends
 
 
 @app.command()
@@ -54,7 +63,9 @@ def similar(
     as_json: JsonOpt = False,
 ) -> None:
     """Nearest adapters in weight space."""
-    _emit(container().search.similar(AdapterRef.parse(ref), k=k), as_json)
+    service = container().search
+    _emit(service.similar(AdapterRef.parse(ref), k=k), as_json)
+    service.saver.flush()
 
 
 @app.command()

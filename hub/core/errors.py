@@ -86,6 +86,36 @@ class BlobCorruptedError(StorageError):
     code = "blob_corrupted"
 
 
+# Hugging Face Hub failures (storage/hf_hub.py maps every HTTP/transport error to one of these;
+# ``code`` names the case: hf_repo_not_found, hf_revision_not_found, hf_file_not_found,
+# hf_unauthorized, hf_forbidden, hf_rate_limited, hf_connection_dropped, hf_timeout...).
+class HfHubError(HubError):
+    """The Hub answered with an error we cannot attribute to the request (5xx, bad reply)."""
+
+    code = "hf_error"
+
+
+class HfNotFoundError(NotFoundError):
+    code = "hf_not_found"
+
+
+class HfAuthError(BadInputError):
+    """401/403 from the Hub: the token (``hf_token`` / HF_TOKEN) is missing, wrong or lacks a
+    permission. Bad input, not our 401: the caller must fix the Hub credentials."""
+
+    code = "hf_unauthorized"
+
+
+class HfRateLimitedError(HfHubError):
+    code = "hf_rate_limited"
+
+
+class HfUnreachableError(HfHubError):
+    """No usable answer: connection refused or dropped mid-transfer, or a timeout."""
+
+    code = "hf_unreachable"
+
+
 # Specific codes raised as InvalidSafetensorsError(code=...). Kept here so tests and docs can
 # enumerate them; each names one defect class.
 SAFETENSORS_CODES: dict[str, str] = {

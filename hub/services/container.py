@@ -46,7 +46,10 @@ class Container:
         from hub.services.search import SearchService
 
         return SearchService(
-            self.registry, self.settings.home / "index", self.settings.text_embedder
+            self.registry,
+            self.settings.home / "index",
+            self.settings.text_embedder,
+            device=self.settings.search_device,
         )
 
     @cached_property
@@ -56,9 +59,30 @@ class Container:
         return MergeService(self.registry)
 
     @cached_property
+    def spectra(self):  # -> SpectraService (singular values per module, cached by digest)
+        from hub.services.spectra import SpectraService
+
+        return SpectraService(self.registry, self.settings.home / "cache" / "spectra")
+
+    @cached_property
+    def browse(self):  # -> BrowseService (facets, paging, lineage graph: the web catalog)
+        from hub.services.browse import BrowseService
+
+        return BrowseService(self.registry, self.search)
+
+    @cached_property
+    def sync(self):  # -> SyncService (Hugging Face Hub pull/push)
+        from hub.services.sync import SyncService
+        from storage.hf_hub import HfHubClient
+
+        s = self.settings
+        client = HfHubClient(s.resolved_hf_endpoint, s.resolved_hf_token, timeout_s=s.hf_timeout_s)
+        return SyncService(self.registry, client)
+
+    @cached_property
     def generators(self):  # -> GeneratorService (SG-LoRA)
         from hub.services.generation import GeneratorService
 
         return GeneratorService(
-            self.registry, lambda: self.search.embedder, self.settings.home / "generators"
+            self.registry, lambda: self.search.cards.embedder, self.settings.home / "generators"
         )

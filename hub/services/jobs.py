@@ -95,6 +95,7 @@ def _ensure_loaded() -> None:
     # Built-in kinds register on import, through the same hook later kinds use.
     import hub.services.generation_jobs  # noqa: F401
     import hub.services.merge_jobs  # noqa: F401
+    import hub.services.sync_jobs  # noqa: F401
 
 
 class JobContext:

@@ -64,13 +64,26 @@ def _zoo_entry(zoo_dir: Path, record: dict[str, Any]) -> tuple[ParsedAdapter, Ad
         tags=[record["family"], "zoo"],
         license="apache-2.0",
     )
-    metadata = {
+    metadata: dict[str, Any] = {
         k: record[k]
         for k in ("task", "family", "descriptions", "recipe", "base_acc", "adapter_acc")
         if k in record
     }
+    examples = _task_examples(zoo_dir, record)
+    if examples:
+        metadata["examples"] = examples  # search cards embed them (retrieval/cards.py)
     parsed = read_peft_dir(zoo_dir / record["adapter"])
     return parsed, meta, {"source": "zoo", "metadata": metadata}
+
+
+def _task_examples(zoo_dir: Path, record: dict[str, Any], n: int = 3) -> list[dict[str, str]]:
+    """The first ``n`` training examples of the record's task file (none if it is missing)."""
+    path = zoo_dir / record.get("task_file", f"tasks/{record['task']}.json")
+    try:
+        train = json.loads(path.read_text()).get("train", [])
+        return [{"input": str(e["input"]), "output": str(e["output"])} for e in train[:n]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
 
 
 def _ensure_evaluation(registry: RegistryService, item: AdapterItem) -> None:

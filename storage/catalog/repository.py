@@ -25,6 +25,7 @@ from hub.core.models import AdapterDetail, AdapterItem, AdapterMeta, EvaluationR
 from storage.catalog.base import CatalogBase
 from storage.catalog.convert import to_detail, to_item
 from storage.catalog.jobs import BaseModelsMixin, JobsMixin
+from storage.catalog.search_queries import SearchQueriesMixin
 from storage.catalog.tables import Adapter, AdapterVersion, Evaluation, LineageEdge
 from storage.catalog.tokens import TokensMixin
 
@@ -54,7 +55,7 @@ class NewVersion:
     artifact_digest: str | None = None
 
 
-class Catalog(JobsMixin, BaseModelsMixin, TokensMixin, CatalogBase):
+class Catalog(JobsMixin, BaseModelsMixin, TokensMixin, SearchQueriesMixin, CatalogBase):
     """Catalog operations; every method is one transaction and returns pydantic models."""
 
     # -- writes ------------------------------------------------------------------------------

@@ -1,0 +1,95 @@
+"""Hub sync benchmark: pull and push the real zoo adapters through the real huggingface_hub client
+against the loopback fake Hub (tests/hf_fake_hub.py), next to the same registrations done from
+local directories (`loradex add`'s path: strict validation, sha256, fsync'd blob, one commit).
+
+Phases, one fresh catalog each:
+
+- `local add`   baseline: RegistryService.add_path on each zoo directory (no network)
+- `pull`        sync pull by base-model filter: list (paged), pin, download config + weights +
+                card at the sha, validate, register
+- `re-pull`     the same pull again: every repository skipped by revision, nothing downloaded
+- `push`        push every adapter to a new repository (create repo + one commit each)
+
+Prints adapters/s and MB/s per phase, HTTP requests per adapter and the machine load. The fake
+Hub runs in this process (threads), so the figures include the server's own CPU on loopback:
+they bound the client-side overhead per adapter, not a real network's latency.
+
+    python benchmarks/hf_sync.py [--n 49]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hub.core.models import AdapterMeta  # noqa: E402
+from hub.core.names import AdapterRef  # noqa: E402
+from hub.services.sync import PullTargets  # noqa: E402
+from tests.api_helpers import make_container  # noqa: E402
+from tests.hf_fake_hub import FakeHub  # noqa: E402
+
+ZOO = Path(__file__).resolve().parents[2] / "shared" / "zoo"
+BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
+CARD = "---\nbase_model: {base}\nlicense: apache-2.0\ntags: [{family}]\n---\n\n{description}\n"
+
+
+def zoo(n: int) -> list[tuple[str, Path, dict]]:
+    manifest = json.loads((ZOO / "manifest.json").read_text())
+    return [(r["task"], ZOO / r["adapter"], r) for r in manifest["adapters"][:n]]
+
+
+def row(phase: str, count: int, seconds: float, nbytes: int, requests: int | None) -> str:
+    per = f"{requests / max(count, 1):6.1f}" if requests is not None else "     -"
+    return (
+        f"{phase:10} {count:4d} adapters {seconds:7.2f} s {count / seconds:8.1f} adapters/s "
+        f"{nbytes / seconds / 1e6:8.1f} MB/s  {per} req/adapter"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=49, help="zoo adapters to use (max 49)")
+    args = parser.parse_args()
+    adapters = zoo(args.n)
+    nbytes = sum((d / "adapter_model.safetensors").stat().st_size for _, d, _ in adapters)
+    root = Path(tempfile.mkdtemp(prefix="loradex-bench-hf-"))
+    hub = FakeHub(root / "hub", tokens={"tok": "zoo"}, page_size=20).start()
+    for task, d, rec in adapters:
+        card = CARD.format(base=BASE, family=rec["family"], description=rec["descriptions"][0])
+        files = {p.name: p.read_bytes() for p in d.iterdir()}
+        hub.add_repo(f"zoo/{task.replace('_', '-')}", {**files, "README.md": card.encode()})
+
+    print(f"load average {os.getloadavg()}; {len(adapters)} zoo adapters, {nbytes / 1e6:.1f} MB")
+    local = make_container(root / "local")
+    t = time.perf_counter()
+    for task, d, _ in adapters:
+        local.registry.add_path(d, AdapterMeta(name=task))
+    print(row("local add", len(adapters), time.perf_counter() - t, nbytes, None))
+
+    synced = make_container(root / "synced", hf_endpoint=hub.url, hf_token="tok")
+    targets = PullTargets.checked(base_model=BASE, limit=len(adapters))
+    for phase in ("pull", "re-pull"):
+        before, t = len(hub.log), time.perf_counter()
+        report = synced.sync.pull(targets)
+        seconds = time.perf_counter() - t
+        moved = nbytes if phase == "pull" else 0
+        print(row(phase, len(report.outcomes), seconds, moved, len(hub.log) - before))
+        print(f"{'':10} {report.summary()}")
+
+    before, t = len(hub.log), time.perf_counter()
+    for item in synced.catalog.list_items(limit=10_000)[0]:
+        synced.sync.push(AdapterRef(item.name), f"zoo/{item.name.split('--')[1]}-copy")
+    print(row("push", len(adapters), time.perf_counter() - t, nbytes, len(hub.log) - before))
+    print(f"load average {os.getloadavg()}")
+    hub.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""Hugging Face Hub sync: pull PEFT adapters into the catalog, push catalog adapters to the Hub.
+
+Pull, per repository: pin the revision to its commit sha -> skip it if a version with source
+``hf://repo@sha`` already exists -> check the name is free (or already this repo's) -> download
+the two PEFT files and the card -> validate with the same strict reader as an upload -> register
+(blob, then one catalog transaction). Every step before the last one writes nothing, so a failure
+anywhere (404, 401, 429, a dropped connection, pickle-only weights, malformed safetensors)
+registers nothing for that repository; the other repositories still go ahead, and the report
+lists each one's outcome.
+
+Push: the version's weights (digest-verified) and config, byte for byte, plus a model card with
+the Hub's metadata (see ``storage/hf_card.py``), in one commit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from hub.core.errors import BadInputError, ConflictError, HubError, NotFoundError
+from hub.core.models import AdapterItem, AdapterMeta, ParentRef
+from hub.core.names import AdapterRef, validate_name
+from hub.services.registry import AddResult, RegistryService
+from storage.hf_card import parse_card, render_card
+from storage.hf_hub import (
+    CARD_NAME,
+    HfHubClient,
+    HubSnapshot,
+    parse_repo_spec,
+    validate_repo_id,
+)
+from storage.peft_format import CONFIG_NAME, WEIGHTS_NAME, ParsedAdapter, read_peft_bytes
+
+MAX_PULL = 1000
+Progress = Callable[[int, int, str], None]
+
+
+def derived_name(repo_id: str) -> str:
+    """``owner/name`` -> ``owner--name``: unique per repo (the Hub forbids "--" in ids, as
+    its own cache folders rely on) and a legal adapter name."""
+    return validate_name(repo_id.replace("/", "--"))
+
+
+@dataclass
+class RepoOutcome:
+    repo: str
+    status: Literal["created", "skipped", "failed"]
+    requested: str | None = None  # the revision asked for; None = default branch
+    revision: str | None = None  # the commit sha it was pinned to
+    item: AdapterItem | None = None
+    reason: str | None = None  # why it was skipped
+    error: HubError | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "repo": self.repo,
+            "status": self.status,
+            "requested": self.requested,
+            "revision": self.revision,
+            "adapter": f"{self.item.name}@{self.item.version}" if self.item else None,
+            "reason": self.reason,
+            "error": self.error.to_dict() if self.error else None,
+            "warnings": self.warnings,
+        }
+
+
+@dataclass
+class PullReport:
+    outcomes: list[RepoOutcome]
+
+    def _with(self, status: str) -> list[RepoOutcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def created(self) -> list[AdapterItem]:
+        return [o.item for o in self._with("created") if o.item is not None]
+
+    @property
+    def failed(self) -> list[RepoOutcome]:
+        return self._with("failed")
+
+    def summary(self) -> str:
+        if not self.outcomes:
+            return "no adapter repositories matched"
+        parts = [f"{len(self._with(s))} {s}" for s in ("created", "skipped", "failed")]
+        text = ", ".join(parts)
+        if self.failed:
+            first = self.failed[0]
+            assert first.error is not None
+            text += f" (first failure: {first.repo}: {first.error.code})"
+        return text
+
+
+@dataclass
+class PushReport:
+    item: AdapterItem
+    repo: str
+    revision: str
+    url: str
+    files: list[str]
+    private: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "adapter": f"{self.item.name}@{self.item.version}",
+            "repo": self.repo,
+            "revision": self.revision,
+            "source": f"hf://{self.repo}@{self.revision}",
+            "url": self.url,
+            "files": self.files,
+            "private": self.private,
+        }
+
+
+@dataclass(frozen=True)
+class PullTargets:
+    """What a pull asks for, checked without touching the network."""
+
+    repos: tuple[tuple[str, str | None], ...] = ()
+    base_model: str | None = None
+    author: str | None = None
+    search: str | None = None
+    tags: tuple[str, ...] = ()
+    limit: int = 20
+    name: str | None = None
+
+    @classmethod
+    def checked(
+        cls,
+        *,
+        repos: Sequence[str] = (),
+        base_model: str | None = None,
+        author: str | None = None,
+        search: str | None = None,
+        tags: Sequence[str] = (),
+        limit: int = 20,
+        name: str | None = None,
+    ) -> PullTargets:
+        parsed = tuple(dict.fromkeys(parse_repo_spec(r) for r in repos))
+        filtering = any((base_model, author, search, tags))
+        if parsed and filtering:
+            raise BadInputError(
+                "give either repositories (--repo) or filters (--base/--author/--search/--tag), "
+                "not both",
+                code="invalid_sync_request",
+            )
+        if not parsed and not filtering:
+            raise BadInputError(
+                "nothing to pull: give --repo ID[@REV] or at least one filter "
+                "(--base/--author/--search/--tag)",
+                code="invalid_sync_request",
+            )
+        if name is not None and len(parsed) != 1:
+            raise BadInputError(
+                "--name needs exactly one --repo (each repository becomes its own adapter)",
+                code="invalid_sync_request",
+            )
+        if not 1 <= limit <= MAX_PULL:
+            raise BadInputError(f"limit must be 1..{MAX_PULL}, got {limit}", code="invalid_limit")
+        if name is not None:
+            validate_name(name)
+        return cls(parsed, base_model, author, search, tuple(tags), limit, name)
+
+
+class SyncService:
+    def __init__(self, registry: RegistryService, client: HfHubClient) -> None:
+        self.registry = registry
+        self.client = client
+
+    # -- pull ---------------------------------------------------------------------------------
+    def pull(self, targets: PullTargets, progress: Progress | None = None) -> PullReport:
+        report = progress or (lambda done, total, message: None)
+        plan = list(targets.repos) or [
+            (repo_id, None)
+            for repo_id in self.client.list_adapters(
+                base_model=targets.base_model,
+                author=targets.author,
+                search=targets.search,
+                tags=targets.tags,
+                limit=targets.limit,
+            )
+        ]
+        outcomes = []
+        for i, (repo_id, revision) in enumerate(plan):
+            report(i, len(plan), f"pulling {repo_id}")
+            outcomes.append(self._pull_one(repo_id, revision, targets.name))
+        report(len(plan), len(plan), "done")
+        return PullReport(outcomes)
+
+    def _pull_one(self, repo_id: str, revision: str | None, name: str | None) -> RepoOutcome:
+        outcome = RepoOutcome(repo_id, "failed", requested=revision)
+        try:
+            self._pull_checked(outcome, name)
+        except HubError as exc:
+            outcome.status, outcome.error, outcome.item = "failed", exc, None
+        except ValidationError as exc:  # card metadata the catalog cannot hold
+            outcome.status, outcome.item = "failed", None
+            outcome.error = BadInputError(f"{repo_id}: {exc.errors()[0]['msg']}", code="bad_card")
+        return outcome
+
+    def _pull_checked(self, outcome: RepoOutcome, name: str | None) -> None:
+        snapshot = self.client.resolve(outcome.repo, outcome.requested)
+        outcome.revision = snapshot.sha
+        present = self._at_source(snapshot.source)
+        if present is not None:
+            outcome.status, outcome.item = "skipped", present
+            outcome.reason = (
+                f"already registered at this revision as {present.name}@{present.version}"
+            )
+            return
+        target = name or derived_name(outcome.repo)
+        if name is None:
+            self._check_name_free(target, outcome.repo)
+        download = self.client.download_adapter(snapshot)
+        parsed = read_peft_bytes(download.config_bytes, download.weights_bytes)
+        added = self._register(snapshot, parsed, download.card_text, target, outcome.warnings)
+        outcome.item = added.item
+        if added.created:
+            outcome.status = "created"
+        else:
+            outcome.status = "skipped"
+            outcome.reason = "same weights as the existing version (only other files changed)"
+        outcome.warnings.extend(added.warnings)
+
+    def _register(
+        self,
+        snapshot: HubSnapshot,
+        parsed: ParsedAdapter,
+        card_text: str | None,
+        name: str,
+        warnings: list[str],
+    ) -> AddResult:
+        card = parse_card(card_text)
+        if card.problem:
+            warnings.append(card.problem)
+        meta = AdapterMeta(
+            name=name,
+            description=card.description,
+            tags=card.tags,
+            license=card.license,
+            owner=snapshot.repo_id.split("/")[0],
+        )
+        hf = {"repo": snapshot.repo_id, "revision": snapshot.sha, "requested": snapshot.requested}
+        return self.registry.add_parsed(
+            parsed,
+            meta,
+            source=snapshot.source,
+            base_model=_hub_base_model(parsed.adapter.base.model_id, card.base_model),
+            metadata={"hf": {**hf, "endpoint": self.client.endpoint}},
+        )
+
+    def _at_source(self, source: str) -> AdapterItem | None:
+        items, _ = self.registry.catalog.list_items(source=source, all_versions=True, limit=1)
+        return items[0] if items else None
+
+    def _check_name_free(self, name: str, repo_id: str) -> None:
+        """A derived name may only grow an adapter that holds nothing but this repo's versions;
+        anything else would silently mix unrelated weights under one name."""
+        items, _ = self.registry.catalog.list_items(
+            name_prefix=name, all_versions=True, limit=100_000
+        )
+        mine = f"hf://{repo_id}@"
+        other = [i for i in items if i.name == name and not i.source.startswith(mine)]
+        if other:
+            raise ConflictError(
+                f"adapter name {name!r} is taken by {name}@{other[0].version} (source "
+                f"{other[0].source}); pull {repo_id} under another name with --name",
+                code="name_taken",
+                name=name,
+            )
+
+    # -- push ---------------------------------------------------------------------------------
+    def push(self, ref: AdapterRef, repo_id: str, *, private: bool = False) -> PushReport:
+        validate_repo_id(repo_id)
+        detail = self.registry.show(ref)
+        pinned = AdapterRef(detail.name, detail.version)
+        parsed = self.registry.load(pinned)  # digest-verified, re-validated
+        parents = {f"{p.name}@{p.version}": self._source_of(p) for p in detail.lineage.parents}
+        files = {
+            CONFIG_NAME: json.dumps(detail.config, indent=2).encode(),
+            WEIGHTS_NAME: parsed.weights_bytes,
+            CARD_NAME: render_card(detail, repo_id, parents).encode(),
+        }
+        commit = self.client.push(
+            repo_id, files, private=private, message=f"Upload {pinned} from loradex"
+        )
+        item = self.registry.catalog.get_item(detail.name, detail.version)
+        return PushReport(item, repo_id, commit.sha, commit.url, sorted(files), private)
+
+    def _source_of(self, parent: ParentRef) -> str:
+        try:
+            return self.registry.catalog.get_item(parent.name, parent.version).source
+        except NotFoundError:
+            return "deleted"
+
+
+def _hub_base_model(config_base: str | None, card_base: str | None) -> str | None:
+    """The config's ``base_model_name_or_path`` unless it is a local path (common in configs
+    saved from a training machine), in which case the card's ``base_model``."""
+    local = config_base is not None and (
+        config_base.startswith(("/", ".", "~")) or "\\" in config_base or ":" in config_base
+    )
+    return card_base if (config_base is None or local) and card_base else config_base

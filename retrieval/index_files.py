@@ -1,0 +1,97 @@
+"""Index persistence: atomic writes, the sidecar, and refusing stale or corrupted files.
+
+Every file is written to a temp name in the same directory, fsynced and renamed, so a reader
+sees the old or the new file, never half of one. ``load`` checks the sidecar and the hashes
+*before* FAISS parses anything, and turns every defect into :class:`IndexMismatchError`
+telling to run ``loradex reindex``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hub.core.errors import HubError
+
+
+class IndexMismatchError(HubError):
+    """The stored index was built by another embedder / dim / format, or is corrupted."""
+
+    code = "index_stale"
+    kind = "conflict"
+
+
+def ids_path(path: Path) -> Path:
+    return path.with_name(path.name + ".ids.npy")
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def stale(path: Path, why: str) -> IndexMismatchError:
+    return IndexMismatchError(
+        f"search index {path} cannot be used: {why}; run `loradex reindex`",
+        path=str(path),
+        reason=why,
+    )
+
+
+def check(ok: bool, path: Path, why: str) -> None:
+    if not ok:
+        raise stale(path, why)
+
+
+def read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise stale(path, f"cannot read {path.name} ({exc.strerror})") from exc
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    raw = read(sidecar_path(path))
+    try:
+        meta = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise stale(path, "sidecar is not valid JSON") from exc
+    required = {"format_version", "embedder_id", "dim", "backend", "params", "count"}
+    check(isinstance(meta, dict) and required <= set(meta), path, "sidecar lacks fields")
+    return meta
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """temp file in the same dir + fsync + rename: readers see the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

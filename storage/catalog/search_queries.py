@@ -1,0 +1,138 @@
+"""Catalog reads and writes that keep the search indexes in step with the catalog cheaply.
+
+Search indexes hold one vector per adapter: its latest version. At 10^5 adapters a query cannot
+afford to list the catalog, so the search service asks for a fingerprint first (three
+aggregates over one table, a few ms) and lists the latest versions only when it changed.
+Filters return only version ids (no item models), and the known filter values are listed only
+when a filter matched nothing, to tell "unknown tag" from "no adapter has it right now".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, exists, func, select, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session
+
+from storage.catalog.base import CatalogBase
+from storage.catalog.tables import Adapter, AdapterVersion
+
+
+@dataclass(frozen=True)
+class LatestVersion:
+    """The latest version of one adapter, as the search indexes key it."""
+
+    id: int
+    name: str
+    digest: str
+    text_hash: str | None
+
+    @property
+    def key(self) -> str:
+        """Identity of the bytes and the card owner: a reused row id never matches an old key."""
+        return f"{self.name}@{self.digest}"
+
+
+class SearchQueriesMixin(CatalogBase):
+    def versions_fingerprint(self) -> tuple[Any, ...]:
+        """Changes whenever a version is added or deleted: (count, then id, adapter and digest
+        of the newest row). The newest row's identity catches SQLite reusing the max row id
+        after a delete. A count and a primary-key lookup: no scan of a non-indexed column."""
+        newest = (
+            select(AdapterVersion.id, AdapterVersion.adapter_id, AdapterVersion.digest)
+            .order_by(AdapterVersion.id.desc())
+            .limit(1)
+        )
+
+        def run(s: Session) -> tuple[Any, ...]:
+            count = s.scalar(select(func.count()).select_from(AdapterVersion)) or 0
+            row = s.execute(newest).first()
+            return (count, *(tuple(row) if row else (None, None, None)))
+
+        return self._read(run)
+
+    def versions_after(self, version_id: int) -> list[LatestVersion]:
+        """Versions with a row id above ``version_id`` (added since), ordered by id."""
+        q = (
+            select(AdapterVersion.id, Adapter.name, AdapterVersion.digest, AdapterVersion.text_hash)
+            .join(Adapter)
+            .where(AdapterVersion.id > version_id)
+            .order_by(AdapterVersion.id)
+        )
+        return self._read(lambda s: [LatestVersion(*row) for row in s.execute(q)])
+
+    def version_identity(self, version_id: int) -> tuple[Any, ...] | None:
+        """(id, adapter id, digest) of one row, None if it is gone (fingerprint checks)."""
+        q = select(AdapterVersion.id, AdapterVersion.adapter_id, AdapterVersion.digest).where(
+            AdapterVersion.id == version_id
+        )
+        return self._read(lambda s: (lambda r: tuple(r) if r else None)(s.execute(q).first()))
+
+    def latest_versions(self) -> list[LatestVersion]:
+        """The latest version of every adapter, ordered by version id."""
+        q = _only_latest(
+            select(AdapterVersion.id, Adapter.name, AdapterVersion.digest, AdapterVersion.text_hash)
+        ).order_by(AdapterVersion.id)
+        return self._read(lambda s: [LatestVersion(*row) for row in s.execute(q)])
+
+    def latest_version_ids(
+        self, *, base_model: str | None = None, tag: str | None = None, source: str | None = None
+    ) -> set[int]:
+        """Ids of adapters' latest versions whose version/adapter match every given filter."""
+        conds: list[ColumnElement[bool]] = []
+        if base_model is not None:
+            conds.append(AdapterVersion.base_model_id == base_model)
+        if source is not None:
+            conds.append(AdapterVersion.source == source)
+        if tag is not None:
+            conds.append(self._tag_filter(tag))
+        q = _only_latest(select(AdapterVersion.id)).where(*conds)
+        return self._read(lambda s: set(s.scalars(q)))
+
+    def known_filter_values(self, field: str) -> list[str]:
+        """Distinct values of ``tag``, ``base_model`` or ``source`` (for "unknown X" errors)."""
+
+        def run(s: Session) -> list[str]:
+            if field == "tag":
+                return sorted({t for tags in s.scalars(select(Adapter.tags)) for t in tags or []})
+            column = {"base_model": AdapterVersion.base_model_id, "source": AdapterVersion.source}
+            return sorted(v for v in s.scalars(select(column[field]).distinct()) if v is not None)
+
+        return self._read(run)
+
+    def set_text_hashes(self, hashes: Mapping[int, str | None]) -> None:
+        """Record, in one transaction, the card-text hash embedded for each version id (rows
+        deleted meanwhile are skipped)."""
+
+        def run(s: Session) -> None:
+            for version_id, text_hash in hashes.items():
+                s.execute(
+                    update(AdapterVersion)
+                    .where(AdapterVersion.id == version_id)
+                    .values(text_hash=text_hash)
+                )
+
+        if hashes:
+            self._write(run, what=f"set_text_hashes({len(hashes)})")
+
+    def _tag_filter(self, tag: str) -> ColumnElement[bool]:
+        if self.dialect == "postgresql":
+            return Adapter.tags.cast(postgresql.JSONB).contains([tag])
+        each = func.json_each(Adapter.tags).table_valued("value")
+        return exists(select(1).select_from(each).where(each.c.value == tag))
+
+
+def _only_latest(q: Any) -> Any:
+    """Restrict a select over versions to each adapter's highest version number."""
+    latest = (
+        select(AdapterVersion.adapter_id, func.max(AdapterVersion.version).label("v"))
+        .group_by(AdapterVersion.adapter_id)
+        .subquery("latest")
+    )
+    on = and_(
+        AdapterVersion.adapter_id == latest.c.adapter_id, AdapterVersion.version == latest.c.v
+    )
+    return q.select_from(AdapterVersion).join(Adapter).join(latest, on)

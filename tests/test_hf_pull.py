@@ -1,0 +1,194 @@
+"""``sync pull`` with the real huggingface_hub client against a fake Hub on loopback: pinned
+revisions, skip-by-revision, filters and pagination, names, and every failure registering
+nothing for its repository."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from hub.core.errors import BadInputError
+from hub.core.models import AdapterMeta
+from hub.services.sync import PullTargets, derived_name
+from storage.hf_hub import parse_repo_spec
+from tests.factories import TINY_BASE, TINY_CONFIG, write_adapter_dir
+from tests.hf_fixtures import adapter_files, all_versions, blob_files, publish
+
+
+def pull(container, **kw):
+    return container.sync.pull(PullTargets.checked(**kw))
+
+
+def weights_sha(hub, repo_id, sha):
+    return hashlib.sha256(hub.files_at(repo_id, sha)["adapter_model.safetensors"]).hexdigest()
+
+
+def test_pull_registers_pinned_repo_with_card_metadata(fake_hub, hf_container):
+    sha = publish(fake_hub, "alice/qa-lora", seed=3)
+    fake_hub.commit("alice/qa-lora", {"training_args.bin": b"\x80\x04pickle", "notes.txt": b"x"})
+    head = fake_hub.refs("alice/qa-lora")["main"]
+
+    report = pull(hf_container, repos=["alice/qa-lora"])
+
+    [outcome] = report.outcomes
+    assert (outcome.status, outcome.revision, outcome.requested) == ("created", head, None)
+    item = outcome.item
+    assert (item.name, item.version) == ("alice--qa-lora", 1)
+    assert item.source == f"hf://alice/qa-lora@{head}"
+    assert item.base_model == TINY_BASE
+    assert item.description == "Adapter alice/qa-lora answers questions."  # placeholders skipped
+    assert item.tags == ["demo", "qa"]  # the Hub's derived base_model:* tag dropped
+    assert item.license == "mit"
+    assert item.digest == weights_sha(fake_hub, "alice/qa-lora", sha)
+    assert item.metadata["hf"] == {
+        "repo": "alice/qa-lora",
+        "revision": head,
+        "requested": None,
+        "endpoint": fake_hub.url,
+    }
+    assert hf_container.catalog.get_detail(item.name).config["base_model_name_or_path"] == TINY_BASE
+    # Only the two PEFT files and the card were fetched, at the pinned sha.
+    fetched = {p.rsplit("/", 1)[1] for p in fake_hub.requests(contains="/resolve/")}
+    assert fetched == {"adapter_config.json", "adapter_model.safetensors", "README.md"}
+    assert all(f"/resolve/{head}/" in p for p in fake_hub.requests(contains="/resolve/"))
+
+
+def test_pull_at_pinned_sha_then_head_then_skip(fake_hub, hf_container):
+    first = publish(fake_hub, "alice/evolving", seed=1)
+    second = fake_hub.commit("alice/evolving", adapter_files(seed=2))
+
+    old = pull(hf_container, repos=[f"alice/evolving@{first}"]).outcomes[0]
+    assert (old.status, old.revision, old.requested) == ("created", first, first)
+    assert old.item.digest == weights_sha(fake_hub, "alice/evolving", first)
+
+    new = pull(hf_container, repos=["alice/evolving@main"]).outcomes[0]
+    assert (new.status, new.revision, new.item.version) == ("created", second, 2)
+    assert new.item.digest == weights_sha(fake_hub, "alice/evolving", second)
+
+    downloads = len(fake_hub.requests("GET", "/resolve/"))
+    again = pull(hf_container, repos=["alice/evolving", f"alice/evolving@{first}"])
+    assert [(o.status, o.revision) for o in again.outcomes] == [
+        ("skipped", second),
+        ("skipped", first),
+    ]
+    assert [o.item.version for o in again.outcomes] == [2, 1]
+    assert "already registered at this revision" in again.outcomes[0].reason
+    assert len(fake_hub.requests("GET", "/resolve/")) == downloads  # nothing re-downloaded
+    assert all_versions(hf_container) == [
+        ("alice--evolving", 1, f"hf://alice/evolving@{first}"),
+        ("alice--evolving", 2, f"hf://alice/evolving@{second}"),
+    ]
+
+
+def test_new_commit_with_same_weights_adds_no_version(fake_hub, hf_container):
+    publish(fake_hub, "alice/stable")
+    pull(hf_container, repos=["alice/stable"])
+    fake_hub.commit("alice/stable", {"README.md": b"---\nlicense: mit\n---\nNew words.\n"})
+    outcome = pull(hf_container, repos=["alice/stable"]).outcomes[0]
+    assert outcome.status == "skipped" and "same weights" in outcome.reason
+    assert [v for _, v, _ in all_versions(hf_container)] == [1]
+
+
+def test_pull_by_filters_follows_pages(fake_hub, hf_container):
+    for i in range(5):  # page_size is 2: three pages
+        publish(fake_hub, f"alice/lora-{i}", seed=i + 1)
+    publish(fake_hub, "bob/other-base", seed=9, card=False, base="other-base")
+    fake_hub.add_repo("alice/not-an-adapter", {"config.json": b"{}"})
+    publish(fake_hub, "carol/private-lora", private=True)
+
+    report = pull(hf_container, base_model=TINY_BASE, limit=10)
+    assert [o.repo for o in report.outcomes] == [f"alice/lora-{i}" for i in range(5)]
+    assert all(o.status == "created" for o in report.outcomes)
+    first = fake_hub.requests("GET", "/api/models?")[0]
+    assert "filter=peft" in first and "filter=base_model%3Aadapter%3Atiny-llama" in first
+    assert len(fake_hub.requests("GET", "/api/models?")) == 3
+
+    assert [o.repo for o in pull(hf_container, author="bob").outcomes] == ["bob/other-base"]
+    tagged = pull(hf_container, tags=["qa"], search="LORA-", limit=3)
+    assert [(o.repo, o.status) for o in tagged.outcomes] == [
+        ("alice/lora-0", "skipped"),
+        ("alice/lora-1", "skipped"),
+        ("alice/lora-2", "skipped"),
+    ]
+    assert pull(hf_container, author="nobody").outcomes == []
+
+
+def test_name_collisions(fake_hub, hf_container, tmp_path):
+    publish(fake_hub, "alice/taken")
+    publish(fake_hub, "alice/free", seed=2)
+    hf_container.registry.add_path(
+        write_adapter_dir(tmp_path / "local", seed=7), AdapterMeta(name="alice--taken")
+    )
+    before_blobs = blob_files(hf_container)
+
+    report = pull(hf_container, repos=["alice/taken", "alice/free"])
+    taken, free = report.outcomes
+    assert (taken.status, taken.error.code, taken.item) == ("failed", "name_taken", None)
+    assert "--name" in taken.error.message and "source upload" in taken.error.message
+    assert free.status == "created"
+    assert [(n, v) for n, v, _ in all_versions(hf_container)] == [
+        ("alice--free", 1),
+        ("alice--taken", 1),
+    ]
+    assert len(blob_files(hf_container)) == len(before_blobs) + 1  # only alice/free's weights
+
+    renamed = pull(hf_container, repos=["alice/taken"], name="taken-from-hub").outcomes[0]
+    assert (renamed.status, renamed.item.name) == ("created", "taken-from-hub")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({}, "nothing to pull"),
+        ({"repos": ["a/b"], "author": "x"}, "not both"),
+        ({"author": "x", "name": "n"}, "exactly one --repo"),
+        ({"repos": ["a/b", "a/c"], "name": "n"}, "exactly one --repo"),
+        ({"repos": ["no-namespace"]}, "OWNER/NAME"),
+        ({"repos": ["a/b--c"]}, "'--'"),
+        ({"repos": ["a/b@../x"]}, "invalid revision"),
+        ({"repos": ["a/b"], "name": "a..b"}, "'..'"),
+        ({"author": "x", "limit": 0}, "limit"),
+    ],
+)
+def test_bad_pull_requests_are_refused_before_any_request(fake_hub, kwargs, fragment):
+    with pytest.raises(BadInputError) as e:
+        PullTargets.checked(**kwargs)
+    assert fragment in e.value.message
+    assert fake_hub.log == []
+
+
+def test_repo_ids_and_derived_names():
+    assert parse_repo_spec("alice/x.y_z-1@refs/pr/1") == ("alice/x.y_z-1", "refs/pr/1")
+    assert parse_repo_spec("alice/x") == ("alice/x", None)
+    assert derived_name("HuggingFaceTB/SmolLM2-lora") == "HuggingFaceTB--SmolLM2-lora"
+    for bad in ("alice/x.git", "alice/.x", "/x", "a/b/c", "alice/x@", "alice/é"):
+        with pytest.raises(BadInputError):
+            parse_repo_spec(bad)
+
+
+def test_local_base_model_path_falls_back_to_the_card(fake_hub, hf_container):
+    card = "---\nbase_model: tiny-llama\n---\nA trained adapter.\n"
+    files = adapter_files(4, card=card, base="/home/me/checkpoints/llama")
+    fake_hub.add_repo("alice/local-base", files)
+    item = pull(hf_container, repos=["alice/local-base"]).outcomes[0].item
+    assert item.base_model == TINY_BASE and item.description == "A trained adapter."
+
+
+def test_registered_base_model_checks_shapes_and_registers_nothing(fake_hub, hf_container):
+    hf_container.registry.register_base_model(TINY_BASE, dict(TINY_CONFIG, hidden_size=32))
+    publish(fake_hub, "alice/wrong-shapes")
+    outcome = pull(hf_container, repos=["alice/wrong-shapes"]).outcomes[0]
+    assert (outcome.status, outcome.error.code) == ("failed", "incompatible_base_model")
+    assert all_versions(hf_container) == []
+
+
+def test_card_that_does_not_parse_is_ignored_with_a_warning(fake_hub, hf_container):
+    files = adapter_files(5, card="---\n- just\n- a list\n---\nbody\n")
+    fake_hub.add_repo("alice/odd-card", files)
+    outcome = pull(hf_container, repos=["alice/odd-card"]).outcomes[0]
+    assert outcome.status == "created" and outcome.item.description == ""
+    assert any("card ignored" in w for w in outcome.warnings)
+    meta = json.loads(fake_hub.files_at("alice/odd-card", outcome.revision)["adapter_config.json"])
+    assert outcome.item.base_model == meta["base_model_name_or_path"]

@@ -1,0 +1,235 @@
+// loradex web catalog: the API token, the merge form and live job progress.
+// No framework and no inline handlers: the page's CSP allows scripts from this origin only.
+// Everything user-supplied is written with textContent / attributes, never innerHTML.
+(() => {
+  "use strict";
+
+  const TOKEN_KEY = "loradex.token";
+  const TOKEN_COOKIE = "loradex_token"; // lets page views through when reads need a token
+  const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+  const POLL_MS = 1000;
+
+  const $ = (id) => document.getElementById(id);
+  const getToken = () => localStorage.getItem(TOKEN_KEY) || "";
+
+  function setToken(token) {
+    if (token) {
+      localStorage.setItem(TOKEN_KEY, token);
+      document.cookie = `${TOKEN_COOKIE}=${encodeURIComponent(token)}; path=/ui; SameSite=Strict`;
+    } else {
+      localStorage.removeItem(TOKEN_KEY);
+      document.cookie = `${TOKEN_COOKIE}=; path=/ui; max-age=0; SameSite=Strict`;
+    }
+    showTokenState();
+  }
+
+  function authHeaders() {
+    const token = getToken();
+    return token ? { Authorization: `Bearer ${token}` } : {};
+  }
+
+  function errorText(body, status) {
+    const e = body && body.error;
+    return e ? `${e.code}: ${e.message}` : `HTTP ${status}`;
+  }
+
+  function uiBase() {
+    const job = $("job");
+    return (job && job.dataset.ui) || "/ui";
+  }
+
+  function refUrl(ref) {
+    const [name, version] = ref.split("@");
+    const base = `${uiBase()}/adapters/${encodeURIComponent(name)}`;
+    return version ? `${base}/versions/${encodeURIComponent(version)}` : base;
+  }
+
+  // -- token widget (header) ------------------------------------------------------------------
+  function showTokenState() {
+    const state = $("token-state");
+    if (state) state.textContent = getToken() ? "API token ✓" : "API token";
+    const mergeToken = $("merge-token");
+    if (mergeToken && !mergeToken.value) mergeToken.value = getToken();
+  }
+
+  function initTokenWidget() {
+    const form = $("token-form");
+    if (!form) return;
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      setToken($("token-input").value.trim());
+      $("token-input").value = "";
+      $("token-box").open = false;
+    });
+    $("token-clear").addEventListener("click", () => setToken(""));
+    showTokenState();
+  }
+
+  // -- merge form -----------------------------------------------------------------------------
+  function showMethod(form, method) {
+    for (const fs of form.querySelectorAll("fieldset.params")) {
+      const on = fs.dataset.method === method;
+      fs.hidden = !on;
+      fs.disabled = !on; // disabled controls are neither validated nor sent
+    }
+  }
+
+  function collectParams(fieldset) {
+    const params = {};
+    for (const input of fieldset.querySelectorAll("[data-param]")) {
+      const raw = input.value.trim();
+      if (raw === "") continue; // the method's default applies
+      const kind = input.dataset.kind;
+      let value = raw;
+      if (kind === "int") value = parseInt(raw, 10);
+      else if (kind === "float") value = parseFloat(raw);
+      else if (kind === "choice" && (raw === "true" || raw === "false")) value = raw === "true";
+      params[input.dataset.param] = value;
+    }
+    return params;
+  }
+
+  function splitList(text) {
+    return text.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  }
+
+  function mergeBody(form) {
+    const method = $("merge-method").value;
+    const fieldset = form.querySelector(`fieldset.params[data-method="${CSS.escape(method)}"]`);
+    const body = {
+      adapters: Array.from($("merge-adapters").selectedOptions, (o) => o.value),
+      method,
+      params: fieldset ? collectParams(fieldset) : {},
+      name: $("merge-name").value.trim(),
+      description: $("merge-description").value,
+      tags: splitList($("merge-tags").value),
+    };
+    const weights = splitList($("merge-weights").value).map(Number);
+    if (weights.length) body.weights = weights;
+    return body;
+  }
+
+  async function submitMerge(form, ev) {
+    ev.preventDefault();
+    const error = $("merge-error");
+    const button = $("merge-submit");
+    error.hidden = true;
+    const token = $("merge-token").value.trim();
+    if (token) setToken(token);
+    button.disabled = true;
+    try {
+      const response = await fetch("/merges", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", ...authHeaders() },
+        body: JSON.stringify(mergeBody(form)),
+      });
+      const body = await response.json().catch(() => null);
+      if (response.status !== 202) throw new Error(errorText(body, response.status));
+      window.location.assign(`${uiBase()}/jobs/${encodeURIComponent(body.job_id)}`);
+    } catch (err) {
+      error.textContent = err.message;
+      error.hidden = false;
+      button.disabled = false;
+    }
+  }
+
+  function initMergeForm() {
+    const form = $("merge-form");
+    if (!form) return;
+    const method = $("merge-method");
+    method.addEventListener("change", () => showMethod(form, method.value));
+    showMethod(form, method.value);
+    form.addEventListener("submit", (ev) => submitMerge(form, ev));
+  }
+
+  // -- job page -------------------------------------------------------------------------------
+  function showJob(box, job) {
+    box.dataset.state = job.state;
+    const state = $("job-state");
+    state.textContent = job.state;
+    state.className = `state-${job.state}`;
+    $("job-progress").value = job.progress;
+    $("job-percent").textContent = `${Math.round(job.progress * 100)}%`;
+    $("job-message").textContent = job.message || "";
+    if (job.result) {
+      const link = $("job-result-link");
+      link.textContent = job.result;
+      link.setAttribute("href", refUrl(job.result));
+      $("job-result").hidden = false;
+    }
+    if (job.error) {
+      $("job-error").textContent = job.error;
+      $("job-error").hidden = false;
+    }
+    if (TERMINAL.has(job.state)) {
+      $("job-transport").textContent = "finished";
+      const cancel = $("job-cancel");
+      if (cancel) cancel.hidden = true;
+    }
+  }
+
+  function pollJob(box, id) {
+    $("job-transport").textContent = "polling";
+    const tick = async () => {
+      try {
+        const response = await fetch(`/jobs/${encodeURIComponent(id)}`, { headers: authHeaders() });
+        const body = await response.json();
+        if (!response.ok) throw new Error(errorText(body, response.status));
+        showJob(box, body);
+        if (TERMINAL.has(body.state)) return;
+      } catch (err) {
+        $("job-transport").textContent = `polling (${err.message})`;
+      }
+      setTimeout(tick, POLL_MS);
+    };
+    tick();
+  }
+
+  function followJob(box) {
+    const id = box.dataset.jobId;
+    if (TERMINAL.has(box.dataset.state)) return;
+    if (!window.EventSource) {
+      pollJob(box, id);
+      return;
+    }
+    const events = new EventSource(`/jobs/${encodeURIComponent(id)}/events`);
+    $("job-transport").textContent = "live (server-sent events)";
+    events.addEventListener("job", (ev) => {
+      const job = JSON.parse(ev.data);
+      showJob(box, job);
+      if (TERMINAL.has(job.state)) events.close();
+    });
+    events.onerror = () => {
+      // The stream ended early or was refused (e.g. reads need a token, which EventSource
+      // cannot send): fall back to polling with the Authorization header.
+      events.close();
+      if (!TERMINAL.has(box.dataset.state)) pollJob(box, id);
+    };
+  }
+
+  function initJobPage() {
+    const box = $("job");
+    if (!box) return;
+    followJob(box);
+    const cancel = $("job-cancel");
+    if (!cancel) return;
+    cancel.addEventListener("click", async () => {
+      const response = await fetch(`/jobs/${encodeURIComponent(box.dataset.jobId)}/cancel`, {
+        method: "POST",
+        headers: authHeaders(),
+      });
+      const body = await response.json().catch(() => null);
+      if (response.ok) showJob(box, body);
+      else {
+        $("job-error").textContent = errorText(body, response.status);
+        $("job-error").hidden = false;
+      }
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    initTokenWidget();
+    initMergeForm();
+    initJobPage();
+  });
+})();

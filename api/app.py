@@ -15,7 +15,17 @@ from fastapi.concurrency import run_in_threadpool
 
 import hub
 from api.errors import install_error_handlers
-from api.routers import adapters, health, jobs, merges, methods, mixtures, search, transfers
+from api.routers import (
+    adapters,
+    generations,
+    health,
+    jobs,
+    merges,
+    methods,
+    mixtures,
+    search,
+    transfers,
+)
 from api.routers import sync as sync_router
 from hub.config import load_settings
 from hub.services.container import Container
@@ -70,12 +80,11 @@ def create_app(
     app.state.container = container
     app.state.jobs = JobService(container)
     app.state.tokens = TokenService(container.catalog)
-    for module in (health, adapters, methods, merges, jobs, search, mixtures):
+    routers = (health, adapters, methods, merges, mixtures, generations, transfers, sync_router)
+    for module in (*routers, jobs, search):
         app.include_router(module.router)
     # The web catalog: a sibling delivery layer, so mounted by module name, never imported.
     importlib.import_module("web").mount(app)
-    app.include_router(sync_router.router)
-    app.include_router(transfers.router)
     install_error_handlers(app)
     return app
 

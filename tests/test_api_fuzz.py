@@ -39,6 +39,7 @@ def _seeded():
 
 SEMANTIC = {"/adapters", "/merges", "/mixtures", "/transfers"}
 SEMANTIC |= {"/sync"}  # Hub repo-id rules ("--", ".."), a pull needs repos or a filter
+SEMANTIC |= {"/generations"}  # a generation needs described experts and a trained generator
 # Search answers depend on state a schema cannot express (a trained encoder for weight mode and
 # `similar`, a non-blank query): a schema-valid request may rightly get a 400 naming the reason.
 STATEFUL_READS = {"/search", "/adapters/{name}/similar"}

@@ -2,6 +2,7 @@
 
 from hub.cli import (  # noqa: F401 - importing registers the commands
     catalog_commands,
+    generation_commands,
     merge_commands,
     mixture_commands,
     model_commands,

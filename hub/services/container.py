@@ -92,3 +92,11 @@ class Container:
         from hub.services.transfer import TransferService
 
         return TransferService(self.registry, self.models)
+
+    @cached_property
+    def generators(self):  # -> GeneratorService (SG-LoRA)
+        from hub.services.generation import GeneratorService
+
+        return GeneratorService(
+            self.registry, lambda: self.search.cards.embedder, self.settings.home / "generators"
+        )

@@ -106,6 +106,7 @@ def get_job_kind(name: str) -> JobKind:
 
 def _ensure_loaded() -> None:
     # Built-in kinds register on import, through the same hook later kinds use.
+    import hub.services.generation_jobs  # noqa: F401
     import hub.services.merge_jobs  # noqa: F401
     import hub.services.mixture_jobs  # noqa: F401
     import hub.services.sync_jobs  # noqa: F401

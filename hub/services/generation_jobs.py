@@ -1,0 +1,135 @@
+"""The ``generation`` job kind: SG-LoRA generation submitted over REST (or any job client).
+
+Submit-time validation catches what a user can get wrong (empty or oversized description, a
+base model without experts, no trained generator, k larger than the generator's expert count,
+rank/samples/seed ranges, the name) so the request fails with a 4xx instead of a job that fails
+later. The generator version is pinned at submit time: the job generates with the artifact that
+was current when it was accepted, or fails if a retrain replaced it meanwhile.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hub.core.errors import BadInputError, ConflictError
+from hub.core.names import validate_name
+from hub.services.generation import (
+    MAX_DESCRIPTION,
+    MAX_RANK,
+    MAX_SAMPLES,
+    check_description,
+    check_generation_params,
+)
+from hub.services.jobs import JobContext, JobKind, JobOutcome, register_job_kind
+from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, Tag
+
+if TYPE_CHECKING:
+    from hub.services.container import Container
+
+NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"  # some visible character, no NUL
+
+
+class GenerationRequest(BaseModel):
+    """A generation request: the body of ``POST /generations``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(
+        min_length=1,
+        max_length=MAX_DESCRIPTION,
+        pattern=NOT_BLANK,
+        description="The unseen task, in plain words.",
+    )
+    name: str = Field(
+        max_length=128, pattern=NAME_PATTERN, description="Name of the generated adapter."
+    )
+    base: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=NO_NUL,
+        description="Base model (hf id or loadable name); default: the catalog's only one.",
+    )
+    k: int | None = Field(
+        default=None, ge=1, le=10_000, description="Experts aggregated (default: the generator's)."
+    )
+    tau: float | None = Field(
+        default=None, gt=0, le=100, description="Softmax temperature over cosine similarities."
+    )
+    samples: int = Field(
+        default=8, ge=0, le=MAX_SAMPLES, description="Latent samples averaged (0: prior mean)."
+    )
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    rank: int = Field(default=16, ge=1, le=MAX_RANK, description="Rank of the generated LoRA.")
+    tags: list[Tag] = Field(default_factory=list, max_length=64)
+
+
+class GenerationJobSpec(GenerationRequest):
+    """What the job stores: the request plus the generator version pinned at submit time."""
+
+    generator_version: str | None = None
+
+
+def validate_generation(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
+    try:
+        spec = GenerationRequest.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise BadInputError(
+            f"invalid generation request: {problems}", code="invalid_spec"
+        ) from None
+    check_description(spec.description)
+    validate_name(spec.name)
+    check_generation_params(rank=spec.rank, samples=spec.samples, seed=spec.seed)
+    service = container.generators
+    base_id, _ = service.experts(spec.base)
+    version, generator = service.load(base_id)
+    k = min(generator.settings.k, generator.size) if spec.k is None else spec.k
+    if not 1 <= k <= generator.size:
+        raise BadInputError(
+            f"k = {k} but the generator knows {generator.size} experts (k must be "
+            f"1..{generator.size})",
+            code="k_out_of_range",
+        )
+    return {**spec.model_dump(mode="json"), "base": base_id, "generator_version": version}
+
+
+def run_generation(container: Container, raw: dict[str, Any], ctx: JobContext) -> JobOutcome:
+    spec = GenerationJobSpec.model_validate({k: v for k, v in raw.items() if k in _FIELDS})
+    ctx.progress(0.0, "loading the generator")
+    service = container.generators
+    current = service.store.current(spec.base or "")
+    if spec.generator_version and (current or {}).get("version") != spec.generator_version:
+        raise ConflictError(
+            "the generator was retrained after this job was submitted; submit it again",
+            code="generator_changed",
+        )
+    outcome = service.generate(
+        spec.description,
+        name=spec.name,
+        base=spec.base,
+        k=spec.k,
+        tau=spec.tau,
+        samples=spec.samples,
+        seed=spec.seed,
+        rank=spec.rank,
+        tags=spec.tags,
+        progress=lambda fraction, message: ctx.progress(fraction, message),
+    )
+    item = outcome.added.item
+    version_id = container.catalog.version_id(item.name, item.version)
+    drew = ", ".join(f"{d.name}@{d.version} ({d.weight:.2f})" for d in outcome.drew_on)
+    return JobOutcome(version_id, f"generated {item.name}@{item.version} from {drew}")
+
+
+_FIELDS = frozenset(GenerationJobSpec.model_fields)
+
+GENERATION_JOB = register_job_kind(
+    JobKind(
+        "generation",
+        run=run_generation,
+        validate=validate_generation,
+        description="Generate an adapter for an unseen task from its description (SG-LoRA).",
+    )
+)

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from hub.core.errors import BlobCorruptedError, NotFoundError
-from storage.durable import fsync_dir
+from storage.durable import atomic_write
 
 POINTER = "current.json"
 SUFFIX = ".safetensors"
@@ -30,21 +28,6 @@ SUFFIX = ".safetensors"
 def slot_dir_name(slot: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", slot).strip("._")[:80] or "slot"
     return f"{safe}-{hashlib.sha256(slot.encode()).hexdigest()[:8]}"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 class GeneratorStore:
@@ -60,9 +43,9 @@ class GeneratorStore:
         version = hashlib.sha256(data).hexdigest()
         target = self._dir(slot) / f"{version}{SUFFIX}"
         if not target.exists():
-            _atomic_write(target, data)
+            atomic_write(target, data)
         pointer = {"slot": slot, "version": version, "file": target.name, **info}
-        _atomic_write(self._dir(slot) / POINTER, json.dumps(pointer, indent=2).encode())
+        atomic_write(self._dir(slot) / POINTER, json.dumps(pointer, indent=2).encode())
         return version
 
     def current(self, slot: str) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ from hub.config import load_settings
 from hub.core.errors import HubError
 from hub.core.models import AdapterItem
 from hub.services.container import Container
+from hub.services.job_specs import validation_problems
 
 app = typer.Typer(
     name="loradex",
@@ -77,9 +78,7 @@ def handles_errors(fn: F) -> F:
         except HubError as exc:
             _fail(f"error [{exc.code}]: {exc.message}", EXIT_CODES.get(exc.kind, 1))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-            )
+            problems = validation_problems(exc)
             _fail(f"error [bad_input]: {problems}", 2)
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise

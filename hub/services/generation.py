@@ -16,7 +16,6 @@ it drew on with their similarity weights, and the full recipe.
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-import hub
 from hub.core.errors import BadInputError, ConflictError, HubError, NotFoundError
 from hub.core.lora import LoraAdapter
 from hub.core.models import AdapterItem, AdapterMeta
 from hub.core.names import AdapterRef
 from hub.services.generation_lowrank import realize
+from hub.services.provenance import software_versions
 from hub.services.registry import AddResult, RegistryService, as_published
 from storage.generator_store import GeneratorStore
 from storage.peft_format import peft_config_for
@@ -282,7 +281,7 @@ class GeneratorService:
                 {**d.to_dict(), "digest": generator.experts[int(i)].digest}
                 for d, i in zip(drew, out.aggregate.indices, strict=True)
             ],
-            "software": _software(),
+            "software": software_versions(),
         }
         catalog = self.registry.catalog
         parents = [
@@ -349,14 +348,3 @@ def _untrained(base_id: str) -> BadInputError:
         f"`loradex generator train --base {base_id}` first",
         code="generator_missing",
     )
-
-
-def _software() -> dict[str, str]:
-    import torch
-
-    return {
-        "loradex": hub.__version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }

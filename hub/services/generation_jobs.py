@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from hub.core.errors import BadInputError, ConflictError
 from hub.core.names import validate_name
@@ -22,6 +22,7 @@ from hub.services.generation import (
     check_description,
     check_generation_params,
 )
+from hub.services.job_specs import parse_job_spec, published
 from hub.services.jobs import JobContext, JobKind, JobOutcome, register_job_kind
 from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, Tag
 
@@ -72,13 +73,7 @@ class GenerationJobSpec(GenerationRequest):
 
 
 def validate_generation(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
-    try:
-        spec = GenerationRequest.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise BadInputError(
-            f"invalid generation request: {problems}", code="invalid_spec"
-        ) from None
+    spec = parse_job_spec(GenerationRequest, raw, "generation")
     check_description(spec.description)
     validate_name(spec.name)
     check_generation_params(rank=spec.rank, samples=spec.samples, seed=spec.seed)
@@ -117,10 +112,8 @@ def run_generation(container: Container, raw: dict[str, Any], ctx: JobContext) -
         tags=spec.tags,
         progress=lambda fraction, message: ctx.progress(fraction, message),
     )
-    item = outcome.added.item
-    version_id = container.catalog.version_id(item.name, item.version)
     drew = ", ".join(f"{d.name}@{d.version} ({d.weight:.2f})" for d in outcome.drew_on)
-    return JobOutcome(version_id, f"generated {item.name}@{item.version} from {drew}")
+    return published(container, outcome.added.item, "generated {ref} from " + drew)
 
 
 _FIELDS = frozenset(GenerationJobSpec.model_fields)

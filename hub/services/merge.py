@@ -10,18 +10,17 @@ adapter a retry silently returns as zeros).
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-import hub
 from hub.core.errors import BadInputError
 from hub.core.lora import LoraAdapter
 from hub.core.models import AdapterMeta
 from hub.core.names import AdapterRef
+from hub.services.provenance import software_versions
 from hub.services.registry import AddResult, RegistryService, as_published
 from storage.peft_format import ParsedAdapter, peft_config_for
 from storage.safetensors_io import parse_safetensors, serialize_safetensors
@@ -85,7 +84,7 @@ class MergeService:
             "seed": seed,
             "inputs": [{"name": d.name, "version": d.version, "digest": d.digest} for d in inputs],
             "report": _jsonable(result.report),
-            "software": _software(),
+            "software": software_versions(),
         }
         parents = [
             (self.registry.catalog.version_id(d.name, d.version), "merge", float(w))
@@ -130,7 +129,7 @@ class MergeService:
             "method": "rmm-revert",
             "merged": f"{detail.name}@{detail.version}",
             "member": label,
-            "software": _software(),
+            "software": software_versions(),
         }
         parsed = _validated(adapter, detail.base_model)
         return self.registry.add_parsed(
@@ -172,17 +171,6 @@ def _resolve_member(member: str, members: list[str], merged: str) -> str:
             code="rmm_not_a_member",
         )
     return matches[0]
-
-
-def _software() -> dict[str, str]:
-    import torch
-
-    return {
-        "loradex": hub.__version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def _jsonable(obj: Any) -> Any:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from hub.core.errors import BadInputError, IncompatibleBaseModelError, NotMergeableError
 from hub.core.names import AdapterRef, validate_name
+from hub.services.job_specs import parse_job_spec, published
 from hub.services.jobs import JobContext, JobKind, JobOutcome, register_job_kind
 
 if TYPE_CHECKING:
@@ -55,11 +56,7 @@ class MergeJobSpec(BaseModel):
 def validate_merge(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
     import merging  # torch: paid only when a merge is actually requested
 
-    try:
-        spec = MergeJobSpec.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise BadInputError(f"invalid merge request: {problems}", code="invalid_spec") from None
+    spec = parse_job_spec(MergeJobSpec, raw, "merge")
     validate_name(spec.name)  # the pattern above is a convenience; this is the rule
     refs = [AdapterRef.parse(a) for a in spec.adapters]
     method = merging.get_method(spec.method)
@@ -120,9 +117,7 @@ def run_merge(container: Container, raw: dict[str, Any], ctx: JobContext) -> Job
         seed=spec.seed,
         progress=on_progress,
     )
-    item = outcome.added.item
-    version_id = container.catalog.version_id(item.name, item.version)
-    return JobOutcome(version_id, f"merged into {item.name}@{item.version}")
+    return published(container, outcome.added.item, "merged into {ref}")
 
 
 _FIELDS = frozenset(MergeJobSpec.model_fields)

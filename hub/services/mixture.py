@@ -369,7 +369,7 @@ def _document(
 
 
 def _recipe(doc: dict[str, Any], gate: Any, result: Any) -> dict[str, Any]:
-    from hub.services.merge import _software
+    from hub.services.provenance import software_versions
 
     report = {
         "gate_parameters": gate.num_parameters,
@@ -385,7 +385,7 @@ def _recipe(doc: dict[str, Any], gate: Any, result: Any) -> dict[str, Any]:
         "seed": result.recipe["seed"],
         "inputs": doc["experts"],
         "report": report,
-        "software": _software(),
+        "software": software_versions(),
     }
 
 

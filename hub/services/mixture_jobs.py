@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from hub.core.errors import BadInputError
 from hub.core.names import AdapterRef, validate_name
+from hub.services.job_specs import parse_job_spec, published
 from hub.services.jobs import JobContext, JobKind, JobOutcome, register_job_kind
 from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, Ref, Tag
 from hub.services.mixture import GateOptions
@@ -80,11 +81,7 @@ class MixtureJobSpec(BaseModel):
 
 
 def parse_spec(raw: dict[str, Any]) -> MixtureJobSpec:
-    try:
-        return MixtureJobSpec.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise BadInputError(f"invalid mixture request: {problems}", code="invalid_spec") from None
+    return parse_job_spec(MixtureJobSpec, raw, "mixture")
 
 
 def validate_mixture(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
@@ -111,9 +108,7 @@ def run_mixture(container: Container, raw: dict[str, Any], ctx: JobContext) -> J
         device=spec.device,
         progress=ctx.progress,
     )
-    item = outcome.added.item
-    version_id = container.catalog.version_id(item.name, item.version)
-    return JobOutcome(version_id, f"mixed into {item.name}@{item.version}")
+    return published(container, outcome.added.item, "mixed into {ref}")
 
 
 _FIELDS = frozenset(MixtureJobSpec.model_fields)

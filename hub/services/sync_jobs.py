@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
-from hub.core.errors import BadInputError
 from hub.core.names import AdapterRef
+from hub.services.job_specs import parse_job_spec
 from hub.services.jobs import JobContext, JobKind, JobOutcome, register_job_kind
 from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, REF_PATTERN, Tag
 
@@ -69,11 +69,7 @@ _SPEC: TypeAdapter[SyncPull | SyncPush] = TypeAdapter(SyncJobSpec)
 
 
 def _parse(raw: dict[str, Any]) -> SyncPull | SyncPush:
-    try:
-        return _SPEC.validate_python(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise BadInputError(f"invalid sync request: {problems}", code="invalid_spec") from None
+    return parse_job_spec(_SPEC, raw, "sync")
 
 
 def validate_sync(container: Container, raw: dict[str, Any]) -> dict[str, Any]:

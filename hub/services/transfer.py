@@ -10,18 +10,17 @@ before the pipeline has finished, so a failure or a cancel registers nothing.
 
 from __future__ import annotations
 
-import platform
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import hub
 from generation.translora.params import TransferParams
 from hub.core.errors import BadInputError, NotMergeableError
 from hub.core.models import AdapterDetail, AdapterMeta
 from hub.core.names import AdapterRef, validate_name
 from hub.services.models import ModelService
+from hub.services.provenance import software_versions
 from hub.services.registry import AddResult, RegistryService, as_published
 
 if TYPE_CHECKING:
@@ -197,19 +196,5 @@ def recipe(
         },
         "task": {"name": plan.task.name, "ref": plan.task_ref, "family": plan.task.family},
         **result.report,
-        "software": software(),
+        "software": software_versions(),
     }  # fmt: skip
-
-
-def software() -> dict[str, str]:
-    import peft
-    import torch
-    import transformers
-
-    return {
-        "loradex": hub.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "python": platform.python_version(),
-    }

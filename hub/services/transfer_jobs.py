@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from generation.translora.params import TransferParams
-from hub.core.errors import BadInputError
 from hub.core.names import AdapterRef, validate_name
+from hub.services.job_specs import parse_job_spec, published
 from hub.services.jobs import JobContext, JobKind, JobOutcome, register_job_kind
 from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, Ref, Tag
 from hub.services.transfer import DEFAULT_GENERATOR
@@ -49,11 +49,7 @@ _JOB_FIELDS = frozenset(TransferJobSpec.model_fields) - frozenset(TransferParams
 
 
 def parse_spec(raw: dict[str, Any]) -> tuple[TransferJobSpec, TransferParams]:
-    try:
-        spec = TransferJobSpec.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise BadInputError(f"invalid transfer request: {problems}", code="invalid_spec") from None
+    spec = parse_job_spec(TransferJobSpec, raw, "transfer")
     params = TransferParams.model_validate(spec.model_dump(exclude=set(_JOB_FIELDS)))
     return spec, params
 
@@ -88,10 +84,8 @@ def run_transfer(container: Container, raw: dict[str, Any], ctx: JobContext) -> 
         device=spec.device,
         progress=ctx.progress,
     )
-    item = added.item
-    version_id = container.catalog.version_id(item.name, item.version)
-    kept = item.metadata.get("synthetic_kept")
-    return JobOutcome(version_id, f"transferred into {item.name}@{item.version} ({kept} inputs)")
+    kept = added.item.metadata.get("synthetic_kept")
+    return published(container, added.item, f"transferred into {{ref}} ({kept} inputs)")
 
 
 TRANSFER_JOB = register_job_kind(

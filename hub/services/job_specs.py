@@ -1,0 +1,44 @@
+"""What every job kind does the same way: parse a spec at the edge and report a published result.
+
+A spec that fails its pydantic model is bad input (``invalid_spec``, HTTP 400 / exit 2) naming
+each problem; a job whose work ends in a registered adapter version reports that version.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from hub.core.errors import BadInputError
+from hub.core.models import AdapterItem
+from hub.services.jobs import JobOutcome
+
+if TYPE_CHECKING:
+    from hub.services.container import Container
+
+T = TypeVar("T")
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """One line naming every field that failed and why (``loc.path: message; ...``)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
+def parse_job_spec(schema: type[T] | TypeAdapter[T], raw: Any, what: str) -> T:
+    """``raw`` validated by ``schema`` (a model or a TypeAdapter), else ``invalid_spec``."""
+    try:
+        if isinstance(schema, TypeAdapter):
+            return schema.validate_python(raw)
+        assert issubclass(schema, BaseModel)
+        return schema.model_validate(raw)  # type: ignore[return-value]
+    except ValidationError as exc:
+        raise BadInputError(
+            f"invalid {what} request: {validation_problems(exc)}", code="invalid_spec"
+        ) from None
+
+
+def published(container: Container, item: AdapterItem, message: str) -> JobOutcome:
+    """The outcome of a job that registered ``item``: ``message`` names it (``{ref}``)."""
+    version_id = container.catalog.version_id(item.name, item.version)
+    return JobOutcome(version_id, message.format(ref=f"{item.name}@{item.version}"))

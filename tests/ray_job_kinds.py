@@ -11,7 +11,8 @@ import os
 import time
 from pathlib import Path
 
-from hub.services.jobs import JobContext, JobKind, JobOutcome, register_job_kind
+from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
+from hub.services.jobs import JobContext
 
 
 def _gated(_container, spec, ctx: JobContext) -> JobOutcome:

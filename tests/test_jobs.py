@@ -9,15 +9,8 @@ import time
 import pytest
 
 from hub.core.errors import BadInputError, ConflictError, UnknownNameError
-from hub.services.jobs import (
-    RESTART_REASON,
-    JobContext,
-    JobKind,
-    JobOutcome,
-    JobService,
-    get_job_kind,
-    register_job_kind,
-)
+from hub.services.job_kinds import JobKind, JobOutcome, get_job_kind, register_job_kind
+from hub.services.jobs import RESTART_REASON, JobContext, JobService
 from tests.api_helpers import make_container
 from tests.cli_helpers import cli
 

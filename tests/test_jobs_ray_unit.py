@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from hub.services.jobs import JobContext, JobKind, JobOutcome, JobService, register_job_kind
+from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
+from hub.services.jobs import JobContext, JobService
 from tests.api_helpers import make_container
 
 

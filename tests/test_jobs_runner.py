@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from hub.core.models import AdapterMeta
-from hub.services.jobs import JobContext, JobKind, JobOutcome, JobService, register_job_kind
+from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
+from hub.services.jobs import JobContext, JobService
 from tests.api_helpers import auth, make_container, new_token
 from tests.factories import write_adapter_dir
 

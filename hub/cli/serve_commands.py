@@ -1,4 +1,4 @@
-"""Server commands: serve (the REST API), token create/ls/revoke, jobs ls/show/cancel."""
+"""Server commands: serve (REST API + web catalog), token create/ls/revoke, jobs ls/show/cancel."""
 
 from __future__ import annotations
 
@@ -36,7 +36,10 @@ def serve(
         ),
     ] = 1,
 ) -> None:
-    """Serve the REST API (OpenAPI at /docs) and run jobs in-process."""
+    """Serve the REST API (OpenAPI at /docs), the web catalog (/ui) and jobs (threads or Ray).
+
+    Jobs run in this process's thread pool, or as tasks on a Ray cluster with the setting
+    ``jobs_backend = "ray"`` (README: "Scaling out")."""
     import uvicorn
 
     # The server reads settings from the environment like any command; pass ours on. With

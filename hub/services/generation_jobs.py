@@ -22,8 +22,9 @@ from hub.services.generation import (
     check_description,
     check_generation_params,
 )
+from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
 from hub.services.job_specs import parse_job_spec, published
-from hub.services.jobs import JobContext, JobKind, JobOutcome, register_job_kind
+from hub.services.jobs import JobContext
 from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, Tag
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from hub.core.errors import BadInputError
 from hub.core.models import AdapterItem
-from hub.services.jobs import JobOutcome
+from hub.services.job_kinds import JobOutcome
 
 if TYPE_CHECKING:
     from hub.services.container import Container

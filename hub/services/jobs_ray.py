@@ -46,14 +46,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from hub.core.errors import StorageError
-from hub.services.jobs import (
-    CANCEL_KEY,
-    TERMINAL,
-    execute_job,
-    get_job_kind,
-    job_wants_gpu,
-    load_job_modules,
-)
+from hub.services.job_kinds import get_job_kind, job_wants_gpu, load_job_modules
+from hub.services.jobs import CANCEL_KEY, TERMINAL, execute_job
 
 if TYPE_CHECKING:
     from hub.services.container import Container

@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from hub.core.errors import BadInputError, IncompatibleBaseModelError, NotMergeableError
 from hub.core.names import AdapterRef, validate_name
+from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
 from hub.services.job_specs import parse_job_spec, published
-from hub.services.jobs import JobContext, JobKind, JobOutcome, register_job_kind
+from hub.services.jobs import JobContext
 
 if TYPE_CHECKING:
     from hub.services.container import Container

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hub.core.errors import BadInputError
 from hub.core.names import AdapterRef, validate_name
+from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
 from hub.services.job_specs import parse_job_spec, published
-from hub.services.jobs import JobContext, JobKind, JobOutcome, register_job_kind
+from hub.services.jobs import JobContext
 from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, Ref, Tag
 from hub.services.mixture import GateOptions
 

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
 from hub.core.names import AdapterRef
+from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
 from hub.services.job_specs import parse_job_spec
-from hub.services.jobs import JobContext, JobKind, JobOutcome, register_job_kind
+from hub.services.jobs import JobContext
 from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, REF_PATTERN, Tag
 
 if TYPE_CHECKING:

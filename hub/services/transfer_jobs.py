@@ -14,8 +14,9 @@ from pydantic import Field
 
 from generation.translora.params import TransferParams
 from hub.core.names import AdapterRef, validate_name
+from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
 from hub.services.job_specs import parse_job_spec, published
-from hub.services.jobs import JobContext, JobKind, JobOutcome, register_job_kind
+from hub.services.jobs import JobContext
 from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, Ref, Tag
 from hub.services.transfer import DEFAULT_GENERATOR
 

@@ -94,17 +94,21 @@ class BrowseService:
         if page < 1 or not 1 <= per_page <= 200:
             raise BadInputError("page must be >= 1 and per_page 1..200", code="invalid_page")
         everything, _ = self.registry.ls(limit=10**9)
-        matching = [i for i in everything if filters.matches(i)]
+        active = filters.active()
+        # Each item's facet values once (not once per facet and filter check).
+        rows = [(item, {f: fn(item) for f, fn in FACETS.items()}) for item in everything]
+
+        def passes(values: dict[str, list[str]], skip: str | None = None) -> bool:
+            return all(v in values[k] for k, v in active.items() if k != skip)
+
+        matching = [item for item, values in rows if passes(values)]
         start = (page - 1) * per_page
         result = BrowsePage(matching[start : start + per_page], len(matching), page, per_page)
         for facet in FACETS:
             counts = Counter(
-                value
-                for item in everything
-                if filters.matches(item, skip=facet)
-                for value in FACETS[facet](item)
+                value for _, values in rows if passes(values, facet) for value in values[facet]
             )
-            chosen = filters.active().get(facet)
+            chosen = active.get(facet)
             ordered = sorted(counts.items(), key=_facet_order(facet))
             shown = ordered[:MAX_FACET_VALUES]
             if chosen is not None and chosen not in dict(shown):

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, exists, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from hub.core.errors import NotFoundError
 from hub.core.models import AdapterDetail, AdapterItem, AdapterMeta, EvaluationRecord
@@ -28,6 +28,14 @@ from storage.catalog.jobs import BaseModelsMixin, JobsMixin
 from storage.catalog.search_queries import SearchQueriesMixin
 from storage.catalog.tables import Adapter, AdapterVersion, Evaluation, LineageEdge
 from storage.catalog.tokens import TokensMixin
+
+# Listing builds AdapterItems, which never read these JSON columns; decoding them was most of
+# the cost of a long listing (per-module shapes of a 60-module adapter, the PEFT config).
+_ITEM_ONLY = (
+    defer(AdapterVersion.config),
+    defer(AdapterVersion.module_shapes),
+    defer(AdapterVersion.recipe),
+)
 
 ParentSpec = tuple[int, str, float | None]
 
@@ -196,7 +204,12 @@ class Catalog(JobsMixin, BaseModelsMixin, TokensMixin, SearchQueriesMixin, Catal
         ids = list(version_ids)
 
         def run(s: Session) -> dict[int, AdapterItem]:
-            q = select(AdapterVersion, Adapter).join(Adapter).where(AdapterVersion.id.in_(ids))
+            q = (
+                select(AdapterVersion, Adapter)
+                .join(Adapter)
+                .where(AdapterVersion.id.in_(ids))
+                .options(*_ITEM_ONLY)
+            )
             return {v.id: to_item(v, a) for v, a in s.execute(q)}
 
         return self._read(run) if ids else {}
@@ -229,7 +242,7 @@ class Catalog(JobsMixin, BaseModelsMixin, TokensMixin, SearchQueriesMixin, Catal
             conds.append(self._has_tag(tag))
 
         def run(s: Session) -> tuple[list[AdapterItem], int]:
-            q = select(AdapterVersion, Adapter).join(Adapter)
+            q = select(AdapterVersion, Adapter).join(Adapter).options(*_ITEM_ONLY)
             if all_versions:
                 q = q.where(*conds)
             else:

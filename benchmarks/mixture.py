@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: merge_quality.py
+
+from merge_quality import GROUPS as MERGE_GROUPS  # noqa: E402
 
 from hub.config import Settings  # noqa: E402
 from hub.core.names import AdapterRef  # noqa: E402
@@ -31,19 +34,8 @@ from hub.services.mixture import GateOptions  # noqa: E402
 from hub.services.zoo import import_zoo  # noqa: E402
 
 ZOO = Path(__file__).resolve().parents[2] / "shared" / "zoo"
-GROUPS = {
-    4: ["sentiment", "french_color", "json_name", "remove_vowels"],
-    8: [
-        "sentiment",
-        "french_color",
-        "json_name",
-        "remove_vowels",
-        "number_to_words",
-        "last_word",
-        "has_digit",
-        "plural",
-    ],
-}
+# The merging benchmark's groups of 4 and 8: both tables speak of the same adapters.
+GROUPS = {n: MERGE_GROUPS[n] for n in (4, 8)}
 # label: (method, params, weight per member: "mean" = 1/n, "sum" = 1)
 STATIC = {
     "cat mean": ("cat", {}, "mean"),

@@ -41,10 +41,8 @@ class QueryEmbedder:
 
     def embed_one(self, text: str) -> np.ndarray:
         with self._cond:
-            hit = self._cache.get(text)
+            hit = self._hit(text)
             if hit is not None:
-                self._cache.move_to_end(text)
-                self.stats["hits"] += 1
                 return hit
             self.stats["misses"] += 1
             future = self._pending.get(text)
@@ -102,11 +100,15 @@ class QueryEmbedder:
     def cached(self, text: str) -> np.ndarray | None:
         """The cached vector of ``text`` or None; never calls the model (never blocks long)."""
         with self._cond:
-            hit = self._cache.get(text)
-            if hit is not None:
-                self._cache.move_to_end(text)
-                self.stats["hits"] += 1
-            return hit
+            return self._hit(text)
+
+    def _hit(self, text: str) -> np.ndarray | None:
+        """Cache lookup (caller holds the lock): a hit is counted and becomes most recent."""
+        hit = self._cache.get(text)
+        if hit is not None:
+            self._cache.move_to_end(text)
+            self.stats["hits"] += 1
+        return hit
 
     def clear(self) -> None:
         with self._cond:

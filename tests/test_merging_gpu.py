@@ -13,7 +13,7 @@ from hub.core.lora import BaseModelRef, LoraAdapter, LoraModule
 from merging import merge
 from merging.synthetic import random_adapter
 from tests.test_merging_engine import DenseGuard
-from tests.test_merging_methods import SHAPES, adapters
+from tests.test_merging_methods import SHAPES, adapters, flat_spectrum_adapters
 
 pytestmark = [
     pytest.mark.gpu,
@@ -90,18 +90,7 @@ def test_fast_rerank_on_cuda_certifies_with_a_gap_and_falls_back_without() -> No
     fast = merge(ads, [1 / 6] * 6, "svd", {"rank": 8, "algorithm": "fast"}, device="cuda")
     assert fast.report["fast_path_fallbacks"] == 0
     _close(fast.adapter, exact.adapter, 1e-4)
-    eye = np.eye(64, dtype=np.float32)  # flat spectrum: every singular value is 1, no gap
-    flat = [
-        LoraAdapter(
-            BaseModelRef("x"),
-            {
-                "m": LoraModule(
-                    A=eye[16 * i : 16 * i + 16], B=eye[:, 16 * i : 16 * i + 16], alpha=16.0
-                )
-            },
-        )
-        for i in range(3)
-    ]
+    flat = flat_spectrum_adapters(np.float32)  # every singular value is 1, no gap
     res = merge(flat, [1, 1, 1], "svd", {"rank": 4, "algorithm": "fast"}, device="cuda")
     assert res.report["fast_path_fallbacks"] == 1
     err = res.report["reconstruction_error"]["max"]

@@ -140,17 +140,11 @@ def test_svd_equals_dense_truncated_svd() -> None:
         assert float(out.rel_error[0]) == pytest.approx(err, abs=1e-9)
 
 
-def test_svd_fast_matches_exact_and_falls_back_without_gap() -> None:
-    ads = adapters(6, rank=8, decay=0.4)  # R = 48, decaying spectrum: clear gaps
-    exact = merge(ads, [1] * 6, "svd", {"rank": 8})
-    fast = merge(ads, [1] * 6, "svd", {"rank": 8, "algorithm": "fast", "fast_iters": 8})
-    for name, mod in exact.adapter:
-        ref = mod.delta()
-        assert np.linalg.norm(fast.adapter.modules[name].delta() - ref) <= 1e-3 * np.linalg.norm(
-            ref
-        )
-    eye = np.eye(64)  # three orthogonal blocks: B A is a projection, every singular value is 1
-    flat = [
+def flat_spectrum_adapters(dtype: type = np.float64) -> list[LoraAdapter]:
+    """Three rank-16 adapters on orthogonal blocks of one 64x64 module: their sum is a
+    projection, every singular value is 1, so no rank-4 cut has a spectral gap."""
+    eye = np.eye(64, dtype=dtype)
+    return [
         LoraAdapter(
             BaseModelRef("x"),
             {
@@ -161,6 +155,18 @@ def test_svd_fast_matches_exact_and_falls_back_without_gap() -> None:
         )
         for i in range(3)
     ]
+
+
+def test_svd_fast_matches_exact_and_falls_back_without_gap() -> None:
+    ads = adapters(6, rank=8, decay=0.4)  # R = 48, decaying spectrum: clear gaps
+    exact = merge(ads, [1] * 6, "svd", {"rank": 8})
+    fast = merge(ads, [1] * 6, "svd", {"rank": 8, "algorithm": "fast", "fast_iters": 8})
+    for name, mod in exact.adapter:
+        ref = mod.delta()
+        assert np.linalg.norm(fast.adapter.modules[name].delta() - ref) <= 1e-3 * np.linalg.norm(
+            ref
+        )
+    flat = flat_spectrum_adapters(np.float64)
     res = merge(flat, [1, 1, 1], "svd", {"rank": 4, "algorithm": "fast"})
     assert res.report["fast_path_fallbacks"] == 1
     dup = merge([flat[0]] * 3, [1, 1, 1], "svd", {"rank": 4, "algorithm": "fast"})

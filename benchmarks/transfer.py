@@ -6,7 +6,8 @@ run with the zoo protocol (greedy, exact match, the first ``--limit`` eval examp
 - source:    the zoo adapter on its own base (SmolLM2), the teacher;
 - target:    Gemma-3-270M alone (the baseline to beat);
 - transfer:  Trans-LoRA (seeds -> generator -> discriminator filter -> teacher -> student);
-- no-filter: the same without the discriminator (the paper's ablation);
+- no-filter: the same without the discriminator (the paper's ablation; the teacher-confidence
+             filter stays as ``--teacher-filter`` says, so the column isolates the discriminator);
 - upper:     a LoRA trained on Gemma on the task's real train split (upper bound), with the
              student's rank, steps, batch and learning rate.
 
@@ -72,6 +73,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--disc-lr", type=float, default=full.disc_lr)
     ap.add_argument("--gen-batch", type=int, default=full.gen_batch)
     ap.add_argument("--max-rounds", type=int, default=full.max_rounds)
+    ap.add_argument("--teacher-filter", default=full.teacher_filter, help="confidence | none")
+    ap.add_argument("--teacher-margin", type=float, default=full.teacher_margin)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -87,7 +90,8 @@ def params_from(args: argparse.Namespace, filter_mode: str) -> TransferParams:
         synthetic=args.synthetic, steps=args.steps, batch=args.batch, lr=args.lr,
         warmup=args.warmup, disc_steps=args.disc_steps, disc_real=args.disc_real,
         disc_batch=args.disc_batch, gen_batch=args.gen_batch, max_rounds=args.max_rounds,
-        seed=args.seed, filter=filter_mode,
+        seed=args.seed, filter=filter_mode, teacher_filter=args.teacher_filter,
+        teacher_margin=args.teacher_margin,
     )  # fmt: skip
 
 
@@ -121,7 +125,9 @@ def run_task(name: str, args: argparse.Namespace, source: Any, target: Any) -> d
         row[column] = {
             "seconds": round(time.perf_counter() - start, 1),
             "synthesis": {k: out.report["synthesis"][k] for k in ("rounds", "new", "kept",
-                          "judged", "accepted", "rejected", "acceptance_rate")},
+                          "judged", "accepted", "rejected", "unconfident",
+                          "acceptance_rate")},
+            "teacher": {k: v for k, v in out.report["teacher"].items() if k != "decoding"},
             "discriminator": {k: v for k, v in out.report["discriminator"].items()
                               if k not in ("template", "answer_token_ids")},
             "student_final_loss": round(out.report["student"]["final_loss"], 4),

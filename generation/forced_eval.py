@@ -19,8 +19,10 @@ Benchmarks use it (and report the agreement they measured); recorded evaluations
 
 from __future__ import annotations
 
+import math
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 
@@ -44,15 +46,21 @@ def _ending_ids(tokenizer: Any, stop_ids: tuple[int, ...]) -> torch.Tensor:
 
 
 def _rows(
-    base: LoadedBase, task: Task, limit: int | None
+    base: LoadedBase, task: Task, pairs: Sequence[tuple[str, str]]
 ) -> tuple[list[list[int]], list[list[int]]]:
-    examples = task.split("eval")[:limit]
+    """Prompt and answer token ids of (input, answer) pairs in the task's template."""
     tok = base.tokenizer
-    prompts = [
-        encode_prompt(tok, task.render(ex.input), add_bos=base.spec.add_bos) for ex in examples
-    ]
-    answers = [list(tok(ex.output, add_special_tokens=False).input_ids) for ex in examples]
+    prompts = [encode_prompt(tok, task.render(x), add_bos=base.spec.add_bos) for x, _ in pairs]
+    answers = [list(tok(y, add_special_tokens=False).input_ids) for _, y in pairs]
     return prompts, answers
+
+
+class AnswerScore(NamedTuple):
+    """How base + adapter scores one answer by teacher forcing."""
+
+    correct: bool  # greedy decoding would produce exactly this answer
+    nll: float  # mean answer-token negative log-likelihood (inf for an empty answer)
+    worst_nll: float  # the largest single answer-token NLL: the least sure step
 
 
 def _batch_correct(
@@ -61,8 +69,8 @@ def _batch_correct(
     answers: list[list[int]],
     ending: torch.Tensor,
     max_new_tokens: int,
-) -> list[tuple[bool, float]]:
-    """(correct, mean answer-token NLL) per row. Right-padded: logits at t predict t + 1."""
+) -> list[AnswerScore]:
+    """One score per row. Right-padded: logits at t predict t + 1."""
     rows = [p + a for p, a in zip(prompts, answers, strict=True)]
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), base.spec.pad_token_id, dtype=torch.long)
@@ -73,17 +81,49 @@ def _batch_correct(
     logits = base.model(input_ids=ids.to(base.device), attention_mask=mask.to(base.device)).logits
     best = logits.argmax(-1).cpu()  # (batch, width): greedy choice after each position
     logp = torch.log_softmax(logits.float(), -1).cpu()  # (batch, width, vocab)
-    out: list[tuple[bool, float]] = []
+    out: list[AnswerScore] = []
     for i, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
         n = len(answer)
         start = len(prompt) - 1  # the position whose prediction is the first answer token
         target = torch.tensor(answer)
-        nll = float(-logp[i, start : start + n].gather(-1, target[:, None]).mean())
+        token_nll = -logp[i, start : start + n].gather(-1, target[:, None])
         ok = n <= max_new_tokens and bool(torch.equal(best[i, start : start + n], target))
         if ok and n < max_new_tokens:
             ok = bool(torch.isin(best[i, start + n], ending))
-        out.append((ok, nll))
+        out.append(AnswerScore(ok, float(token_nll.mean()), float(token_nll.max())))
     return out
+
+
+def score_answers(
+    loaded_base: LoadedBase,
+    adapter_like: AdapterLike | None,
+    task: Task,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    batch_size: int = 32,
+    max_new_tokens: int = 24,
+) -> list[AnswerScore]:
+    """The score of each (input, answer) pair, in order, by teacher forcing. An empty answer has
+    no tokens: NLLs ``inf``, never correct."""
+    if batch_size < 1 or max_new_tokens < 1:
+        raise BadInputError("batch_size and max_new_tokens must be >= 1")
+    prompts, answers = _rows(loaded_base, task, pairs)
+    ending = _ending_ids(loaded_base.tokenizer, loaded_base.spec.stop_token_ids)
+    scored = [AnswerScore(False, math.inf, math.inf)] * len(pairs)
+    rows = [i for i, a in enumerate(answers) if a]
+    with torch.inference_mode(), applied(loaded_base.model, adapter_like):
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            results = _batch_correct(
+                loaded_base,
+                [prompts[i] for i in chunk],
+                [answers[i] for i in chunk],
+                ending,
+                max_new_tokens,
+            )
+            for i, result in zip(chunk, results, strict=True):
+                scored[i] = result
+    return scored
 
 
 def forced_accuracy(
@@ -99,28 +139,24 @@ def forced_accuracy(
     match would score it (see the module docstring for the one difference). Each output also
     carries ``nll``: the mean negative log-likelihood of the expected answer tokens, a
     continuous signal where accuracy is 0 or 1 on few examples."""
-    if batch_size < 1 or max_new_tokens < 1 or (limit is not None and limit < 1):
-        raise BadInputError("batch_size, max_new_tokens and limit must be >= 1")
+    if limit is not None and limit < 1:
+        raise BadInputError("limit must be >= 1")
     start = time.perf_counter()
-    prompts, answers = _rows(loaded_base, task, limit)
-    ending = _ending_ids(loaded_base.tokenizer, loaded_base.spec.stop_token_ids)
-    scored: list[tuple[bool, float]] = []
-    with torch.inference_mode(), applied(loaded_base.model, adapter_like):
-        for i in range(0, len(prompts), batch_size):
-            scored += _batch_correct(
-                loaded_base,
-                prompts[i : i + batch_size],
-                answers[i : i + batch_size],
-                ending,
-                max_new_tokens,
-            )
     examples = task.split("eval")[:limit]
+    scored = score_answers(
+        loaded_base,
+        adapter_like,
+        task,
+        [(ex.input, ex.output) for ex in examples],
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+    )
     outputs = [
-        {"input": ex.input, "expected": ex.output, "correct": ok, "nll": nll}
-        for ex, (ok, nll) in zip(examples, scored, strict=True)
+        {"input": ex.input, "expected": ex.output, "correct": sc.correct, "nll": sc.nll}
+        for ex, sc in zip(examples, scored, strict=True)
     ]
     return EvalResult(
-        accuracy=sum(ok for ok, _ in scored) / len(scored),
+        accuracy=sum(sc.correct for sc in scored) / len(scored),
         n=len(scored),
         outputs=outputs,
         seconds=time.perf_counter() - start,

@@ -23,6 +23,7 @@ from tests.translora_fixtures import (  # noqa: F401 - the fixture is used by na
 TINY = TransferParams(
     seeds=3, synthetic=6, header_count=6, gen_batch=1, max_rounds=12, disc_real=16,
     disc_steps=8, disc_batch=8, disc_lr=1e-2, steps=4, batch=4, lr=1e-2, warmup=1,
+    teacher_filter="confidence",
 )  # fmt: skip
 SPEC = {"adapter": "src", "to": "tiny-target", "name": "moved", "generator": "tiny-llama",
         **TINY.model_dump(mode="json")}  # fmt: skip
@@ -73,6 +74,10 @@ def test_transfer_registers_the_student_with_lineage_and_recipe(container, sourc
     assert disc["used"] and disc["real_inputs"] == 16 and disc["synthetic_inputs"] == 16
     assert disc["real_source"].startswith("train split")
     assert recipe["teacher"]["labelled"] == 6 and recipe["student"]["steps"] == 4
+    teacher = recipe["teacher"]  # the confidence filter, calibrated on real data
+    assert teacher["filter"] == "confidence" and teacher["calibration_inputs"] >= 2
+    assert teacher["max_nll"] >= max(0.05, teacher["margin"] * teacher["real_nll_median"]) - 1e-4
+    assert synth["accepted"] >= synth["kept"] + synth["unconfident"]  # it sees accepted ones
     assert recipe["student"]["base_model"] == "tiny-target"
     assert {m.name.rsplit(".", 1)[-1] for m in detail.modules} == {"q_proj", "v_proj"}
     assert all(m.in_features == 48 for m in detail.modules if m.name.endswith("q_proj"))
@@ -85,13 +90,14 @@ def test_transfer_registers_the_student_with_lineage_and_recipe(container, sourc
 
 
 def test_unfiltered_transfer_records_that_no_discriminator_was_used(container, source):
-    params = TINY.model_copy(update={"filter": "none"})
+    params = TINY.model_copy(update={"filter": "none", "teacher_filter": "none"})
     container.transfers.transfer(
         AdapterRef("src"), to="tiny-target", name="raw", generator="tiny-llama", params=params,
         device="cpu",
     )  # fmt: skip
     recipe = container.registry.show(AdapterRef("raw")).lineage.recipe
     assert recipe["discriminator"] == {"used": False}
+    assert recipe["teacher"]["filter"] == "none" and recipe["synthesis"]["unconfident"] == 0
     assert recipe["synthesis"]["judged"] == 0 and recipe["synthesis"]["kept"] == 6
 
 
@@ -240,6 +246,8 @@ def test_cli_transfer_and_its_refusals(container, source, monkeypatch):
         (["--to", "gpt-17"], "known base models"),
         (["--to", "tiny-llama"], "same_base_model"),
         (["--to", "tiny-target", "--filter", "maybe"], "filter"),
+        (["--to", "tiny-target", "--teacher-filter", "maybe"], "teacher_filter"),
+        (["--to", "tiny-target", "--teacher-margin", "0"], "teacher_margin"),
         (["--to", "tiny-target", "--task", "no_such_task"], "no_such_task"),
     ]:
         run = cli(home, "transfer", "src", "--name", "t", *flags, *args)

@@ -4,6 +4,7 @@ template, teacher labels, the student's loss mask and the answer-only loss."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -337,3 +338,63 @@ def test_judge_is_taught_only_synthetic_negatives_and_reports_them():
     assert seen[0] == (0.1, "generating 6 synthetic negatives for the discriminator")
     assert seen[-1][1].startswith("training discriminator 2/2") and seen[-1][0] == 0.3
     assert [f for f, _ in seen] == sorted(f for f, _ in seen)
+
+
+# -- 5. teacher-confidence filter (our addition) ----------------------------------------------
+def test_threshold_is_margin_times_the_95th_percentile_with_a_floor():
+    from generation.translora.confidence import FLOOR_NLL, threshold_from
+
+    real = [0.01 * i for i in range(1, 21)]  # 0.01 .. 0.20; q95 = 19th of 20 = 0.19
+    assert threshold_from(real, margin=2.0) == pytest.approx(0.38)
+    assert threshold_from([*real, float("inf")], margin=2.0) == pytest.approx(0.38)
+    assert threshold_from([0.001, 0.002], margin=2.0) == FLOOR_NLL  # near-certain teacher
+    assert threshold_from([float("inf")], margin=2.0) == FLOOR_NLL  # nothing finite
+
+
+def test_confident_filter_drops_what_the_judge_accepted_and_counts_it():
+    judge, _ = _stub_judge({x: (0.9, 0.1) for x in "abcdef"} | {"b": (0.1, 0.9)})
+    seen_by_teacher: list[list[str]] = []
+
+    def confident(inputs):
+        seen_by_teacher.append(list(inputs))
+        return [x not in {"c", "e"} for x in inputs]
+
+    kept, stats = rejection_sample(
+        lambda i: [["a", "b", "c"], ["d", "e", "f"]][i], judge, target=3, max_rounds=5,
+        seen=set(), confident=confident,
+    )  # fmt: skip
+    assert kept == ["a", "d", "f"]
+    assert seen_by_teacher == [["a", "c"], ["d", "e", "f"]]  # only what the judge accepted
+    assert (stats.rejected, stats.unconfident, stats.kept) == (1, 2, 3)
+    assert stats.to_dict()["unconfident"] == 2
+
+
+def test_teacher_filter_reuses_labels_and_keeps_answers_the_teacher_is_sure_of():
+    from generation.forced_eval import score_answers
+    from generation.translora.confidence import TeacherFilter
+
+    base, task = tiny_base(), tiny_task(n_eval=8)
+    inputs = [ex.input for ex in task.eval]
+    filt = TeacherFilter(base, None, task, batch=3)
+    nll = filt.score(inputs)
+    # The labels are the teacher's greedy answers, and the NLL is that of those answers.
+    assert [filt.labels[x] for x in inputs] == teacher_labels(base, None, task, inputs)
+    forced = score_answers(base, None, task, [(x, filt.labels[x]) for x in inputs])
+    assert nll == pytest.approx([sc.worst_nll for sc in forced])
+    assert all(sc.worst_nll >= sc.nll for sc in forced if math.isfinite(sc.nll))
+    assert all(math.isfinite(n) == bool(filt.labels[x]) for n, x in zip(nll, inputs, strict=True))
+    report = filt.calibrate(inputs[:4], margin=1.0)
+    assert report["max_nll"] == pytest.approx(filt.max_nll, abs=1e-4) and filt.max_nll >= 0.05
+    keep = filt(inputs)
+    assert keep == [n <= filt.max_nll for n in nll]
+    assert len(filt.labels) == len(set(inputs))  # scored once each
+
+
+def test_score_answers_marks_empty_answers_unusable():
+    from generation.forced_eval import score_answers
+
+    base, task = tiny_base(), tiny_task(n_eval=2)
+    x = task.eval[0].input
+    empty, some = score_answers(base, None, task, [(x, ""), (x, "ab")])
+    assert tuple(empty) == (False, float("inf"), float("inf"))
+    assert 0 < some.nll <= some.worst_nll

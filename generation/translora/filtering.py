@@ -5,7 +5,9 @@ Each round asks the generator for candidates, drops repeats (of seeds and of eve
 candidate, kept or not, so a rejected input is never judged twice), asks the judge for
 (p_yes, p_no) and keeps a candidate iff p_yes > p_no (a tie is a rejection). The loop ends when
 ``target`` inputs are kept or after ``max_rounds`` rounds, whichever comes first. Without a
-judge every new candidate is kept (the unfiltered ablation / fallback).
+judge every new candidate is kept (the unfiltered ablation / fallback). ``confident`` (the
+teacher-confidence filter, ``confidence.py``) then sees what the judge accepted and may drop
+more; what it drops counts in ``unconfident``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from generation.translora.synthesis import keep_new
 
 Generate = Callable[[int], list[str]]  # round index (0-based) -> parsed candidates
 Judge = Callable[[Sequence[str]], list[tuple[float, float]]]  # inputs -> (p_yes, p_no) each
+Confident = Callable[[Sequence[str]], list[bool]]  # inputs -> keep each
 OnRound = Callable[["FilterStats"], None]
 
 
@@ -32,6 +35,7 @@ class FilterStats:
     accepted: int = 0  # judged real (may exceed what is kept in the last round)
     rejected: int = 0
     ties: int = 0  # p_yes == p_no: rejected
+    unconfident: int = 0  # accepted by the judge, dropped by the teacher-confidence filter
     kept: int = 0
     stopped: str = "running"  # "target" | "max_rounds"
     sum_p_yes_accepted: float = 0.0
@@ -59,6 +63,7 @@ def rejection_sample(
     max_rounds: int,
     seen: set[str],
     on_round: OnRound | None = None,
+    confident: Confident | None = None,
 ) -> tuple[list[str], FilterStats]:
     """Kept inputs (at most ``target``, in the order found) and the loop's statistics."""
     if target < 1 or max_rounds < 1:
@@ -72,6 +77,10 @@ def rejection_sample(
         stats.generated += len(raw)
         stats.new += len(fresh)
         accepted = _judge(fresh, judge, stats) if judge is not None else fresh
+        if confident is not None and accepted:
+            keep = confident(accepted)
+            stats.unconfident += keep.count(False)
+            accepted = [x for x, ok in zip(accepted, keep, strict=True) if ok]
         kept += accepted[: target - len(kept)]
         stats.kept = len(kept)
         if on_round is not None:

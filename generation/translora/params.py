@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 FilterMode = Literal["discriminator", "none"]
+TeacherFilterMode = Literal["confidence", "none"]
 
 
 class TransferParams(BaseModel):
@@ -48,6 +49,15 @@ class TransferParams(BaseModel):
     disc_lr: float = Field(default=1e-3, gt=0.0, le=1.0)
     # -- teacher and student ------------------------------------------------------------------
     teacher_batch: int = Field(default=32, ge=1, le=1024)
+    teacher_filter: TeacherFilterMode = Field(
+        default="none",
+        description="`confidence` (our addition): keep an input only if the teacher's worst-token "
+        "NLL on its own answer is within `teacher_margin` x its 95th percentile on real inputs.",
+    )
+    teacher_margin: float = Field(default=2.0, gt=0.0, le=1000.0)
+    teacher_calibration: int = Field(
+        default=64, ge=2, le=100_000, description="Real train inputs that set the threshold."
+    )
     rank: int | None = Field(default=None, ge=1, le=1024, description="Student rank.")
     steps: int = Field(default=200, ge=1, le=1_000_000, description="Student training steps.")
     batch: int = Field(default=32, ge=1, le=1024, description="Student batch size.")

@@ -5,7 +5,9 @@
    LoRA on ``disc_base`` trained on real train-split inputs (yes) vs those negatives (no);
 3. rejection sampling: generator candidates, kept iff the discriminator says p_yes > p_no,
    until ``params.synthetic`` are kept or ``params.max_rounds`` rounds ran;
-4. the teacher (source base + adapter) labels the kept inputs greedily;
+   (teacher_filter = confidence, our addition) each accepted input is labelled by the teacher
+   at once and kept only if the teacher is as sure of its answer as on real inputs;
+4. the teacher (source base + adapter) labels the kept inputs greedily (reusing those labels);
 5. the student LoRA is trained on the target base on (input, teacher answer) pairs.
 
 ``progress(fraction, message)`` is called between and inside stages; it may raise (a cancelled
@@ -22,9 +24,10 @@ from typing import Any
 from generation.base_models import LoadedBase
 from generation.tasks import Example, Task
 from generation.trainer import train_lora
+from generation.translora.confidence import TeacherFilter
 from generation.translora.distill import student_task, teacher_labels
 from generation.translora.filtering import FilterStats, Judge, rejection_sample
-from generation.translora.judging import train_judge
+from generation.translora.judging import real_inputs, train_judge
 from generation.translora.params import TransferParams
 from generation.translora.seeds import select_seeds
 from generation.translora.synthesis import ListSampler
@@ -104,12 +107,17 @@ def run_transfer(
         judge = disc.probabilities
         seen |= set(disc_report.pop("taught_no"))  # never judge what it was taught is "no"
         clock.lap("discriminator")
-    kept, stats = _filter_stage(pool_sampler, judge, params, seen, progress)
+    confident, teacher_report = _teacher_filter(models, task, params)
+    kept, stats = _filter_stage(pool_sampler, judge, params, seen, progress, confident)
     clock.lap("synthesis")
     progress(STAGE_END["filter"], f"teacher labelling {len(kept)} inputs")
-    answers = teacher_labels(
-        models.source, models.adapter, task, kept, batch_size=params.teacher_batch
+    cached = confident.labels if confident is not None else {}
+    todo = [x for x in kept if x not in cached]
+    fresh = teacher_labels(
+        models.source, models.adapter, task, todo, batch_size=params.teacher_batch
     )
+    labels = {**cached, **dict(zip(todo, fresh, strict=True))}
+    answers = [labels[x] for x in kept]
     distill_task = student_task(task, kept, answers)
     clock.lap("teacher")
     student = _student_stage(models, distill_task, targets, params, device, progress)
@@ -119,6 +127,7 @@ def run_transfer(
         "synthesis": _synthesis_report(stats, models.generator, params, pool_sampler),
         "discriminator": disc_report,
         "teacher": {
+            **teacher_report,
             "labelled": len(kept),
             "empty_answers": len(kept) - len(distill_task.train),
             "decoding": "greedy, zoo protocol (descriptions[0], stop ids of the source model)",
@@ -160,12 +169,24 @@ class _Clock:
         self.last = now
 
 
+def _teacher_filter(
+    models: TransferModels, task: Task, params: TransferParams
+) -> tuple[TeacherFilter | None, dict[str, Any]]:
+    """The teacher-confidence filter, calibrated on real train inputs, and its report."""
+    if params.teacher_filter == "none":
+        return None, {"filter": "none"}
+    confident = TeacherFilter(models.source, models.adapter, task, params.teacher_batch)
+    real, _ = real_inputs(task, params.teacher_calibration, params.seed)
+    return confident, {"filter": "confidence", **confident.calibrate(real, params.teacher_margin)}
+
+
 def _filter_stage(
     sampler: ListSampler,
     judge: Judge | None,
     params: TransferParams,
     seen: set[str],
     progress: Progress,
+    confident: TeacherFilter | None,
 ) -> tuple[list[str], FilterStats]:
     start = STAGE_END["discriminator"] if judge is not None else 0.0
     span = STAGE_END["filter"] - start
@@ -176,7 +197,7 @@ def _filter_stage(
         progress(
             start + span * share,
             f"kept {stats.kept}/{stats.target} synthetic inputs ({stats.rounds} rounds, "
-            f"{stats.rejected} rejected)",
+            f"{stats.rejected} rejected, {stats.unconfident} unconfident)",
         )
 
     kept, stats = rejection_sample(
@@ -186,12 +207,14 @@ def _filter_stage(
         max_rounds=params.max_rounds,
         seen=seen,
         on_round=on_round,
+        confident=confident,
     )
     if not kept:
         raise BadInputError(
             f"the generator yielded no usable synthetic inputs in {stats.rounds} rounds "
             f"({stats.generated} parsed, {stats.new} new, {stats.rejected} rejected by the "
-            "discriminator); nothing was registered",
+            f"discriminator, {stats.unconfident} by the teacher-confidence filter); nothing "
+            "was registered",
             code="no_usable_samples",
             **stats.to_dict(),
         )

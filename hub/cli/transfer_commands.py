@@ -30,6 +30,13 @@ def transfer(
     filter_mode: Annotated[
         str, typer.Option("--filter", help="discriminator | none (keep every new input).")
     ] = "discriminator",
+    teacher_filter: Annotated[
+        str,
+        typer.Option(help="none | confidence (keep inputs the teacher answers confidently)."),
+    ] = "none",
+    teacher_margin: Annotated[
+        float, typer.Option(help="Confidence threshold: x the teacher's NLL on real inputs.")
+    ] = 2.0,
     disc_steps: Annotated[int, typer.Option(min=1, help="Discriminator steps.")] = 100,
     disc_real: Annotated[int, typer.Option(min=2, help="Real inputs it trains on.")] = 250,
     disc_batch: Annotated[int, typer.Option(min=1, help="Discriminator batch size.")] = 16,
@@ -56,6 +63,7 @@ def transfer(
         {
             "seeds": seeds, "synthetic": synthetic, "steps": steps, "batch": batch, "lr": lr,
             "rank": rank, "filter": filter_mode, "disc_steps": disc_steps,
+            "teacher_filter": teacher_filter, "teacher_margin": teacher_margin,
             "disc_real": disc_real, "disc_batch": disc_batch, "gen_batch": gen_batch,
             "max_rounds": max_rounds, "seed": seed,
         }

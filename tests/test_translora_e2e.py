@@ -48,6 +48,7 @@ def test_transfer_smollm2_adapter_to_gemma_and_evaluate_it(home):
     assert recipe["synthesis"]["generator"] == "smollm2-135m-instruct"
     assert 1 <= recipe["synthesis"]["kept"] <= 3 and len(recipe["seeds"]) == 5
     assert recipe["discriminator"]["used"] and recipe["discriminator"]["real_inputs"] == 6
+    assert recipe["teacher"]["filter"] == "confidence" and recipe["teacher"]["max_nll"] >= 0.05
     assert len(detail["modules"]) == 36  # q_proj and v_proj of Gemma's 18 layers
     run = cli(home, "eval", "capital-gemma", "--task", "capital_of", "--limit", "3", "--json")
     assert run.code == 0, run.stderr

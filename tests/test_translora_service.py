@@ -23,7 +23,6 @@ from tests.translora_fixtures import (  # noqa: F401 - the fixture is used by na
 TINY = TransferParams(
     seeds=3, synthetic=6, header_count=6, gen_batch=1, max_rounds=12, disc_real=16,
     disc_steps=8, disc_batch=8, disc_lr=1e-2, steps=4, batch=4, lr=1e-2, warmup=1,
-    teacher_filter="confidence",
 )  # fmt: skip
 SPEC = {"adapter": "src", "to": "tiny-target", "name": "moved", "generator": "tiny-llama",
         **TINY.model_dump(mode="json")}  # fmt: skip
@@ -74,7 +73,7 @@ def test_transfer_registers_the_student_with_lineage_and_recipe(container, sourc
     assert disc["used"] and disc["real_inputs"] == 16 and disc["synthetic_inputs"] == 16
     assert disc["real_source"].startswith("train split")
     assert recipe["teacher"]["labelled"] == 6 and recipe["student"]["steps"] == 4
-    teacher = recipe["teacher"]  # the confidence filter, calibrated on real data
+    teacher = recipe["teacher"]  # the confidence filter (default), calibrated on real data
     assert teacher["filter"] == "confidence" and teacher["calibration_inputs"] >= 2
     assert teacher["max_nll"] >= max(0.05, teacher["margin"] * teacher["real_nll_median"]) - 1e-4
     assert synth["accepted"] >= synth["kept"] + synth["unconfident"]  # it sees accepted ones

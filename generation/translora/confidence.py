@@ -12,10 +12,12 @@ So each candidate the discriminator kept is labelled by the teacher at once, and
 the teacher's *worst-token* NLL on its own greedy answer (the least sure step) is within
 ``margin`` times what it shows on real inputs: the threshold is ``max(margin * q95, floor)``,
 with ``q95`` the 95th percentile of that NLL over up to ``calibration`` real train-split inputs
-(the eval split is never read). Not the mean: a label wrong in one token (``dwarf city
-mountains`` -> ``DWARF CITY MOUNTAIN``, ``desert eclipse shadow`` -> ``DESERT Eclipse
-SHADOW``) passed a mean-NLL threshold of 0.066 in a measured run, the one unsure step diluted by
-the sure ones.
+(the eval split is never read). Not the mean, where one unsure step is diluted by the sure
+ones: with a mean-NLL threshold the ``uppercase`` benchmark run (benchmarks/transfer.py, reduced
+CPU recipe) kept labels like ``dwarf city mountains`` -> ``DWARF CITY MOUNTAIN`` and the student
+scored 0.167; with the worst token, 0.300. Some one-token errors still pass (the threshold there
+is 0.40, since the teacher's least sure step on real inputs reaches ~0.2).
+
 The labels are reused by the distillation stage, so the filter costs one forced forward pass
 per candidate on top of the labelling the pipeline does anyway, plus the rejected candidates'
 labelling. This is pseudo-label confidence thresholding from self-training, applied to the

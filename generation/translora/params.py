@@ -50,7 +50,7 @@ class TransferParams(BaseModel):
     # -- teacher and student ------------------------------------------------------------------
     teacher_batch: int = Field(default=32, ge=1, le=1024)
     teacher_filter: TeacherFilterMode = Field(
-        default="none",
+        default="confidence",
         description="`confidence` (our addition): keep an input only if the teacher's worst-token "
         "NLL on its own answer is within `teacher_margin` x its 95th percentile on real inputs.",
     )

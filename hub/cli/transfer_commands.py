@@ -32,8 +32,8 @@ def transfer(
     ] = "discriminator",
     teacher_filter: Annotated[
         str,
-        typer.Option(help="none | confidence (keep inputs the teacher answers confidently)."),
-    ] = "none",
+        typer.Option(help="confidence (keep inputs the teacher answers confidently) | none."),
+    ] = "confidence",
     teacher_margin: Annotated[
         float, typer.Option(help="Confidence threshold: x the teacher's NLL on real inputs.")
     ] = 2.0,

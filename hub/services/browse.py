@@ -13,6 +13,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any
 
 from hub.core.errors import BadInputError
@@ -40,6 +41,11 @@ FACET_LABELS = {
 MAX_FACET_VALUES = 40
 
 
+def facet_values(item: AdapterItem) -> dict[str, list[str]]:
+    """Every facet's values for one item."""
+    return {facet: fn(item) for facet, fn in FACETS.items()}
+
+
 @dataclass(frozen=True)
 class BrowseFilters:
     """One chosen value per facet (None: any). Field names are the facet names."""
@@ -50,14 +56,23 @@ class BrowseFilters:
     source: str | None = None
     license: str | None = None
 
-    def active(self) -> dict[str, str]:
+    @cached_property
+    def _chosen(self) -> dict[str, str]:
+        # Once per filter set: ``matches_values`` runs per item and facet on every page view.
         return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
+
+    def active(self) -> dict[str, str]:
+        return dict(self._chosen)
 
     def without(self, facet: str) -> BrowseFilters:
         return replace(self, **{facet: None})
 
     def matches(self, item: AdapterItem, skip: str | None = None) -> bool:
-        return all(v in FACETS[k](item) for k, v in self.active().items() if k != skip)
+        return self.matches_values(facet_values(item), skip)
+
+    def matches_values(self, values: dict[str, list[str]], skip: str | None = None) -> bool:
+        """``matches`` on an item's precomputed :func:`facet_values`."""
+        return all(v in values[k] for k, v in self._chosen.items() if k != skip)
 
 
 @dataclass(frozen=True)
@@ -94,21 +109,19 @@ class BrowseService:
         if page < 1 or not 1 <= per_page <= 200:
             raise BadInputError("page must be >= 1 and per_page 1..200", code="invalid_page")
         everything, _ = self.registry.ls(limit=10**9)
-        active = filters.active()
         # Each item's facet values once (not once per facet and filter check).
-        rows = [(item, {f: fn(item) for f, fn in FACETS.items()}) for item in everything]
-
-        def passes(values: dict[str, list[str]], skip: str | None = None) -> bool:
-            return all(v in values[k] for k, v in active.items() if k != skip)
-
-        matching = [item for item, values in rows if passes(values)]
+        rows = [(item, facet_values(item)) for item in everything]
+        matching = [item for item, values in rows if filters.matches_values(values)]
         start = (page - 1) * per_page
         result = BrowsePage(matching[start : start + per_page], len(matching), page, per_page)
         for facet in FACETS:
             counts = Counter(
-                value for _, values in rows if passes(values, facet) for value in values[facet]
+                value
+                for _, values in rows
+                if filters.matches_values(values, facet)
+                for value in values[facet]
             )
-            chosen = active.get(facet)
+            chosen = filters.active().get(facet)
             ordered = sorted(counts.items(), key=_facet_order(facet))
             shown = ordered[:MAX_FACET_VALUES]
             if chosen is not None and chosen not in dict(shown):

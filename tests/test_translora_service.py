@@ -188,6 +188,9 @@ def test_cancelling_midway_registers_nothing(container, source, monkeypatch):
         ({"seeds": 1}, "invalid_spec"),
         ({"seeds": 6}, "invalid_spec"),  # header_count 6 must exceed the seeds
         ({"filter": "maybe"}, "invalid_spec"),
+        ({"teacher_filter": "maybe"}, "invalid_spec"),
+        ({"teacher_margin": 0}, "invalid_spec"),
+        ({"teacher_calibration": 1}, "invalid_spec"),
     ],
 )
 def test_job_spec_is_validated_at_submit(container, source, change, code):

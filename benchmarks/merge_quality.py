@@ -93,6 +93,7 @@ METHODS: dict[str, tuple[str, dict[str, Any], str]] = {
         {**K, "calibrate": "norm", "gauge": "svd", "centroid": "energy", "init": "energy"},
         "mean",
     ),
+    "lego rank1+product": ("lego", {**K, "centroid": "rank1", "kernel": "product"}, "mean"),
 }
 REFERENCE_ROWS = {"cat (rank sum)"}
 

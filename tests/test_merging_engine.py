@@ -125,6 +125,7 @@ class DenseGuard(TorchFunctionMode):
         ("svd", {"rank": 8}),
         ("svd", {"rank": 8, "algorithm": "fast"}),
         ("lego", {"rank": 8}),
+        ("lego", {"rank": 8, "centroid": "rank1", "kernel": "product", "gauge": "svd"}),
         ("rmm", {"basis": 2}),
     ],
 )

@@ -25,6 +25,7 @@ LOW_RANK = [
     ("svd", {"rank": 6}),
     ("lego", {"rank": 6}),
     ("lego", {"rank": 6, "gauge": "svd", "centroid": "energy", "init": "energy"}),
+    ("lego", {"rank": 6, "centroid": "rank1", "kernel": "product"}),
     ("rmm", {"basis": 2}),
 ]
 

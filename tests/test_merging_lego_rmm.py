@@ -131,6 +131,55 @@ def test_lego_norm_calibration_matches_the_weighted_sum_norm() -> None:
         np.testing.assert_allclose(m.delta(), ad.modules[name].delta(), rtol=1e-4, atol=1e-6)
 
 
+RANK1 = {"centroid": "rank1", "kernel": "product", "canonical_sign": False}
+
+
+@pytest.mark.parametrize("extra", [{}, {"gauge": "svd", "init": "energy"}])
+def test_lego_rank1_centroids_have_sum_semantics(extra: dict) -> None:
+    """k = total rank is ``cat`` exactly; identical copies at weights 1/n merge back to the
+    original (sum semantics), and at weights 1 to n times it; the product kernel needs no sign
+    canonicalisation (it cannot see (b, a) -> (-b, -a))."""
+    params = {**RANK1, **extra}
+    ads, w = adapters(3), [1.0, 0.5, 2.0]
+    name = next(iter(ads[0].modules))
+    B, A, out = run_fn("lego", ads, w, {**params, "rank": 12})
+    np.testing.assert_allclose(B @ A, weighted_sum(ads, w, name), rtol=1e-9, atol=1e-11)
+    assert float(out.rel_error[0]) < 1e-7
+    ad = adapters(1, rank=4)[0]
+    copies = [ad, permuted(ad, 3, flip=True), permuted(ad, 4, flip=True)]
+    # rank 6 > the 4 distinct units: surplus clusters stay empty and contribute exact zeros
+    for weight, times, rank in ((1 / 3, 1.0, 4), (1.0, 3.0, 4), (1 / 3, 1.0, 6)):
+        res = merge(copies, [weight] * 3, "lego", {**params, "rank": rank})
+        for mod, m in res.adapter:
+            want = times * ad.modules[mod].delta()
+            np.testing.assert_allclose(m.delta(), want, rtol=1e-4, atol=1e-6)
+    B, A, _ = run_fn("lego", ads, w, {**params, "rank": 5})
+    flipped = [permuted(x, seed=i, flip=True) for i, x in enumerate(ads)]
+    B2, A2, _ = run_fn("lego", flipped, w, {**params, "rank": 5})
+    np.testing.assert_allclose(B2 @ A2, B @ A, rtol=1e-9, atol=1e-12)
+
+
+def test_lego_rank1_centroid_is_the_best_rank1_of_each_cluster_sum() -> None:
+    """Each output unit is the leading singular pair of the summed updates of its cluster, and
+    the clusters partition the units: the residual per cluster is what rank 1 cannot hold."""
+    from merging.batch import MergeContext, build_batch
+    from merging.methods import lego
+
+    ads = adapters(4)
+    name = next(iter(ads[0].modules))
+    ctx = MergeContext(dtype=torch.float64)
+    p = lego.LegoParams(rank=3, **RANK1)
+    B, A = lego._prepare_units(build_batch(ads, [1.0] * 4, [name], ctx), p)
+    labels = torch.tensor([[0, 1, 2, 0] * 4])
+    Bc, Ac = lego._rank1_centroids(B, A, labels, 3)
+    for c in range(3):
+        idx = (labels[0] == c).nonzero().flatten()
+        S = (B[0][:, idx] @ A[0][idx]).numpy()
+        U, s, Vt = np.linalg.svd(S)
+        got = np.outer(Bc[0][:, c].numpy(), Ac[0][c].numpy())
+        np.testing.assert_allclose(got, s[0] * np.outer(U[:, 0], Vt[0]), atol=1e-10)
+
+
 def test_lego_refuses_negative_weights() -> None:
     with pytest.raises(BadInputError) as exc:
         merge(adapters(2), [1.0, -1.0], "lego", {"rank": 4})

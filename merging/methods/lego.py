@@ -25,6 +25,14 @@ Options and deviations (documented, all switchable):
 - ``centroid='energy'`` / ``init='energy'`` (deviations): weight each unit by ``|b||a|`` in the
   centroid mean and when picking seeds, so tiny units in odd directions neither dilute a
   cluster's dominant unit nor claim a cluster of their own.
+- ``centroid='rank1'`` (deviation): a cluster becomes the best rank-1 approximation of the
+  *sum* of its units (QR trick, no d x d matrix) instead of a mean of factors: sum semantics,
+  so k = total rank is ``cat``, units that cancel stay cancelled (a factor mean of ``(b, a)``
+  and ``(-b, -a)`` is 0, a factor mean of ``(b, a)`` and ``(b, -a)`` is not), and the
+  reweightings, which repair averaging, do not apply. k-means then weights units by energy as
+  with ``centroid='energy'``.
+- ``kernel='product'`` (deviation): cluster the unit updates ``b a^T`` themselves (cosine
+  ``(a.a')(b.b')``), blind to the (b, a) sign ambiguity, so no canonicalisation is needed.
 - ``calibrate='norm'`` (deviation): rescale the update to ``|sum_i w_i dW_i|_F``, so weights
   mean what they mean for every other method (LEGO's own scale is that of *one* adapter).
 Semantics: a *mean* of units, so n identical copies merge back to the original, not n times it;
@@ -58,8 +66,16 @@ class LegoParams(RankParams):
     gauge: Literal["raw", "svd"] = Field(
         "raw", description="units as stored, or each member in its own SVD gauge (deviation)"
     )
-    centroid: Literal["mean", "energy"] = Field(
-        "mean", description="plain mean of members, or weighted by unit energy |b||a|"
+    centroid: Literal["mean", "energy", "rank1"] = Field(
+        "mean",
+        description="plain mean of members, weighted by unit energy |b||a|, or 'rank1': the "
+        "best rank-1 approximation of the cluster's summed update (sum semantics; the "
+        "reweightings do not apply)",
+    )
+    kernel: Literal["direction", "product"] = Field(
+        "direction",
+        description="k-means features: [a/|a|; b/|b|] (paper), or the unit update b a^T/|b||a| "
+        "(sign- and rescaling-invariant)",
     )
     init: Literal["farthest", "energy"] = Field(
         "farthest", description="seeds: farthest point, or farthest weighted by unit energy"
@@ -97,13 +113,15 @@ def _prepare_units(batch: ModuleBatch, p: LegoParams) -> tuple[torch.Tensor, tor
     return B, A
 
 
-def _kernel(B: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
-    """(m, R, R): inner products of the features [a/|a|; b/|b|]."""
+def _kernel(B: torch.Tensor, A: torch.Tensor, kind: str = "direction") -> torch.Tensor:
+    """(m, R, R): inner products of the features, ``[a/|a|; b/|b|]`` ("direction") or the
+    normalised unit updates ``b a^T / |b||a|`` ("product": <b a^T, b' a'^T>_F = (a.a')(b.b'),
+    a Schur product of Grams, so still a valid kernel; it is blind to (b, a) -> (-b, -a))."""
     na = A.norm(dim=-1).clamp_min(EPS)  # (m, R)
     nb = B.norm(dim=-2).clamp_min(EPS)
     Ga = (A @ A.mT) / (na[:, :, None] * na[:, None, :])  # (m, R, d_in) @ (m, d_in, R)
     Gb = (B.mT @ B) / (nb[:, :, None] * nb[:, None, :])
-    return Ga + Gb
+    return Ga * Gb if kind == "product" else Ga + Gb
 
 
 def _farthest_init(
@@ -179,13 +197,29 @@ def _reweight(
     return Bc * gamma[:, None, :], Ac * gamma[:, :, None]
 
 
+def _rank1_centroids(
+    B: torch.Tensor, A: torch.Tensor, labels: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(m, d_out, k), (m, k, d_in): column c is the best rank-1 approximation of the *sum* of
+    cluster c's units, ``sum_{u in c} b_u a_u^T`` (QR of the masked factors, SVD of the R x R
+    core; never d_out x d_in). A singleton keeps its unit exactly, so k = R is ``cat``."""
+    mask = torch.nn.functional.one_hot(labels, k).to(B.dtype)  # (m, R, k)
+    Bs, As = [], []
+    for c in range(k):
+        res = rerank_exact(B, A, 1, coeffs=mask[:, :, c])
+        Bs.append(res.B.to(B.dtype))
+        As.append(res.A.to(A.dtype))
+    return torch.cat(Bs, -1), torch.cat(As, -2)
+
+
 def merge_lego(batch: ModuleBatch, params: LegoParams, ctx: MergeContext) -> BatchOutput:
     k = params.rank if params.rank is not None else max(batch.ranks)
     B, A = _prepare_units(batch, params)
-    K = _kernel(B, A).double()  # fp64: k-means decisions should not flip on fp32 noise
+    # fp64: k-means decisions should not flip on fp32 noise
+    K = _kernel(B, A, params.kernel).double()
     energy = A.norm(dim=-1) * B.norm(dim=-2)  # (m, R): |b a^T|_F of each unit
     start = energy.argmax(dim=-1)  # (m,)
-    weight = energy if params.centroid == "energy" else None
+    weight = energy if params.centroid in ("energy", "rank1") else None
     if k >= batch.total_rank:  # every unit its own cluster: identity assignment
         labels = torch.arange(batch.total_rank, device=B.device).expand(len(batch.names), -1)
     else:
@@ -193,11 +227,14 @@ def merge_lego(batch: ModuleBatch, params: LegoParams, ctx: MergeContext) -> Bat
         init = _farthest_init(K, start, k, seed_weight)
         labels = kernel_kmeans(K, init, k, params.iters, weight)
     M = _assign_matrix(labels, k, weight)  # (m, R, k)
-    Bc = B @ M.to(B.dtype)  # (m, d_out, R) @ (m, R, k)
-    Ac = M.mT.to(A.dtype) @ A  # (m, k, R) @ (m, R, d_in)
-    if params.param_reweight:
+    if params.centroid == "rank1":
+        Bc, Ac = _rank1_centroids(B, A, labels, k)
+    else:
+        Bc = B @ M.to(B.dtype)  # (m, d_out, R) @ (m, R, k)
+        Ac = M.mT.to(A.dtype) @ A  # (m, k, R) @ (m, R, d_in)
+    if params.param_reweight and params.centroid != "rank1":
         Bc, Ac = _reweight(Bc, Ac, B, A, M, params.norm)
-    if params.output_reweight:
+    if params.output_reweight and params.centroid != "rank1":
         r_mean = sum(batch.ranks) / batch.n
         f = (r_mean / k) ** 0.25  # on each side: the product scales by sqrt(r_mean / k)
         Bc, Ac = Bc * f, Ac * f

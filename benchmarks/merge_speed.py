@@ -46,6 +46,12 @@ METHODS = {
     "svd_fast": ("svd", lambda r: {"rank": r, "algorithm": "fast"}, None, None),
     "cat": ("cat", lambda r: {}, "cat", lambda r: {}),
     "lego": ("lego", lambda r: {"rank": r}, None, None),
+    "lego_rank1": (
+        "lego",
+        lambda r: {"rank": r, "centroid": "rank1", "kernel": "product"},
+        None,
+        None,
+    ),
     "ties": ("ties", lambda r: {"density": 0.5}, "ties", lambda r: {"density": 0.5}),
 }
 

@@ -153,7 +153,7 @@ def _as_fp64(x: torch.Tensor, key: str, scratch: Scratch | None) -> torch.Tensor
 
 
 @dataclass
-class _GramFactor:
+class GramFactor:
     """Implicit thin QR ``X diag(c) = Q T`` of a tall factor from its Gram matrix (all fp64).
 
     ``Q = X @ W`` has orthonormal columns (zero columns for dropped directions); ``T`` (R, R) has
@@ -165,9 +165,9 @@ class _GramFactor:
     ok: torch.Tensor  # (m,) bool
 
 
-def _gram_factor(
+def gram_factor(
     G: torch.Tensor, coeffs: torch.Tensor | None, ill_tol: float = ILL_TOL, rescue: bool = True
-) -> _GramFactor:
+) -> GramFactor:
     """G: (m, R, R) fp64 Gram of the raw tall factor X (``X^T X``).
 
     Jacobi-scaled Cholesky where it certifies itself (``1 / ||L^-1||_F^2 = 1 / tr(G^-1)`` is a
@@ -198,7 +198,7 @@ def _gram_factor(
         T[rest] = root[:, :, None] * V.mT * d[rest][:, None, :]
     if coeffs is not None:
         W = coeffs[:, :, None] * W
-    return _GramFactor(W, T, ok)
+    return GramFactor(W, T, ok)
 
 
 def rerank_gram(
@@ -299,8 +299,8 @@ def _gram_chunk(
     with cpu_threads(nthreads, B.device):  # (mc, R, R): the O(d R^2) GEMMs
         Gb, Ga = (X.mT @ X).double(), (Y @ Y.mT).double()
     tol = FP32_ILL_TOL if fp32 else ILL_TOL
-    fb = _gram_factor(Gb, c, tol, rescue=not fp32)
-    fa = _gram_factor(Ga, None, tol, rescue=not fp32)  # c lives on the B side only (Jacobi
+    fb = gram_factor(Gb, c, tol, rescue=not fp32)
+    fa = gram_factor(Ga, None, tol, rescue=not fp32)  # c lives on the B side only (Jacobi
     # scaling makes the factorization blind to how it is distributed)
     core = fb.T @ fa.T.mT  # (mc, R, R): singular values of B diag(c) A
     U, S, V, core_fallbacks = _solve_core(core, core_solver, fb.ok & fa.ok)

@@ -48,7 +48,7 @@ import torch
 from pydantic import Field
 
 from merging.batch import MergeContext, ModuleBatch
-from merging.lowrank import frob_inner, rel_error, rerank_exact
+from merging.lowrank import frob_inner, gram_factor, rel_error, rerank_exact
 from merging.methods.params import RankParams
 from merging.registry import BatchOutput, MethodSpec, register
 
@@ -201,15 +201,21 @@ def _rank1_centroids(
     B: torch.Tensor, A: torch.Tensor, labels: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(m, d_out, k), (m, k, d_in): column c is the best rank-1 approximation of the *sum* of
-    cluster c's units, ``sum_{u in c} b_u a_u^T`` (QR of the masked factors, SVD of the R x R
-    core; never d_out x d_in). A singleton keeps its unit exactly, so k = R is ``cat``."""
-    mask = torch.nn.functional.one_hot(labels, k).to(B.dtype)  # (m, R, k)
-    Bs, As = [], []
-    for c in range(k):
-        res = rerank_exact(B, A, 1, coeffs=mask[:, :, c])
-        Bs.append(res.B.to(B.dtype))
-        As.append(res.A.to(A.dtype))
-    return torch.cat(Bs, -1), torch.cat(As, -2)
+    cluster c's units, ``sum_{u in c} b_u a_u^T``. One implicit thin QR per side for all
+    clusters (``B = Q_b T_b`` from the Gram, as in the svd re-rank), then the leading singular
+    pair of each cluster's R x R core ``T_b D_c T_a^T`` (``D_c`` masks the cluster's units);
+    never d_out x d_in. A singleton keeps its unit exactly, so k = R is ``cat``."""
+    fb = gram_factor((B.mT @ B).double(), None)  # B = (B W_b) T_b
+    fa = gram_factor((A @ A.mT).double(), None)  # A^T = (A^T W_a) T_a
+    mask = torch.nn.functional.one_hot(labels, k).double().mT  # (m, k, R)
+    core = (fb.T[:, None] * mask[:, :, None, :]) @ fa.T.mT[:, None]  # (m, k, R, R)
+    U, S, Vh = torch.linalg.svd(core)
+    root = S[..., 0].sqrt()  # (m, k): sqrt(sigma_1) on each side
+    u = U[..., 0] * root[..., None]  # (m, k, R)
+    v = Vh[..., 0, :] * root[..., None]
+    Bc = B @ (fb.W @ u.mT).to(B.dtype)  # (m, d_out, R) @ (m, R, k)
+    Ac = (fa.W @ v.mT).mT.to(A.dtype) @ A  # (m, k, R) @ (m, R, d_in)
+    return Bc, Ac
 
 
 def merge_lego(batch: ModuleBatch, params: LegoParams, ctx: MergeContext) -> BatchOutput:

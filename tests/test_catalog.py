@@ -141,6 +141,26 @@ def test_list_items_filters_and_latest(catalog):
     assert total == 3 and [i.name for i in page] == ["sql-a"]
 
 
+def test_latest_facet_rows_match_the_listed_items(catalog):
+    """Browse pages count facets over these column-only rows: same adapters, same order, same
+    values as ``list_items`` (latest version only; rank = largest module rank)."""
+    catalog.register_version(meta("sql-a", tags=["sql"], license="mit"), nv(1))
+    catalog.register_version(meta("sql-a", tags=["new"]), nv(2, module_ranks={"m": 16}))
+    catalog.register_version(meta("sql_b", tags=["sql", "x"]), nv(3, source="merge"))
+    catalog.register_version(meta("SQLc"), nv(4, base_model_id="other", module_ranks={}))
+    items, _ = catalog.list_items()
+    rows = catalog.latest_facet_rows()
+    fields = ("base_model", "tags", "rank", "source", "license")
+    assert [tuple(getattr(r, f) for f in fields) for r in rows] == [
+        (i.base_model, tuple(i.tags), i.rank, i.source, i.license) for i in items
+    ]
+    by_id = catalog.items_by_ids(r.version_id for r in rows)
+    assert [(by_id[r.version_id].name, by_id[r.version_id].version) for r in rows] == [
+        (i.name, i.version) for i in items
+    ]
+    assert [(r.rank, r.tags) for r in rows] == [(0, ()), (16, ("new",)), (8, ("sql", "x"))]
+
+
 def test_delete_version_and_adapter(catalog):
     catalog.register_version(meta("a"), nv(1))
     catalog.register_version(meta("a"), nv(2))

@@ -9,6 +9,7 @@ from html import unescape
 
 import pytest
 
+from hub.services.browse import BrowseFilters
 from tests.api_helpers import api_client, make_container, new_token
 from tests.web_helpers import add_tiny
 
@@ -91,6 +92,36 @@ def test_facets_count_every_value_and_filters_narrow(client):
     assert re.findall(r'data-name="([^"]+)"', by_license) == ["alpha", "beta"]
     by_source = client.get("/ui/", params={"source": "merge"}).text
     assert re.findall(r'data-name="([^"]+)"', by_source) == ["child", "grandchild"]
+
+
+def test_facets_read_from_columns_equal_the_listed_items(catalog):
+    """The page view counts facets over storage FacetRows; they must say what the items say."""
+    from hub.services.browse import facet_values
+
+    items, _ = catalog.registry.ls(limit=100)
+    rows = catalog.catalog.latest_facet_rows()
+    assert [r.version_id for r in rows] == [catalog.catalog.version_id(i.name) for i in items]
+    assert [facet_values(r) for r in rows] == [facet_values(i) for i in items]
+
+
+def test_a_new_version_replaces_the_old_one_in_pages_and_counts(tmp_path):
+    c = make_container(tmp_path / "home", text_embedder="hash")
+    try:
+        add_tiny(c, tmp_path, "solo", seed=1, r=4, tags=("old",), license="mit")
+        add_tiny(c, tmp_path, "other", seed=2, r=4)
+        add_tiny(c, tmp_path, "solo", seed=3, r=8, tags=("new",))  # version 2: rank 8
+        page = c.browse.browse(BrowseFilters())
+        assert [(i.name, i.version, i.rank) for i in page.items] == [
+            ("other", 1, 4),
+            ("solo", 2, 8),
+        ]
+        counts = {f: {v.value: v.count for v in vals} for f, vals in page.facets.items()}
+        assert counts["rank"] == {"4": 1, "8": 1} and counts["tag"] == {"new": 1}
+        assert counts["license"] == {"mit": 1}  # the license is the adapter's, not the version's
+        assert c.browse.browse(BrowseFilters(tag="old")).total == 0
+        assert c.browse.browse(BrowseFilters(rank="8")).items[0].name == "solo"
+    finally:
+        c.catalog.close()
 
 
 def test_paging_walks_the_whole_catalog_once(client):

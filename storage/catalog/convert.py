@@ -18,6 +18,11 @@ from storage.catalog.base import as_utc, aware_utc
 from storage.catalog.tables import Adapter, AdapterVersion, BaseModelRow, Evaluation, LineageEdge
 
 
+def item_rank(module_ranks: dict[str, int] | None) -> int:
+    """An adapter's listed rank: its largest module rank (0 with no modules)."""
+    return max((int(r) for r in (module_ranks or {}).values()), default=0)
+
+
 def to_item(v: AdapterVersion, a: Adapter) -> AdapterItem:
     return AdapterItem(
         name=a.name,
@@ -32,7 +37,7 @@ def to_item(v: AdapterVersion, a: Adapter) -> AdapterItem:
         base_model_revision=v.base_model_revision,
         base_model_fingerprint=v.base_model_fingerprint,
         target_modules=list(v.target_modules or []),
-        rank=max((int(r) for r in (v.module_ranks or {}).values()), default=0),
+        rank=item_rank(v.module_ranks),
         mergeable=bool(v.mergeable),
         not_mergeable_reason=v.not_mergeable_reason,
         metadata=dict(v.metadata_ or {}),

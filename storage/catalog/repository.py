@@ -24,6 +24,7 @@ from hub.core.errors import NotFoundError
 from hub.core.models import AdapterDetail, AdapterItem, AdapterMeta, EvaluationRecord
 from storage.catalog.base import CatalogBase
 from storage.catalog.convert import to_detail, to_item
+from storage.catalog.facet_queries import FacetQueriesMixin
 from storage.catalog.jobs import BaseModelsMixin, JobsMixin
 from storage.catalog.search_queries import SearchQueriesMixin
 from storage.catalog.tables import Adapter, AdapterVersion, Evaluation, LineageEdge
@@ -63,7 +64,9 @@ class NewVersion:
     artifact_digest: str | None = None
 
 
-class Catalog(JobsMixin, BaseModelsMixin, TokensMixin, SearchQueriesMixin, CatalogBase):
+class Catalog(
+    JobsMixin, BaseModelsMixin, TokensMixin, SearchQueriesMixin, FacetQueriesMixin, CatalogBase
+):
     """Catalog operations; every method is one transaction and returns pydantic models."""
 
     # -- writes ------------------------------------------------------------------------------

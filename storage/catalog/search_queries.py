@@ -73,7 +73,7 @@ class SearchQueriesMixin(CatalogBase):
 
     def latest_versions(self) -> list[LatestVersion]:
         """The latest version of every adapter, ordered by version id."""
-        q = _only_latest(
+        q = only_latest(
             select(AdapterVersion.id, Adapter.name, AdapterVersion.digest, AdapterVersion.text_hash)
         ).order_by(AdapterVersion.id)
         return self._read(lambda s: [LatestVersion(*row) for row in s.execute(q)])
@@ -89,7 +89,7 @@ class SearchQueriesMixin(CatalogBase):
             conds.append(AdapterVersion.source == source)
         if tag is not None:
             conds.append(self._tag_filter(tag))
-        q = _only_latest(select(AdapterVersion.id)).where(*conds)
+        q = only_latest(select(AdapterVersion.id)).where(*conds)
         return self._read(lambda s: set(s.scalars(q)))
 
     def known_filter_values(self, field: str) -> list[str]:
@@ -125,7 +125,7 @@ class SearchQueriesMixin(CatalogBase):
         return exists(select(1).select_from(each).where(each.c.value == tag))
 
 
-def _only_latest(q: Any) -> Any:
+def only_latest(q: Any) -> Any:
     """Restrict a select over versions to each adapter's highest version number."""
     latest = (
         select(AdapterVersion.adapter_id, func.max(AdapterVersion.version).label("v"))

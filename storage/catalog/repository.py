@@ -242,7 +242,7 @@ class Catalog(
             # substr, not LIKE: SQLite's LIKE ignores case and '_' would be a wildcard.
             conds.append(func.substr(Adapter.name, 1, len(name_prefix)) == name_prefix)
         if tag is not None:
-            conds.append(self._has_tag(tag))
+            conds.append(self._tag_filter(tag))  # SearchQueriesMixin
 
         def run(s: Session) -> tuple[list[AdapterItem], int]:
             q = select(AdapterVersion, Adapter).join(Adapter).options(*_ITEM_ONLY)
@@ -268,12 +268,6 @@ class Catalog(
             return [to_item(v, a) for v, a in s.execute(page)], total
 
         return self._read(run)
-
-    def _has_tag(self, tag: str) -> ColumnElement[bool]:
-        if self.dialect == "postgresql":
-            return Adapter.tags.cast(postgresql.JSONB).contains([tag])
-        each = func.json_each(Adapter.tags).table_valued("value")
-        return exists(select(1).select_from(each).where(each.c.value == tag))
 
     def versions_by_digest(self, digest: str) -> list[AdapterItem]:
         def run(s: Session) -> list[AdapterItem]:

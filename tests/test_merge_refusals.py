@@ -59,6 +59,13 @@ BAD = [
     (["a", "b"], "rmm", ["--basis", "3"], "basis"),
     (["a", "b"], "svd", ["--weights", "1,nan"], "not finite"),
     (["a", "b"], "lego", ["--weights", "1,-0.5"], "negative"),
+    (["a", "b"], "lego", ["--param", "centroid=middle"], "'mean', 'energy' or 'rank1'"),
+    (
+        ["a", "b"],
+        "lego",
+        ["--param", "centroid=rank1", "--param", "output_reweight=true"],
+        "output_reweight does not apply to centroid=rank1",
+    ),
     (["a", "b"], "cat", ["--weights", "1"], "1 weights for 2"),
     (["a"], "svd", [], "at least 2"),
 ]

@@ -45,7 +45,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from merging.batch import MergeContext, ModuleBatch
 from merging.lowrank import frob_inner, gram_factor, rel_error, rerank_exact
@@ -83,6 +83,15 @@ class LegoParams(RankParams):
     calibrate: Literal["none", "norm"] = Field(
         "none", description="'norm': rescale the update to |sum_i w_i dW_i|_F (deviation)"
     )
+
+    @model_validator(mode="after")
+    def _reweighting_needs_a_mean(self) -> LegoParams:
+        # rank1 centroids are sums, not means: the reweightings repair averaging and are
+        # skipped; a user who asked for one explicitly is told rather than ignored.
+        asked = [f for f in ("param_reweight", "output_reweight") if f in self.model_fields_set]
+        if self.centroid == "rank1" and any(getattr(self, f) for f in asked):
+            raise ValueError(f"{' and '.join(asked)} does not apply to centroid=rank1 (a sum)")
+        return self
 
 
 def _svd_gauge(batch: ModuleBatch, B: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -122,7 +122,9 @@ def _prepare_units(batch: ModuleBatch, p: LegoParams) -> tuple[torch.Tensor, tor
     return B, A
 
 
-def _kernel(B: torch.Tensor, A: torch.Tensor, kind: str = "direction") -> torch.Tensor:
+def _kernel(
+    B: torch.Tensor, A: torch.Tensor, kind: Literal["direction", "product"] = "direction"
+) -> torch.Tensor:
     """(m, R, R): inner products of the features, ``[a/|a|; b/|b|]`` ("direction") or the
     normalised unit updates ``b a^T / |b||a|`` ("product": <b a^T, b' a'^T>_F = (a.a')(b.b'),
     a Schur product of Grams, so still a valid kernel; it is blind to (b, a) -> (-b, -a))."""
@@ -214,6 +216,9 @@ def _rank1_centroids(
     clusters (``B = Q_b T_b`` from the Gram, as in the svd re-rank), then the leading singular
     pair of each cluster's R x R core ``T_b D_c T_a^T`` (``D_c`` masks the cluster's units);
     never d_out x d_in. A singleton keeps its unit exactly, so k = R is ``cat``."""
+    # ``ok`` is not consulted: only each cluster's leading pair is kept, which an
+    # ill-conditioned trailing direction barely moves (fp32 vs fp64 runs agree to ~1e-7,
+    # benchmarks/merge_speed.py --data shared), unlike a full re-rank to k directions.
     fb = gram_factor((B.mT @ B).double(), None)  # B = (B W_b) T_b
     fa = gram_factor((A @ A.mT).double(), None)  # A^T = (A^T W_a) T_a
     mask = torch.nn.functional.one_hot(labels, k).double().mT  # (m, k, R)
@@ -224,6 +229,28 @@ def _rank1_centroids(
     v = Vh[..., 0, :] * root[..., None]
     Bc = B @ (fb.W @ u.mT).to(B.dtype)  # (m, d_out, R) @ (m, R, k)
     Ac = (fa.W @ v.mT).mT.to(A.dtype) @ A  # (m, k, R) @ (m, R, d_in)
+    return Bc, Ac
+
+
+def _mean_centroids(
+    B: torch.Tensor,
+    A: torch.Tensor,
+    labels: torch.Tensor,
+    k: int,
+    weight: torch.Tensor | None,
+    params: LegoParams,
+    r_mean: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's centroids: (weighted) means of the members' factors, then its two
+    reweightings, which repair what averaging does to norms and output variance."""
+    M = _assign_matrix(labels, k, weight)  # (m, R, k)
+    Bc = B @ M.to(B.dtype)  # (m, d_out, R) @ (m, R, k)
+    Ac = M.mT.to(A.dtype) @ A  # (m, k, R) @ (m, R, d_in)
+    if params.param_reweight:
+        Bc, Ac = _reweight(Bc, Ac, B, A, M, params.norm)
+    if params.output_reweight:
+        f = (r_mean / k) ** 0.25  # on each side: the product scales by sqrt(r_mean / k)
+        Bc, Ac = Bc * f, Ac * f
     return Bc, Ac
 
 
@@ -241,18 +268,10 @@ def merge_lego(batch: ModuleBatch, params: LegoParams, ctx: MergeContext) -> Bat
         seed_weight = energy.double() if params.init == "energy" else None
         init = _farthest_init(K, start, k, seed_weight)
         labels = kernel_kmeans(K, init, k, params.iters, weight)
-    M = _assign_matrix(labels, k, weight)  # (m, R, k)
     if params.centroid == "rank1":
         Bc, Ac = _rank1_centroids(B, A, labels, k)
     else:
-        Bc = B @ M.to(B.dtype)  # (m, d_out, R) @ (m, R, k)
-        Ac = M.mT.to(A.dtype) @ A  # (m, k, R) @ (m, R, d_in)
-    if params.param_reweight and params.centroid != "rank1":
-        Bc, Ac = _reweight(Bc, Ac, B, A, M, params.norm)
-    if params.output_reweight and params.centroid != "rank1":
-        r_mean = sum(batch.ranks) / batch.n
-        f = (r_mean / k) ** 0.25  # on each side: the product scales by sqrt(r_mean / k)
-        Bc, Ac = Bc * f, Ac * f
+        Bc, Ac = _mean_centroids(B, A, labels, k, weight, params, sum(batch.ranks) / batch.n)
     B_ref, A_ref = batch.folded()
     if params.calibrate == "norm":  # same Frobenius norm as the weighted sum it stands for
         ratio = frob_inner(B_ref, A_ref, B_ref, A_ref) / frob_inner(Bc, Ac, Bc, Ac).clamp_min(EPS)

@@ -35,10 +35,10 @@ import faiss
 import numpy as np
 
 from hub.core.errors import BadInputError
+from hub.runtime.files import atomic_write
 from retrieval.index_backends import BACKENDS, Backend, backend_class, gpu_available
 from retrieval.index_files import (
     IndexMismatchError,
-    atomic_write,
     check,
     ids_path,
     npy_bytes,
@@ -49,7 +49,7 @@ from retrieval.index_files import (
     stale,
 )
 
-__all__ = ["BACKENDS", "FORMAT_VERSION", "IndexMismatchError", "VectorIndex", "atomic_write"]
+__all__ = ["BACKENDS", "FORMAT_VERSION", "IndexMismatchError", "VectorIndex"]
 
 FORMAT_VERSION = 1
 _DEFAULT_THREADS = faiss.omp_get_max_threads()

@@ -1,6 +1,6 @@
 """Index persistence: atomic writes, the sidecar, and refusing stale or corrupted files.
 
-Every file is written to a temp name in the same directory, fsynced and renamed, so a reader
+Every file is written with `hub.runtime.files.atomic_write` (temp name, fsync, rename), so a reader
 sees the old or the new file, never half of one. ``load`` checks the sidecar and the hashes
 *before* FAISS parses anything, and turns every defect into :class:`IndexMismatchError`
 telling to run ``loradex reindex``.
@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -75,23 +73,3 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     required = {"format_version", "embedder_id", "dim", "backend", "params", "count"}
     check(isinstance(meta, dict) and required <= set(meta), path, "sidecar lacks fields")
     return meta
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """temp file in the same dir + fsync + rename: readers see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

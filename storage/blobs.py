@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from hub.core.errors import BadInputError, BlobCorruptedError, NotFoundError, StorageError
-from storage.durable import fsync_dir
+from hub.runtime.files import fsync_dir
 
 CHUNK = 1 << 20
 _DIGEST = re.compile(r"[0-9a-f]{64}")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.core.errors import BlobCorruptedError, NotFoundError
-from storage.durable import atomic_write
+from hub.runtime.files import atomic_write
 
 POINTER = "current.json"
 SUFFIX = ".safetensors"

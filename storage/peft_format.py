@@ -23,7 +23,7 @@ import numpy as np
 
 from hub.core.errors import ConflictError, InvalidAdapterError, PickleRefusedError
 from hub.core.lora import BaseModelRef, LoraAdapter, LoraModule
-from storage.durable import fsync_dir
+from hub.runtime.files import fsync_dir
 from storage.peft_config import (
     MAX_CONFIG_BYTES,
     LoraSettings,

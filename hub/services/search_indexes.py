@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from hub.core.errors import HubError
-from retrieval.index import VectorIndex, atomic_write
+from hub.runtime.files import atomic_write
+from retrieval.index import VectorIndex
 from storage.catalog.search_queries import LatestVersion
 
 try:

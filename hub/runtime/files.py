@@ -1,4 +1,4 @@
-"""Durable file operations shared by every storage writer (blob store, PEFT export)."""
+"""Durable file operations shared by every writer (blob store, PEFT export, search indexes)."""
 
 from __future__ import annotations
 

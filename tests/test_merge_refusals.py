@@ -60,6 +60,7 @@ BAD = [
     (["a", "b"], "svd", ["--weights", "1,nan"], "not finite"),
     (["a", "b"], "lego", ["--weights", "1,-0.5"], "negative"),
     (["a", "b"], "lego", ["--param", "centroid=middle"], "'mean', 'energy' or 'rank1'"),
+    (["a", "b"], "lego", ["--param", "kernel=cosine"], "'direction' or 'product'"),
     (
         ["a", "b"],
         "lego",

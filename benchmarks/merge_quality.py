@@ -14,8 +14,15 @@ of the separate adapters' numbers; each member is reverted and evaluated on its 
 Targets (issue #5): LEGO >= the best PEFT-style method at the same output rank on the 4- and
 8-groups; RMM reverted members keep >= 95% of individual accuracy at <= 60% storage.
 
-Every accuracy is cached (``--cache``, keyed by the adapter's weights, task, limit and base),
-so an interrupted run resumes and a rerun only evaluates what changed.
+The verdicts come with a paired bootstrap over eval examples (``--bootstrap`` replicates; the
+same resampled examples for every method and for the members' own accuracy). Each replicate
+picks the best PEFT-style row afresh, so the interval also carries the selection bias of taking
+the maximum of ten noisy rows: it tells whether a gap is larger than what the eval size can
+resolve.
+
+Every evaluation is cached as its per-example outcomes (``--cache``, keyed by the adapter's
+weights, task, limit and base), so an interrupted run resumes and a rerun only evaluates what
+changed.
 
     python benchmarks/merge_quality.py [--limit 50] [--groups 2,4,8] [--methods LABEL,...]
 """
@@ -32,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -132,14 +140,15 @@ class _CannotMatch(StoppingCriteria):
         return torch.tensor(done, device=input_ids.device)
 
 
-def early_exit_accuracy(base: Any, adapter: Any, task: Any, limit: int, batch: int = 32) -> float:
-    """``generation.evaluator.evaluate``'s accuracy (greedy, <= 24 new tokens, stop ids, line
-    cut), decoding each batch only while some row can still be right."""
+def early_exit_outcomes(base: Any, adapter: Any, task: Any, limit: int, batch: int = 32) -> str:
+    """Per eval example, in order, "1" if right else "0": ``generation.evaluator.evaluate``'s
+    scoring (greedy, <= 24 new tokens, stop ids, line cut), decoding each batch only while some
+    row can still be right."""
     spec, tok = base.spec, base.tokenizer
     examples = task.split("eval")[:limit]
     prompts = [encode_prompt(tok, task.render(ex.input), add_bos=spec.add_bos) for ex in examples]
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
-    correct = 0
+    correct = [False] * len(examples)
     with torch.inference_mode(), applied(base.model, adapter):
         for start in range(0, len(order), batch):
             chunk = order[start : start + batch]
@@ -164,44 +173,56 @@ def early_exit_accuracy(base: Any, adapter: Any, task: Any, limit: int, batch: i
                 top_p=None,
                 top_k=None,
             )
-            for row, w in zip(out[:, ids.shape[1] :].tolist(), want, strict=True):
-                correct += answer_text(tok, row, spec.stop_token_ids) == w
-    return correct / len(examples)
+            for i, row in zip(chunk, out[:, ids.shape[1] :].tolist(), strict=True):
+                correct[i] = answer_text(tok, row, spec.stop_token_ids) == examples[i].output
+    return "".join("1" if c else "0" for c in correct)
 
 
 class Evaluator:
-    """Zoo-protocol accuracy with a JSON cache (written after every new evaluation).
+    """Zoo-protocol outcomes with a JSON cache (written after every new evaluation).
     ``check``: also run the plain evaluator and require the same accuracy (slow; smoke runs)."""
 
     def __init__(self, cache: Path, limit: int, device: str, check: bool = False) -> None:
         self.path, self.limit, self.check = cache, limit, check
-        self.data: dict[str, float] = json.loads(cache.read_text()) if cache.exists() else {}
+        data = json.loads(cache.read_text()) if cache.exists() else {}
+        # Caches from before per-example outcomes held bare accuracies: those are re-evaluated.
+        self.data: dict[str, str] = {k: v for k, v in data.items() if isinstance(v, str)}
         cache_dir = Path(os.environ.get("LORADEX_MODEL_CACHE_DIR") or tempfile.gettempdir())
         self.base = load_base_model(BASE, cache_dir, device)
         self.tasks: dict[str, Any] = {}
         self.fresh = 0
 
-    def __call__(self, adapter: Any, task: str) -> float:
+    def outcomes(self, adapter: Any, task: str) -> np.ndarray:
+        """(limit,) 0/1 per eval example."""
         key = f"{BASE}:{task}:{self.limit}:{adapter_key(adapter)}"
         if key not in self.data:
             spec = self.tasks.setdefault(task, load_task(task, ZOO))
-            self.data[key] = early_exit_accuracy(self.base, adapter, spec, self.limit)
+            self.data[key] = early_exit_outcomes(self.base, adapter, spec, self.limit)
             if self.check:
                 plain = evaluate(self.base, adapter, spec, limit=self.limit).accuracy
-                assert plain == self.data[key], (task, plain, self.data[key])
+                assert plain == self.data[key].count("1") / len(self.data[key]), (task, plain)
             self.path.write_text(json.dumps(self.data, indent=0))
             self.fresh += 1
-        return self.data[key]
+        return np.frombuffer(self.data[key].encode(), dtype=np.uint8) - ord("0")
+
+    def __call__(self, adapter: Any, task: str) -> float:
+        return float(self.outcomes(adapter, task).mean())
 
 
-def run_row(label: str, size: int, adapters: dict, own: dict, acc: Evaluator) -> dict[str, float]:
+def run_row(label: str, size: int, adapters: dict, acc: Evaluator) -> dict[str, np.ndarray]:
+    """Per member task, the merged adapter's 0/1 outcomes on its eval examples."""
     method, params, wmode = METHODS[label]
     members = GROUPS[size]
     weight = 1.0 if wmode == "one" else 1.0 / size
     merged = merging.merge(
         [adapters[t] for t in members], [weight] * size, method, params, device="cpu", seed=0
     ).adapter
-    return {t: acc(merged, t) / max(own[t], 1e-9) for t in members}
+    return {t: acc.outcomes(merged, t) for t in members}
+
+
+def normalized(outcomes: dict[str, np.ndarray], own: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per task, merged accuracy / the member's own accuracy on the same examples."""
+    return {t: float(o.mean()) / max(float(own[t].mean()), 1e-9) for t, o in outcomes.items()}
 
 
 def print_table(
@@ -223,19 +244,56 @@ def _mean(values: dict[str, float]) -> float:
     return sum(values.values()) / len(values)
 
 
-def verdicts(table: dict[str, dict[int, dict[str, float]]], sizes: list[int]) -> None:
-    peft = [lab for lab in table if METHODS[lab][0] != "lego" and lab not in REFERENCE_ROWS]
+def bootstrap_gap(
+    outcomes: dict[str, dict[str, np.ndarray]],
+    own: dict[str, np.ndarray],
+    lego: str,
+    peft: list[str],
+    replicates: int,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Paired bootstrap of (lego - best PEFT-style row) in normalized accuracy: each replicate
+    resamples every task's eval examples once, for all rows and the member's own outcomes, and
+    takes the best PEFT row *within* the replicate. Returns (2.5 %, 97.5 %, P(gap >= 0))."""
+    rng = np.random.default_rng(seed)
+    tasks = list(own)
+    gaps = np.empty(replicates)
+    for b in range(replicates):
+        idx = {t: rng.integers(0, len(own[t]), len(own[t])) for t in tasks}
+        base = {t: max(float(own[t][idx[t]].mean()), 1e-9) for t in tasks}
+
+        def score(label: str, idx: dict = idx, base: dict = base) -> float:
+            return float(np.mean([outcomes[label][t][idx[t]].mean() / base[t] for t in tasks]))
+
+        gaps[b] = score(lego) - max(score(m) for m in peft)
+    lo, hi = np.quantile(gaps, [0.025, 0.975])
+    return float(lo), float(hi), float((gaps >= 0).mean())
+
+
+def verdicts(
+    outcomes: dict[str, dict[int, dict[str, np.ndarray]]],
+    own: dict[str, np.ndarray],
+    sizes: list[int],
+    replicates: int,
+) -> None:
+    peft = [lab for lab in outcomes if METHODS[lab][0] != "lego" and lab not in REFERENCE_ROWS]
     for s in (4, 8):
         if s not in sizes or not peft:
             continue
-        best_val, best = max((_mean(table[m][s]), m) for m in peft)
-        for lego in (lab for lab in table if METHODS[lab][0] == "lego"):
-            val = _mean(table[lego][s])
+        members = {t: own[t] for t in GROUPS[s]}
+        by_row = {lab: outcomes[lab][s] for lab in outcomes}
+        best_val, best = max((_mean(normalized(by_row[m], members)), m) for m in peft)
+        for lego in (lab for lab in outcomes if METHODS[lab][0] == "lego"):
+            val = _mean(normalized(by_row[lego], members))
             verdict = "MET" if val >= best_val else f"NOT MET (short by {best_val - val:.3f})"
-            print(
+            line = (
                 f"target '{lego}' >= best PEFT-style at rank {RANK}, n={s}: {verdict} "
                 f"({val:.3f} vs {best} {best_val:.3f})"
             )
+            if replicates:
+                lo, hi, p = bootstrap_gap(by_row, members, lego, peft, replicates)
+                line += f"; gap 95% CI [{lo:+.3f}, {hi:+.3f}], P(gap >= 0) {p:.2f}"
+            print(line)
 
 
 def rmm_storage_ratio(adapters: list, p: int) -> float:
@@ -272,6 +330,7 @@ def main() -> None:
     ap.add_argument("--groups", default="2,4,8")
     ap.add_argument("--no-rmm", action="store_true")
     ap.add_argument("--check", action="store_true", help="verify early exit vs evaluate()")
+    ap.add_argument("--bootstrap", type=int, default=2000, help="replicates (0: no interval)")
     ap.add_argument(
         "--threads",
         type=int,
@@ -290,17 +349,20 @@ def main() -> None:
         {t for s in sizes for t in GROUPS[s]} | ({*GROUPS[8]} if not args.no_rmm else set())
     )
     adapters = {t: read_peft_dir(ZOO / "adapters" / t).adapter for t in names}
-    own = {t: acc(adapters[t], t) for t in names}
+    own_outcomes = {t: acc.outcomes(adapters[t], t) for t in names}
+    own = {t: float(o.mean()) for t, o in own_outcomes.items()}
     print(f"# load {' '.join(f'{x:.1f}' for x in os.getloadavg())}; cache {args.cache}")
     print(
         "individual accuracy on the same examples:",
         " ".join(f"{t}={a:.2f}" for t, a in own.items()),
     )
     table: dict[str, dict[int, dict[str, float]]] = {}
+    outcomes: dict[str, dict[int, dict[str, np.ndarray]]] = {}
     for label in args.methods.split(","):
         for size in sizes:
             t1 = time.perf_counter()
-            table.setdefault(label, {})[size] = res = run_row(label, size, adapters, own, acc)
+            outcomes.setdefault(label, {})[size] = row = run_row(label, size, adapters, acc)
+            table.setdefault(label, {})[size] = res = normalized(row, own_outcomes)
             detail = " ".join(f"{t}={v:.2f}" for t, v in res.items())
             print(
                 f"{label} n={size}: {_mean(res):.3f} [{detail}] ({time.perf_counter() - t1:.0f} s)",
@@ -308,7 +370,7 @@ def main() -> None:
                 flush=True,
             )
     print_table(table, sizes, args.limit)
-    verdicts(table, sizes)
+    verdicts(outcomes, own_outcomes, sizes, args.bootstrap)
     if not args.no_rmm:
         rmm_section(adapters, own, acc)
     print(

@@ -1,0 +1,154 @@
+"""Text-mode recall@1 on the zoo: what does *not* lift the product card past MiniLM's ceiling.
+
+    .venv/bin/python benchmarks/retrieval_text_ablations.py [--llm] [--folds 5]
+
+Same protocol as ``benchmarks/retrieval.py`` (cards hold paraphrase c, queries use q != c, mean
+over the 6 ordered pairs, all 49 cards are candidates); each row changes one thing:
+
+- hubness correction (CSLS-style): score - beta * (mean similarity of the card to its k nearest
+  other cards); a card that sits close to many others (``double_number``, ``next_number``,
+  ``reverse_words`` are the usual wrong answers) is pushed down. No query data needed. A small
+  grid is printed: the best cell is tuned on the evaluation itself, so it is an upper bound.
+- mean-centering: the catalog's mean card vector is subtracted from cards and queries.
+- learned query map, k-fold by task: ``q -> q + q W`` trained with InfoNCE on the paraphrase pairs
+  of the other folds' tasks (ridge on W), evaluated on held-out tasks' queries against all cards.
+- ``--llm``: last-token "one word" embeddings (PromptEOL) of SmolLM2-135M-Instruct and
+  Gemma-3-270M, alone and added to the MiniLM score (best weight of a small grid, again an upper
+  bound). Needs the base models (``loradex models prepare``; ``LORADEX_MODEL_CACHE_DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from retrieval.cards import CardEmbedder  # noqa: E402
+from retrieval.embedders import MiniLMEmbedder  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location(
+    "retrieval_bench", Path(__file__).with_name("retrieval.py")
+)
+assert _spec and _spec.loader
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def recall1(scores: dict[tuple[int, int], np.ndarray]) -> float:
+    """Mean over the (card paraphrase, query paraphrase) pairs of recall@1; scores[(c, q)] is
+    the (queries, cards) score matrix, task i's query and card on row and column i."""
+    return float(np.mean([(s.argmax(1) == np.arange(len(s))).mean() for s in scores.values()]))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def hubness(cards: np.ndarray, k: int) -> np.ndarray:
+    """(n,) mean similarity of each card to its k nearest other cards."""
+    sims = cards @ cards.T
+    np.fill_diagonal(sims, -np.inf)
+    return np.sort(sims, axis=1)[:, -k:].mean(1)
+
+
+def learned_query_map(cards, queries, folds, ridge: float, steps: int = 300) -> float:
+    """recall@1 of held-out tasks' queries after a residual linear map fit on the other folds."""
+    n, dim = cards[0].shape
+    v = {c: torch.tensor(x) for c, x in cards.items()}
+    qs = {q: torch.tensor(x) for q, x in queries.items()}
+    hits = []
+    for fold in folds:
+        train = torch.tensor(np.setdiff1d(np.arange(n), fold))
+        w = torch.zeros(dim, dim, requires_grad=True)
+        opt = torch.optim.Adam([w], lr=1e-3)
+        for _ in range(steps):
+            loss = torch.zeros(())
+            for c, q in bench.PAIRS:
+                x = qs[q][train]
+                x = torch.nn.functional.normalize(x + x @ w, dim=1)
+                loss = loss + torch.nn.functional.cross_entropy(x @ v[c].T / 0.05, train)
+            loss = loss / len(bench.PAIRS) + ridge * (w**2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            for c, q in bench.PAIRS:
+                x = qs[q][fold]
+                x = torch.nn.functional.normalize(x + x @ w, dim=1)
+                hits += list((x @ v[c].T).argmax(1).numpy() == fold)
+    return float(np.mean(hits))
+
+
+def llm_vectors(name: str, texts: list[str]) -> np.ndarray:
+    """Centred unit last-token hidden states of 'This task: "..." means in one word:"'."""
+    from generation.base_models import load_base_model
+
+    cache = Path(os.environ.get("LORADEX_MODEL_CACHE_DIR", Path.home() / ".cache/loradex/models"))
+    base = load_base_model(name, cache, "cpu")
+    out = []
+    with torch.inference_mode():
+        for text in texts:
+            ids = base.tokenizer(f'This task: "{text}" means in one word:"', return_tensors="pt")
+            hidden = base.model(**ids, output_hidden_states=True).hidden_states[-1]
+            out.append(hidden[0, -1].float().numpy())
+    x = np.stack(out)
+    return _unit(x - x.mean(0))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--zoo", type=Path, default=bench.ZOO)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--llm", action="store_true", help="also the LLM-embedding rows (slow)")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    records = json.loads((args.zoo / "manifest.json").read_text())["adapters"]
+    n = len(records)
+    embedder = MiniLMEmbedder()
+    card_embedder = CardEmbedder(embedder)
+    cards = {c: card_embedder.embed([bench.zoo_card(r, c, args.zoo) for r in records])
+             for c in range(3)}  # fmt: skip
+    queries = {q: embedder.embed([r["descriptions"][q] for r in records]) for q in range(3)}
+
+    def row(label: str, value: float) -> None:
+        print(f"{label:58s} {value:6.3f}", flush=True)
+
+    base = {(c, q): queries[q] @ cards[c].T for c, q in bench.PAIRS}
+    row("product card (benchmarks/retrieval.py)", recall1(base))
+    for k in (3, 5, 10):
+        hub = {c: hubness(cards[c], k) for c in cards}
+        for beta in (0.25, 0.5, 0.75):
+            scores = {(c, q): s - beta * hub[c][None, :] for (c, q), s in base.items()}
+            row(f"hubness correction k={k} beta={beta} (tuned on eval)", recall1(scores))
+    for a in (0.5, 1.0):
+        mean = {c: a * cards[c].mean(0) for c in cards}
+        scores = {(c, q): _unit(queries[q] - mean[c]) @ _unit(cards[c] - mean[c]).T
+                  for c, q in bench.PAIRS}  # fmt: skip
+        row(f"mean-centering x{a}", recall1(scores))
+    folds = bench.task_folds(n, args.folds)
+    for ridge in (0.1, 1.0, 10.0):
+        row(f"learned query map, {args.folds}-fold by task, ridge {ridge}",
+            learned_query_map(cards, queries, folds, ridge))  # fmt: skip
+    if args.llm:
+        texts = [r["descriptions"][i] for i in range(3) for r in records]
+        for name in ("smollm2-135m-instruct", "gemma3-270m"):
+            vecs = llm_vectors(name, texts)
+            llm = {(c, q): vecs[q * n : (q + 1) * n] @ vecs[c * n : (c + 1) * n].T
+                   for c, q in bench.PAIRS}  # fmt: skip
+            row(f"{name} one-word embedding, description vs description", recall1(llm))
+            best = max(recall1({key: base[key] + lam * llm[key] for key in base})
+                       for lam in (0.1, 0.2, 0.3, 0.5))  # fmt: skip
+            row("  + product card score (best weight, tuned on eval)", best)
+    print(f"chance {1 / n:.3f}; target 0.95")
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,8 @@ over the 6 ordered pairs, all 49 cards are candidates); each row changes one thi
   of the other folds' tasks (ridge on W), evaluated on held-out tasks' queries against all cards.
 - ``--llm``: last-token "one word" embeddings (PromptEOL) of SmolLM2-135M-Instruct and
   Gemma-3-270M, alone and added to the MiniLM score (best weight of a small grid, again an upper
-  bound). Needs the base models (``loradex models prepare``; ``LORADEX_MODEL_CACHE_DIR``).
+  bound). Uses the base models where ``loradex models prepare`` puts them (converted on first use
+  when absent).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -90,9 +90,10 @@ def learned_query_map(cards, queries, folds, ridge: float, steps: int = 300) -> 
 def llm_vectors(name: str, texts: list[str]) -> np.ndarray:
     """Centred unit last-token hidden states of 'This task: "..." means in one word:"'."""
     from generation.base_models import load_base_model
+    from hub.config import Settings
 
-    cache = Path(os.environ.get("LORADEX_MODEL_CACHE_DIR", Path.home() / ".cache/loradex/models"))
-    base = load_base_model(name, cache, "cpu")
+    # Where `loradex models prepare` puts them (LORADEX_MODEL_CACHE_DIR, else <home>/models).
+    base = load_base_model(name, Settings().resolved_model_cache_dir, "cpu")
     out = []
     with torch.inference_mode():
         for text in texts:

@@ -271,26 +271,28 @@ def bootstrap_gap(
 
 
 def verdicts(
+    table: dict[str, dict[int, dict[str, float]]],
     outcomes: dict[str, dict[int, dict[str, np.ndarray]]],
     own: dict[str, np.ndarray],
     sizes: list[int],
     replicates: int,
 ) -> None:
-    peft = [lab for lab in outcomes if METHODS[lab][0] != "lego" and lab not in REFERENCE_ROWS]
+    """Point verdicts from ``table`` (normalized accuracies); intervals from ``outcomes``."""
+    peft = [lab for lab in table if METHODS[lab][0] != "lego" and lab not in REFERENCE_ROWS]
     for s in (4, 8):
         if s not in sizes or not peft:
             continue
-        members = {t: own[t] for t in GROUPS[s]}
-        by_row = {lab: outcomes[lab][s] for lab in outcomes}
-        best_val, best = max((_mean(normalized(by_row[m], members)), m) for m in peft)
-        for lego in (lab for lab in outcomes if METHODS[lab][0] == "lego"):
-            val = _mean(normalized(by_row[lego], members))
+        best_val, best = max((_mean(table[m][s]), m) for m in peft)
+        for lego in (lab for lab in table if METHODS[lab][0] == "lego"):
+            val = _mean(table[lego][s])
             verdict = "MET" if val >= best_val else f"NOT MET (short by {best_val - val:.3f})"
             line = (
                 f"target '{lego}' >= best PEFT-style at rank {RANK}, n={s}: {verdict} "
                 f"({val:.3f} vs {best} {best_val:.3f})"
             )
             if replicates:
+                by_row = {lab: outcomes[lab][s] for lab in outcomes}
+                members = {t: own[t] for t in GROUPS[s]}
                 lo, hi, p = bootstrap_gap(by_row, members, lego, peft, replicates)
                 line += f"; gap 95% CI [{lo:+.3f}, {hi:+.3f}], P(gap >= 0) {p:.2f}"
             print(line)
@@ -370,7 +372,7 @@ def main() -> None:
                 flush=True,
             )
     print_table(table, sizes, args.limit)
-    verdicts(outcomes, own_outcomes, sizes, args.bootstrap)
+    verdicts(table, outcomes, own_outcomes, sizes, args.bootstrap)
     if not args.no_rmm:
         rmm_section(adapters, own, acc)
     print(

@@ -343,6 +343,8 @@ def main() -> None:
     default_cache = Path(tempfile.gettempdir()) / "loradex-merge-quality-cache.json"
     ap.add_argument("--cache", type=Path, default=default_cache)
     args = ap.parse_args()
+    if args.bootstrap < 0:
+        ap.error(f"--bootstrap takes a replicate count >= 0 (0: no interval), not {args.bootstrap}")
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     acc = Evaluator(args.cache, args.limit, args.device, args.check)

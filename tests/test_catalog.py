@@ -7,7 +7,7 @@ from datetime import UTC
 
 import pytest
 
-from hub.core.errors import BadInputError, NotFoundError
+from hub.core.errors import BadInputError, ConflictError, NotFoundError
 from hub.core.models import AdapterMeta, BaseModelInfo, EvaluationRecord
 from storage.catalog import NewVersion
 
@@ -224,6 +224,26 @@ def test_jobs_lifecycle(catalog):
         catalog.update_job(job.id, colour="red")
     with pytest.raises(NotFoundError):
         catalog.get_job("no-such-job")
+
+
+def test_job_compare_and_set_applies_only_from_the_named_states(catalog):
+    job = catalog.create_job("merge", {})
+    taken = catalog.update_job(job.id, only_from={"queued"}, state="running", message="mine")
+    assert taken.state == "running" and taken.started_at is not None
+    with pytest.raises(ConflictError) as exc:  # a second taker loses and writes nothing
+        catalog.update_job(job.id, only_from={"queued"}, state="running", message="theirs")
+    assert exc.value.code == "job_state_changed" and exc.value.details == {"state": "running"}
+    assert "is running, not queued" in exc.value.message
+    assert catalog.get_job(job.id).message == "mine"
+
+
+def test_a_job_can_be_born_running_but_in_no_other_state(catalog):
+    job = catalog.create_job("merge", {"x": 1}, state="running")
+    assert job.state == "running" and job.started_at is not None
+    assert [j.id for j in catalog.list_jobs(state="queued")] == []
+    with pytest.raises(BadInputError, match="queued or running, not 'succeeded'"):
+        catalog.create_job("merge", {}, state="succeeded")
+    assert [j.id for j in catalog.list_jobs()] == [job.id]
 
 
 def test_items_by_ids_and_text_hash(catalog):

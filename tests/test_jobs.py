@@ -3,6 +3,8 @@ recovery and graceful shutdown; plus `loradex jobs` on the CLI."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 import time
 
@@ -134,6 +136,52 @@ def test_cancel_queued_job_is_immediate_and_it_never_runs(jobs):
     with pytest.raises(ConflictError) as exc:
         jobs.cancel(queued.id)
     assert exc.value.code == "job_finished"
+
+
+def _record(_c, spec, _ctx) -> JobOutcome:
+    with open(spec["log"], "a") as f:  # O_APPEND: whole short lines from any process
+        f.write(f"{os.getpid()}\n")
+    return JobOutcome(None, "recorded")
+
+
+register_job_kind(JobKind("test.record", _record), replace=True)
+
+
+def _race_for(home, catalog_url, job_id, barrier) -> None:
+    from hub.services.jobs import execute_job
+
+    container = make_container(home, catalog_url)  # its own engine, as in another process
+    catalog, update_job = container.catalog, container.catalog.update_job
+
+    def slow_update(*args, **kwargs):  # widens the race: a worker that decides from a read
+        time.sleep(0.3)  # it made earlier would now find every other worker past that read
+        return update_job(*args, **kwargs)
+
+    catalog.update_job = slow_update
+    barrier.wait()
+    execute_job(container, job_id)
+    container.catalog.close()
+
+
+def test_workers_in_four_processes_racing_for_one_queued_job_run_it_once(tmp_path, catalog_url):
+    """Starting a job is a compare-and-set on its row, so it holds across processes, which
+    share no lock: the job function runs once whoever wins."""
+    home = tmp_path / "home"
+    container = make_container(home, catalog_url)
+    log = tmp_path / "ran.log"
+    job = container.catalog.create_job("test.record", {"log": str(log)})
+    ctx = multiprocessing.get_context("fork")  # the children inherit the registered job kind
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_race_for, args=(home, catalog_url, job.id, barrier))
+             for _ in range(4)]  # fmt: skip
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert len(log.read_text().split()) == 1
+    assert container.catalog.get_job(job.id).state == "succeeded"
+    container.catalog.close()
 
 
 def test_cancel_running_job_is_cooperative(jobs):

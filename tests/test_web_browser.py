@@ -208,10 +208,12 @@ def test_job_page_follows_progress_live(server, page, transport):
     url, _, home = server
     container = make_container(home, text_embedder="hash")
     catalog = container.catalog
-    job = catalog.create_job("merge", {"adapters": ["antonym@1", "sentiment@1"], "name": "x"})
-    # The server's queue watcher runs every queued row another process wrote; a row already
-    # running is not its to take, so the test, not the server, owns this job from here on.
-    job = catalog.update_job(job.id, state="running", progress=0.0, message="started")
+    # The server's queue watcher runs every queued row another process wrote. The row is born
+    # running, so the test, not the server, owns this job: created queued and then set running,
+    # the watcher could take it in between and finish the merge before the page ever opened.
+    spec = {"adapters": ["antonym@1", "sentiment@1"], "name": "x"}
+    job = catalog.create_job("merge", spec, state="running")
+    assert catalog.update_job(job.id, message="started").state == "running"
     if transport == "polling":
         page.add_init_script("delete window.EventSource")  # CDP-injected: CSP does not apply
     page.goto(f"{url}/ui/jobs/{job.id}")

@@ -10,7 +10,9 @@ share all semantics.
 Cancellation is cooperative: a queued job is cancelled at once; a running one is flagged, and the
 job function's next progress report raises :class:`JobCancelled`. The flag lives in two places:
 an in-memory event (instant, this process) and the job's spec in the catalog (seen by a worker in
-another process on its next progress write, which returns the fresh row anyway).
+another process on its next progress write, which returns the fresh row anyway). Starting and
+cancelling are compare-and-set on the row (``update_job(only_from=...)``, under its write lock),
+so a start and a cancel racing from two processes cannot both win.
 
 Restart recovery (``JobService.start``): a job still ``running`` belonged to a process that died,
 so it is failed with "interrupted by a restart"; ``queued`` jobs are handed to the backend again.
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+NOT_TERMINAL = frozenset({"queued", "running"})
 CANCEL_KEY = "cancel_requested"  # set in a job's spec by cancel(); read back by the worker
 RESTART_REASON = "interrupted by a restart"
 # Progress is written at most this often (plus on every message change and at 100%): a job
@@ -95,11 +98,6 @@ class JobContext:
             raise JobCancelled(self.job_id)
 
 
-# One lock per process around read-then-write state transitions (start vs cancel of a queued
-# job). Another process racing us is covered by the spec flag that workers re-read.
-_TRANSITION = threading.Lock()
-
-
 def execute_job(
     container: Container,
     job_id: str,
@@ -109,11 +107,12 @@ def execute_job(
     """Run one queued job to a terminal state (or back to queued on shutdown). Every backend
     calls this; it never raises for a job's own failure, which is recorded on the row."""
     catalog = container.catalog
-    with _TRANSITION:
-        job = catalog.get_job(job_id)
-        if job.state != "queued":  # cancelled while waiting, or already taken
-            return job
-        job = catalog.update_job(job_id, state="running", progress=0.0, message="started")
+    try:  # compare-and-set: a job cancelled while waiting, or taken by another worker, stays
+        job = catalog.update_job(
+            job_id, only_from={"queued"}, state="running", progress=0.0, message="started"
+        )
+    except ConflictError:
+        return catalog.get_job(job_id)
     ctx = JobContext(container, job_id, cancel or threading.Event(), stopping)
     try:
         if job.spec.get(CANCEL_KEY):
@@ -343,18 +342,30 @@ class JobService:
     def cancel(self, job_id: str) -> JobRecord:
         """Queued: cancelled now. Running: flagged; it stops at its next progress report.
         Finished: ConflictError."""
-        with _TRANSITION:
-            job = self.catalog.get_job(job_id)
-            if job.state in TERMINAL:
-                raise ConflictError(
-                    f"job {job_id} already {job.state}", code="job_finished", state=job.state
-                )
-            spec = {**job.spec, CANCEL_KEY: True}
-            if job.state == "queued":
+        job = self.catalog.get_job(job_id)
+        if job.state == "queued":
+            try:
                 return self.catalog.update_job(
-                    job_id, spec=spec, state="cancelled", message="cancelled before it started"
+                    job_id,
+                    only_from={"queued"},
+                    spec={**job.spec, CANCEL_KEY: True},
+                    state="cancelled",
+                    message="cancelled before it started",
                 )
-            job = self.catalog.update_job(job_id, spec=spec, message="cancelling")
+            except ConflictError:  # a worker took it meanwhile: flag it as a running job
+                job = self.catalog.get_job(job_id)
+        try:
+            job = self.catalog.update_job(
+                job_id,
+                only_from=NOT_TERMINAL,
+                spec={**job.spec, CANCEL_KEY: True},
+                message="cancelling",
+            )
+        except ConflictError as exc:
+            state = exc.details["state"]
+            raise ConflictError(
+                f"job {job_id} already {state}", code="job_finished", state=state
+            ) from exc
         if self._backend is not None:
             self._backend.request_cancel(job_id)
         return job

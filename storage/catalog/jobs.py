@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from typing import Any, get_args
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hub.core.errors import BadInputError, NotFoundError
+from hub.core.errors import BadInputError, ConflictError, NotFoundError
 from hub.core.models import BaseModelInfo, JobRecord, JobState
 from storage.catalog.base import CatalogBase, as_utc, aware_utc
 from storage.catalog.convert import to_base_model
@@ -23,9 +24,19 @@ _JOB_FIELDS = frozenset(
 
 
 class JobsMixin(CatalogBase):
-    def create_job(self, kind: str, spec: dict[str, Any] | None = None) -> JobRecord:
+    def create_job(
+        self, kind: str, spec: dict[str, Any] | None = None, *, state: str = "queued"
+    ) -> JobRecord:
+        """A new job row. ``queued`` rows are for the data directory's job runner to take; a
+        caller that runs the job itself creates it ``running``, so no runner can take it in
+        the moment between creating the row and starting it."""
+        if state not in ("queued", "running"):
+            raise BadInputError(f"a new job is queued or running, not {state!r}")
+
         def run(s: Session) -> JobRecord:
-            job = Job(id=str(uuid.uuid4()), kind=kind, state="queued", spec=dict(spec or {}))
+            job = Job(id=str(uuid.uuid4()), kind=kind, state=state, spec=dict(spec or {}))
+            if state == "running":
+                job.started_at = utcnow()
             s.add(job)
             s.flush()
             return _to_job(s, job)
@@ -35,8 +46,15 @@ class JobsMixin(CatalogBase):
     def get_job(self, job_id: str) -> JobRecord:
         return self._read(lambda s: _to_job(s, _job(s, job_id)))
 
-    def update_job(self, job_id: str, **fields: Any) -> JobRecord:
-        """Set job fields; entering ``running`` or a terminal state stamps the time once."""
+    def update_job(
+        self, job_id: str, *, only_from: Collection[str] | None = None, **fields: Any
+    ) -> JobRecord:
+        """Set job fields; entering ``running`` or a terminal state stamps the time once.
+
+        With ``only_from`` the change is a compare-and-set: it applies only while the row's
+        state is one of those, checked under the row's write lock, so two processes cannot
+        both move one ``queued`` job to ``running``. Otherwise ConflictError
+        ``job_state_changed`` (carrying the state found) and nothing is written."""
         unknown = set(fields) - _JOB_FIELDS
         if unknown:
             raise BadInputError(
@@ -50,6 +68,12 @@ class JobsMixin(CatalogBase):
 
         def run(s: Session) -> JobRecord:
             job = _job(s, job_id, lock=True)
+            if only_from is not None and job.state not in only_from:
+                raise ConflictError(
+                    f"job {job_id} is {job.state}, not {' or '.join(sorted(only_from))}",
+                    code="job_state_changed",
+                    state=job.state,
+                )
             for key, value in fields.items():
                 setattr(job, key, value)
             if state == "running" and job.started_at is None:

@@ -16,6 +16,11 @@ over the 6 ordered pairs, all 49 cards are candidates); each row changes one thi
   Gemma-3-270M, alone and added to the MiniLM score (best weight of a small grid, again an upper
   bound). Uses the base models where ``loradex models prepare`` puts them (converted on first use
   when absent).
+- ``--rerank``: each query's top 5 cards re-ranked by SmolLM2-135M-Instruct reading the *query*
+  as the zoo prompt's instruction and scoring the card's 3 task examples (mean answer-token NLL,
+  teacher-forced), minus the same score under the card's own description, so that examples that
+  are hard under any instruction are not penalised. Alone, and added to the MiniLM score (best
+  weight of a grid, an upper bound).
 """
 
 from __future__ import annotations
@@ -104,11 +109,52 @@ def llm_vectors(name: str, texts: list[str]) -> np.ndarray:
     return _unit(x - x.mean(0))
 
 
+def example_nll(base, description: str, examples: list[tuple[str, str]]) -> float:
+    """Mean answer NLL of ``examples`` when ``description`` is the instruction."""
+    from generation.forced_eval import score_answers
+    from generation.tasks import task_from_dict
+
+    train = [{"input": x, "output": y} for x, y in examples]
+    task = task_from_dict({"name": "probe", "descriptions": [description], "train": train})
+    return float(np.mean([s.nll for s in score_answers(base, None, task, examples)]))
+
+
+def example_rerank(records, zoo: Path, base_scores, k: int = 5) -> dict[str, float]:
+    """recall@1 after re-ranking each query's top-k cards by the LLM's example likelihood."""
+    from generation.base_models import load_base_model
+    from hub.config import Settings
+
+    base = load_base_model("smollm2-135m-instruct", Settings().resolved_model_cache_dir, "cpu")
+    examples = [[(e["input"], e["output"]) for e in json.loads(
+        (zoo / r["task_file"]).read_text())["train"][:3]] for r in records]  # fmt: skip
+    own = {(c, j): example_nll(base, r["descriptions"][c], examples[j])
+           for c in range(3) for j, r in enumerate(records)}  # fmt: skip
+    llm: dict[tuple[int, int], dict[tuple[int, int], float]] = {}
+    for c, q in bench.PAIRS:
+        top = np.argsort(-base_scores[(c, q)], 1)[:, :k]
+        llm[(c, q)] = {(i, int(j)): own[(c, int(j))]
+                       - example_nll(base, records[i]["descriptions"][q], examples[j])
+                       for i in range(len(records)) for j in top[i]}  # fmt: skip
+
+    def r1(lam: float | None) -> float:
+        hits = []
+        for key, gain in llm.items():
+            for i in range(len(records)):
+                cands = [j for (row, j) in gain if row == i]
+                cos = base_scores[key][i, cands] if lam is not None else np.zeros(len(cands))
+                score = cos + (lam or 1.0) * np.array([gain[(i, j)] for j in cands])
+                hits.append(cands[int(np.argmax(score))] == i)
+        return float(np.mean(hits))
+
+    return {"alone": r1(None), "fused": max(r1(lam) for lam in (0.02, 0.05, 0.1, 0.2))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--zoo", type=Path, default=bench.ZOO)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--llm", action="store_true", help="also the LLM-embedding rows (slow)")
+    ap.add_argument("--rerank", action="store_true", help="also the example-likelihood rows")
     args = ap.parse_args()
     torch.manual_seed(0)
     records = json.loads((args.zoo / "manifest.json").read_text())["adapters"]
@@ -148,6 +194,10 @@ def main() -> None:
             best = max(recall1({key: base[key] + lam * llm[key] for key in base})
                        for lam in (0.1, 0.2, 0.3, 0.5))  # fmt: skip
             row("  + product card score (best weight, tuned on eval)", best)
+    if args.rerank:
+        rerank = example_rerank(records, args.zoo, base)
+        row("SmolLM2 example likelihood re-rank of the top 5, alone", rerank["alone"])
+        row("  + product card score (best weight, tuned on eval)", rerank["fused"])
     print(f"chance {1 / n:.3f}; target 0.95")
 
 

@@ -184,6 +184,28 @@ def test_workers_in_four_processes_racing_for_one_queued_job_run_it_once(tmp_pat
     container.catalog.close()
 
 
+def test_cancel_that_loses_the_race_to_a_worker_flags_the_running_job(container):
+    """cancel reads the row as queued, a worker (another process) starts it before cancel
+    writes: the compare-and-set fails, so the job is flagged, never marked cancelled while
+    it runs."""
+    from hub.services.jobs import CANCEL_KEY
+
+    svc = JobService(container)  # not started: no backend, the "worker" below is by hand
+    job = container.catalog.create_job("test.ok", {})
+    catalog, get_job = container.catalog, container.catalog.get_job
+
+    def read_then_lose(job_id):
+        record = get_job(job_id)
+        if record.state == "queued":  # the worker wins between cancel's read and its write
+            catalog.update_job(job_id, only_from={"queued"}, state="running")
+        return record
+
+    catalog.get_job = read_then_lose
+    flagged = svc.cancel(job.id)
+    assert flagged.state == "running" and flagged.message == "cancelling"
+    assert flagged.spec[CANCEL_KEY] is True and flagged.finished_at is None
+
+
 def test_cancel_running_job_is_cooperative(jobs):
     job = jobs.submit("test.sleepy", {"steps": 2000})
     wait_state(jobs, job.id, "running")

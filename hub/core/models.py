@@ -6,7 +6,7 @@ Field names here are the public ``--json`` / REST contract (CLI.md); change them
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -114,6 +114,8 @@ class BaseModelInfo(BaseModel):
 
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_JOB_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+OPEN_JOB_STATES: frozenset[str] = frozenset(get_args(JobState)) - TERMINAL_JOB_STATES
 
 
 class JobRecord(BaseModel):

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hub.core.errors import ConflictError, HubError, UnknownNameError
-from hub.core.models import JobRecord
+from hub.core.models import OPEN_JOB_STATES, TERMINAL_JOB_STATES, JobRecord
 from hub.services.job_kinds import get_job_kind, load_job_modules
 from hub.services.jobs_runner import QueueWatcher, RunnerLock
 
@@ -43,8 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-NOT_TERMINAL = frozenset({"queued", "running"})
+TERMINAL = TERMINAL_JOB_STATES  # the api, web, CLI and Ray backend read it from here
 CANCEL_KEY = "cancel_requested"  # set in a job's spec by cancel(); read back by the worker
 RESTART_REASON = "interrupted by a restart"
 # Progress is written at most this often (plus on every message change and at 100%): a job
@@ -357,7 +356,7 @@ class JobService:
         try:
             job = self.catalog.update_job(
                 job_id,
-                only_from=NOT_TERMINAL,
+                only_from=OPEN_JOB_STATES,
                 spec={**job.spec, CANCEL_KEY: True},
                 message="cancelling",
             )

@@ -10,13 +10,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hub.core.errors import BadInputError, ConflictError, NotFoundError
-from hub.core.models import BaseModelInfo, JobRecord, JobState
+from hub.core.models import (
+    OPEN_JOB_STATES,
+    TERMINAL_JOB_STATES,
+    BaseModelInfo,
+    JobRecord,
+    JobState,
+)
 from storage.catalog.base import CatalogBase, as_utc, aware_utc
 from storage.catalog.convert import to_base_model
 from storage.catalog.tables import Adapter, AdapterVersion, BaseModelRow, Job, utcnow
 
 JOB_STATES: frozenset[str] = frozenset(get_args(JobState))
-TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 _JOB_FIELDS = frozenset(
     {"state", "progress", "message", "spec", "result_version_id", "error", "started_at",
      "finished_at"}
@@ -30,8 +35,10 @@ class JobsMixin(CatalogBase):
         """A new job row. ``queued`` rows are for the data directory's job runner to take; a
         caller that runs the job itself creates it ``running``, so no runner can take it in
         the moment between creating the row and starting it."""
-        if state not in ("queued", "running"):
-            raise BadInputError(f"a new job is queued or running, not {state!r}")
+        if state not in OPEN_JOB_STATES:
+            raise BadInputError(
+                f"a new job is {' or '.join(sorted(OPEN_JOB_STATES))}, not {state!r}"
+            )
 
         def run(s: Session) -> JobRecord:
             job = Job(id=str(uuid.uuid4()), kind=kind, state=state, spec=dict(spec or {}))
@@ -78,7 +85,7 @@ class JobsMixin(CatalogBase):
                 setattr(job, key, value)
             if state == "running" and job.started_at is None:
                 job.started_at = utcnow()
-            if state in TERMINAL_STATES and job.finished_at is None:
+            if state in TERMINAL_JOB_STATES and job.finished_at is None:
                 job.finished_at = utcnow()
             s.flush()
             return _to_job(s, job)

@@ -26,6 +26,7 @@ over the 6 ordered pairs, all 49 cards are candidates); each row changes one thi
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import sys
@@ -129,20 +130,24 @@ def example_rerank(records, zoo: Path, base_scores, k: int = 5) -> dict[str, flo
         (zoo / r["task_file"]).read_text())["train"][:3]] for r in records]  # fmt: skip
     own = {(c, j): example_nll(base, r["descriptions"][c], examples[j])
            for c in range(3) for j, r in enumerate(records)}  # fmt: skip
-    llm: dict[tuple[int, int], dict[tuple[int, int], float]] = {}
-    for c, q in bench.PAIRS:
-        top = np.argsort(-base_scores[(c, q)], 1)[:, :k]
-        llm[(c, q)] = {(i, int(j)): own[(c, int(j))]
-                       - example_nll(base, records[i]["descriptions"][q], examples[j])
-                       for i in range(len(records)) for j in top[i]}  # fmt: skip
+
+    @functools.cache  # query q is scored against card j once, whichever paraphrase c is listed
+    def asked(q: int, i: int, j: int) -> float:
+        return example_nll(base, records[i]["descriptions"][q], examples[j])
+
+    # (c, q) -> per query i: its top-k cards and their gains (own NLL minus NLL under the query)
+    tops = {key: np.argsort(-s, 1)[:, :k] for key, s in base_scores.items()}
+    gains = {(c, q): np.array([[own[(c, j)] - asked(q, i, j) for j in top[i]]
+                               for i in range(len(records))])
+             for (c, q), top in tops.items()}  # fmt: skip
 
     def r1(lam: float | None) -> float:
         hits = []
-        for key, gain in llm.items():
-            for i in range(len(records)):
-                cands = [j for (row, j) in gain if row == i]
-                cos = base_scores[key][i, cands] if lam is not None else np.zeros(len(cands))
-                score = cos + (lam or 1.0) * np.array([gain[(i, j)] for j in cands])
+        for key, top in tops.items():
+            for i, cands in enumerate(top):
+                score = gains[key][i]
+                if lam is not None:
+                    score = base_scores[key][i, cands] + lam * score
                 hits.append(cands[int(np.argmax(score))] == i)
         return float(np.mean(hits))
 

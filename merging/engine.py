@@ -22,10 +22,10 @@ import torch
 
 from hub.core.errors import BadInputError, HubError
 from hub.core.lora import LoraAdapter, LoraModule
+from hub.runtime.threads import torch_threads
 from merging.batch import MergeContext, group_modules, iter_batches
 from merging.memory import PeakMemory
 from merging.registry import BatchOutput, MergeParams, MethodSpec, get_method
-from merging.threads import cpu_threads
 from merging.validation import align_modules, check_adapters, check_weights
 
 Progress = Callable[[int, int], None]  # (modules done, modules total)
@@ -172,7 +172,7 @@ def _run(
 
 
 def _collect(out: _RunOutput, names: list[str], members: list[int], res: BatchOutput) -> None:
-    with cpu_threads(1, res.B.device):  # a scan of small outputs: 2 threads only add stalls
+    with torch_threads(1, res.B.device):  # a scan of small outputs: 2 threads only add stalls
         finite = bool(torch.isfinite(res.B).all() and torch.isfinite(res.A).all())
     if not finite:
         raise HubError(

@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 
-from merging.threads import cpu_threads
+from hub.runtime.threads import torch_threads
 
 Split = Literal["balanced", "peft"]
 
@@ -227,7 +227,7 @@ def rerank_gram(
     m = B.shape[0]
     parts: list[_Chunk] = []
     nthreads = torch.get_num_threads()
-    with cpu_threads(1, B.device):
+    with torch_threads(1, B.device):
         for lo in range(0, m, GRAM_CHUNK):
             sl = slice(lo, min(m, lo + GRAM_CHUNK))
             c = None if coeffs is None else coeffs[sl].double()
@@ -288,7 +288,7 @@ def _gram_chunk(
     *,
     fp32: bool = False,
 ) -> _Chunk:
-    """One chunk (runs under ``cpu_threads(1)``; the big GEMMs get all threads back).
+    """One chunk (runs under ``torch_threads(1)``; the big GEMMs get all threads back).
 
     ``fp32``: Grams and lift as fp32 GEMMs on the inputs themselves (no fp64 copies of the
     tall factors); only certified Cholesky factorizations are accepted (``ok`` marks them)."""
@@ -296,7 +296,7 @@ def _gram_chunk(
         X, Y = B, A
     else:
         X, Y = _as_fp64(B, "gram_B", scratch), _as_fp64(A, "gram_A", scratch)
-    with cpu_threads(nthreads, B.device):  # (mc, R, R): the O(d R^2) GEMMs
+    with torch_threads(nthreads, B.device):  # (mc, R, R): the O(d R^2) GEMMs
         Gb, Ga = (X.mT @ X).double(), (Y @ Y.mT).double()
     tol = FP32_ILL_TOL if fp32 else ILL_TOL
     fb = gram_factor(Gb, c, tol, rescue=not fp32)
@@ -306,7 +306,7 @@ def _gram_chunk(
     U, S, V, core_fallbacks = _solve_core(core, core_solver, fb.ok & fa.ok)
     kk = min(k, B.shape[-1])
     Wb, Wa = fb.W @ U[..., :kk], fa.W @ V[..., :kk]  # (mc, R, kk)
-    with cpu_threads(nthreads, B.device):  # lift: O(d R k)
+    with torch_threads(nthreads, B.device):  # lift: O(d R k)
         Lb, La = X @ Wb.to(X.dtype), Y.mT @ Wa.to(Y.dtype)
     Bo, Ao = factors_from_svd(Lb, S, La, k, split)
     ok = fb.ok & fa.ok

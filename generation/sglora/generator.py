@@ -18,10 +18,9 @@ The artifact is one safetensors file (tensors + a JSON document in its metadata)
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -39,6 +38,7 @@ from generation.sglora.rows import (
 from generation.sglora.space import ExpertSpace, ModuleBasis
 from hub.core.errors import BadInputError
 from hub.core.lora import LoraAdapter
+from hub.runtime.threads import torch_threads
 
 ARTIFACT_KIND = "sg-lora-generator"
 ARTIFACT_FORMAT = 1
@@ -123,7 +123,7 @@ class SgLoraGenerator:
         rows = condition_rows(layout, [agg])
         gen = torch.Generator().manual_seed(int(seed))
         self.cvae.eval()
-        with one_thread():
+        with torch_threads(1):  # tiny networks: sync costs more than the math
             decoded = self.cvae.sample(rows, samples, gen).mean(0)  # (D,)
         flat = decoded.double().numpy() * layout.scale
         return Generation(agg, self.space.expert_weights(flat), flat)
@@ -269,7 +269,7 @@ def _fit_cvae(
     gen = torch.Generator().manual_seed(s.seed)
     losses: list[tuple[float, float, float]] = []
     cvae.train()
-    with one_thread():
+    with torch_threads(1):  # tiny networks: sync costs more than the math
         for step in range(1, s.steps + 1):
             batch = torch.randint(0, len(x), (min(s.batch_rows, len(x)),), generator=gen)
             total, recon, kl = cvae.loss(x[batch], rows[batch], gen)
@@ -281,15 +281,3 @@ def _fit_cvae(
                 progress(step, s.steps, losses[-1][0])
     cvae.eval()
     return cvae, losses
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """The networks are tiny: with more than one thread, synchronisation costs more than the
-    arithmetic (30x slower on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

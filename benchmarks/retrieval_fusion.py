@@ -10,7 +10,9 @@ ordered pairs), all 49 adapters are candidates. The weight encoder is trained th
 
 - every adapter described (the encoder saw every adapter with its card description);
 - no descriptions, names kept: cards are name + tags + 3 examples; weight embeddings k-fold
-  (each adapter embedded by an encoder trained on the other folds' described adapters);
+  (each adapter embedded by an encoder trained on the other folds' described adapters: a
+  catalog with no descriptions has nothing to train on, so this stands in for an encoder
+  trained on another catalog; the five fold encoders' vectors share one candidate list);
 - no descriptions, opaque names (``lora_007``): cards are tags + examples only; k-fold weights;
 - half described (two complementary halves, each in turn), the rest with names kept / opaque;
   the encoder trains on the described half and embeds all.

@@ -15,9 +15,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 
 from hub.core.errors import HubError, NotFoundError
-from hub.core.models import JobState
+from hub.core.models import TERMINAL_JOB_STATES, JobState
 from hub.core.names import AdapterRef
-from hub.services.jobs import TERMINAL
 from hub.services.methods import describe_methods
 from web.deps import ContainerDep, HtmlErrorRoute, JobsDep, ReadAccess
 from web.merge_form import adapter_choices, method_forms
@@ -71,7 +70,7 @@ def job_list(
 @router.get(f"{UI}/jobs/{{job_id}}", dependencies=[ReadAccess], response_class=HTMLResponse)
 def job_page(request: Request, job_id: Annotated[UUID, Path()], jobs: JobsDep) -> Response:
     job = jobs.get(str(job_id))
-    return render(request, "job.html", job=job, terminal=job.state in TERMINAL)
+    return render(request, "job.html", job=job, terminal=job.state in TERMINAL_JOB_STATES)
 
 
 @router.get(f"{UI}/{{path:path}}", response_class=HTMLResponse)

@@ -15,8 +15,8 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import JobsDep, ReadAccess, WriteAuth
 from api.schemas import ERROR_RESPONSES, JobList
-from hub.core.models import JobRecord, JobState
-from hub.services.jobs import TERMINAL, JobService
+from hub.core.models import TERMINAL_JOB_STATES, JobRecord, JobState
+from hub.services.jobs import JobService
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -73,7 +73,7 @@ async def _events(jobs: JobService, job: JobRecord, request: Request) -> AsyncIt
         elif time.monotonic() - quiet_since > KEEPALIVE_S:
             quiet_since = time.monotonic()
             yield ": keepalive\n\n"
-        if job.state in TERMINAL or await request.is_disconnected():
+        if job.state in TERMINAL_JOB_STATES or await request.is_disconnected():
             return
         await asyncio.sleep(POLL_S)
         job = await run_in_threadpool(jobs.get, job.id)

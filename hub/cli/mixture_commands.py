@@ -26,7 +26,8 @@ def _run_in_foreground(c: Any, job_id: str) -> Any:
     """Execute the job in a thread, mirror its progress, cancel it on Ctrl-C."""
     from rich.progress import Progress
 
-    from hub.services.jobs import TERMINAL, JobService, execute_job
+    from hub.core.models import TERMINAL_JOB_STATES
+    from hub.services.jobs import JobService, execute_job
 
     cancel = threading.Event()
     worker = threading.Thread(target=execute_job, args=(c, job_id, cancel), daemon=True)
@@ -45,7 +46,7 @@ def _run_in_foreground(c: Any, job_id: str) -> Any:
             worker.join()
     worker.join()
     job = jobs.get(job_id)
-    assert job.state in TERMINAL
+    assert job.state in TERMINAL_JOB_STATES
     return job
 
 

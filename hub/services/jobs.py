@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TERMINAL = TERMINAL_JOB_STATES  # the api, web, CLI and Ray backend read it from here
 CANCEL_KEY = "cancel_requested"  # set in a job's spec by cancel(); read back by the worker
 RESTART_REASON = "interrupted by a restart"
 # Progress is written at most this often (plus on every message change and at 100%): a job
@@ -374,7 +373,7 @@ class JobService:
         state (tests, CLI)."""
         deadline = time.monotonic() + timeout
         job = self.get(job_id)
-        while job.state not in TERMINAL and time.monotonic() < deadline:
+        while job.state not in TERMINAL_JOB_STATES and time.monotonic() < deadline:
             time.sleep(interval)
             job = self.get(job_id)
         return job

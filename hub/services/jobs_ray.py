@@ -46,8 +46,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from hub.core.errors import StorageError
+from hub.core.models import TERMINAL_JOB_STATES
 from hub.services.job_kinds import get_job_kind, job_wants_gpu, load_job_modules
-from hub.services.jobs import CANCEL_KEY, TERMINAL, execute_job
+from hub.services.jobs import CANCEL_KEY, execute_job
 
 if TYPE_CHECKING:
     from hub.services.container import Container
@@ -294,7 +295,7 @@ class RayBackend:
         catalog = self.container.catalog
         try:
             job = catalog.get_job(job_id)
-            if job.state in TERMINAL:
+            if job.state in TERMINAL_JOB_STATES:
                 return
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             catalog.update_job(

@@ -122,7 +122,7 @@ def finetuned_minilm(records, folds, steps: int = 40, lr: float = 2e-5) -> float
 
     hits = []
     for f, fold in enumerate(folds):
-        train = [i for i in range(len(records)) if i not in set(fold.tolist())]
+        train = np.setdiff1d(np.arange(len(records)), fold).tolist()
         model = copy.deepcopy(pretrained).train()
         opt = torch.optim.AdamW(model.parameters(), lr=lr)
         rng = np.random.default_rng(f)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from hub.core.errors import (
 )
 from storage.peft_format import read_peft_dir
 from storage.safetensors_io import check_finite, parse_safetensors
+from tests.script_loader import load_script
 
 CORPUS = Path(__file__).parent / "corpus"
 BAD = CORPUS / "bad"
@@ -68,9 +68,7 @@ def test_corpus_is_big_small_and_covers_every_class() -> None:
 
 
 def test_corpus_matches_its_generator(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("make_bad_corpus", CORPUS / "make_bad_corpus.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(CORPUS / "make_bad_corpus.py", "make_bad_corpus")
     module.build(tmp_path / "bad")
     fresh = {
         p.relative_to(tmp_path / "bad"): p.read_bytes()

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "merge_quality.py"
+from tests.script_loader import ROOT, load_script
 
 
 @pytest.fixture(scope="module")
 def mq():
-    spec = importlib.util.spec_from_file_location("merge_quality_bench", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "merge_quality.py", "merge_quality_bench")
 
 
 def _coin(rng, p: float, n: int = 100) -> np.ndarray:

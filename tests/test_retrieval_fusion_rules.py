@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "retrieval_fusion.py"
+from tests.script_loader import ROOT, load_script
 
 
 @pytest.fixture(scope="module")
 def fusion():
-    spec = importlib.util.spec_from_file_location("retrieval_fusion_bench", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "retrieval_fusion.py", "retrieval_fusion_bench")
 
 
 def test_rank_is_one_based_per_row(fusion):

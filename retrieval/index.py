@@ -34,7 +34,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from hub.core.errors import BadInputError
+from hub.core.errors import BadInputError, HubError
 from hub.runtime.files import atomic_write
 from retrieval.index_backends import BACKENDS, Backend, backend_class, gpu_available
 from retrieval.index_files import (
@@ -304,7 +304,19 @@ class VectorIndex:
                 if int(i) not in st.label_of:
                     raise BadInputError(f"id {i} is not in the index", code="id_not_indexed")
                 labels.append(st.label_of[int(i)])
-            return np.stack([st.backend.index.reconstruct(int(lab)) for lab in labels])
+            return st.backend.reconstruct(labels)
+
+    def scores_of(self, ids: Iterable[int], q: np.ndarray) -> dict[int, float]:
+        """Exact inner product of the query ``q`` with each of ``ids`` that is in the index
+        (absent ids are left out): scoring known candidates needs no search."""
+        with self._lock.read():
+            st = self._state
+            present = [(int(i), st.label_of[int(i)]) for i in ids if int(i) in st.label_of]
+            if not present:
+                return {}
+            vecs = st.backend.reconstruct([label for _, label in present])
+        sims = vecs @ np.asarray(q, np.float32).reshape(-1)
+        return {i: float(s) for (i, _), s in zip(present, sims, strict=True)}
 
     def rebuild(
         self, backend: str | None = None, background: bool = False
@@ -385,20 +397,25 @@ class VectorIndex:
         data, ids_bytes = read(path), read(ids_path(path))
         check(sha(data) == meta.get("index_sha256"), path, "index file is corrupted")
         check(sha(ids_bytes) == meta.get("ids_sha256"), path, "ids file is corrupted")
-        index = cls(
-            int(meta["dim"]),
-            embedder_id,
-            backend=meta["backend_policy"],
-            ann_threshold=int(meta["ann_threshold"]),
-            ann_backend=meta["ann_backend"],
-            target_recall=float(meta.get("target_recall", 0.97)),
-            **meta["params"],
-        )
-        ids = np.load(io.BytesIO(ids_bytes), allow_pickle=False)
+        # The checksums cover the index and ids bytes, not the sidecar's own settings: a hand-
+        # edited sidecar (a wrong type, an unknown backend) is stale too, so `reindex` heals it.
         try:
+            index = cls(
+                int(meta["dim"]),
+                embedder_id,
+                backend=meta["backend_policy"],
+                ann_threshold=int(meta["ann_threshold"]),
+                ann_backend=meta["ann_backend"],
+                target_recall=float(meta.get("target_recall", 0.97)),
+                **meta["params"],
+            )
+            ids = np.load(io.BytesIO(ids_bytes), allow_pickle=False)
             backend = backend_class(meta["backend"]).from_bytes(index.dim, data, **meta["params"])
         except RuntimeError as exc:  # FAISS raises RuntimeError on bad bytes
             raise stale(path, f"FAISS cannot read it ({exc})") from exc
+        except (HubError, TypeError, ValueError, AttributeError) as exc:
+            why = exc.message if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}"
+            raise stale(path, f"sidecar settings are invalid ({why})") from exc
         index._state = _State(backend, ids.astype(np.int64))
         check(index.count == meta["count"], path, "count differs from the sidecar")
         return index

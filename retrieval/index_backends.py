@@ -6,6 +6,8 @@ Inner product on unit vectors (= cosine). Labels are dense positions assigned by
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import faiss
@@ -46,6 +48,10 @@ class Backend:
     def reconstruct_all(self) -> np.ndarray:
         """(ntotal, dim): the stored vectors, for rebuilds."""
         return self.index.reconstruct_n(0, self.index.ntotal)
+
+    def reconstruct(self, labels: Sequence[int]) -> np.ndarray:
+        """(len(labels), dim): the stored vectors at ``labels``."""
+        return np.stack([self.index.reconstruct(int(label)) for label in labels])
 
     def to_bytes(self) -> bytes:
         return faiss.serialize_index(self.index).tobytes()
@@ -110,6 +116,10 @@ class IVFBackend(Backend):
 
     name = "ivf"
 
+    def __init__(self, dim: int, index: Any | None = None, **params: Any) -> None:
+        self._map_lock = threading.Lock()
+        super().__init__(dim, index, **params)
+
     def _make(self, dim: int) -> Any:
         self._quantizer = faiss.IndexFlatIP(dim)
         nlist = int(self.params.get("nlist", 1024))
@@ -130,8 +140,19 @@ class IVFBackend(Backend):
         self.index.add(vecs)
 
     def reconstruct_all(self) -> np.ndarray:
-        self.index.make_direct_map()
+        self._direct_map()
         return self.index.reconstruct_n(0, self.index.ntotal)
+
+    def reconstruct(self, labels: Sequence[int]) -> np.ndarray:
+        self._direct_map()
+        return super().reconstruct(labels)
+
+    def _direct_map(self) -> None:
+        """IVF finds a vector by label only through a direct map, built once on first need
+        (a search holds only the read lock, hence a lock of its own)."""
+        with self._map_lock:
+            if self.index.direct_map.no():  # no map yet
+                self.index.make_direct_map()
 
     def _apply_search_params(self) -> None:
         self.index.nprobe = int(self.params.get("nprobe", 64))

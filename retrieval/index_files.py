@@ -64,12 +64,20 @@ def read(path: Path) -> bytes:
         raise stale(path, f"cannot read {path.name} ({exc.strerror})") from exc
 
 
+SIDECAR_FIELDS = frozenset(
+    {"format_version", "embedder_id", "dim", "backend", "params", "count"}
+    | {"backend_policy", "ann_threshold", "ann_backend", "index_sha256", "ids_sha256"}
+)
+
+
 def read_sidecar(path: Path) -> dict[str, Any]:
     raw = read(sidecar_path(path))
     try:
         meta = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise stale(path, "sidecar is not valid JSON") from exc
-    required = {"format_version", "embedder_id", "dim", "backend", "params", "count"}
-    check(isinstance(meta, dict) and required <= set(meta), path, "sidecar lacks fields")
+    check(isinstance(meta, dict), path, "sidecar is not a JSON object")
+    missing = sorted(SIDECAR_FIELDS - set(meta))
+    check(not missing, path, f"sidecar lacks {', '.join(missing)}")
+    check(isinstance(meta["params"], dict), path, "sidecar params is not an object")
     return meta

@@ -5,10 +5,12 @@ index holds weight-encoder embeddings, which live in the same text space, so a t
 be scored against both.
 
 Hybrid fusion rule (documented contract): ``score = w_text * text_cos + w_weights * weight_cos``
-over the union of both candidate lists; a signal that did not return an id contributes that
-list's lowest returned score (a conservative stand-in for "not in its top list"), so an adapter
-without a description is still ranked by its weights. ``why`` names the signals that put the
-hit in their own top-k ("text", "weights" or "text+weights").
+over the union of both candidate lists. A candidate that one signal did not return is scored
+exactly on that side from its stored vector, so an adapter's score is a function of the query
+alone, whatever k is (a floor stand-in made it depend on k); only an adapter with no
+vector on a side (no weight embedding: the encoder cannot read it) takes that list's lowest
+returned score there. ``why`` names the signals that put the hit in their own top-k ("text",
+"weights" or "text+weights"); ``text_score`` / ``weight_score`` are the exact cosines.
 
 Filters: the catalog evaluates metadata filters and passes ``allowed`` ids; we over-fetch
 (``k * overfetch``, growing until enough allowed hits or the whole index) and filter.
@@ -62,7 +64,7 @@ class SearchEngine:
         if mode in ("weights", "hybrid"):
             lists["weights"] = self._top(self.weight_index, "weights", q, k, allowed)
         if mode == "hybrid":
-            return self._fuse(lists["text"], lists["weights"], k)
+            return self._fuse(q, lists["text"], lists["weights"], k)
         return [
             Hit(i, s, s if mode == "text" else None, s if mode == "weights" else None, mode)
             for i, s in lists[mode]
@@ -117,18 +119,24 @@ class SearchEngine:
             )
         return index
 
-    def _fuse(self, text, weights, k: int) -> list[Hit]:
+    def _fuse(self, q: np.ndarray, text, weights, k: int) -> list[Hit]:
         t, w = dict(text), dict(weights)
+        why = {i: "+".join(n for n, top in (("text", t), ("weights", w)) if i in top)
+               for i in set(t) | set(w)}  # fmt: skip
         t_floor = min(t.values(), default=0.0)
         w_floor = min(w.values(), default=0.0)
+        # A candidate one signal did not return is scored exactly on that side from its stored
+        # vector: its fused score is then a pure function of the query, not of k.
+        assert self.text_index is not None and self.weight_index is not None  # hybrid has both
+        t.update(self.text_index.scores_of(set(w) - set(t), q))
+        w.update(self.weight_index.scores_of(set(t) - set(w), q))
         hits = []
-        for i in set(t) | set(w):
+        for i, reason in why.items():
             ts, ws = t.get(i), w.get(i)
             score = self.w_text * (t_floor if ts is None else ts) + self.w_weights * (
                 w_floor if ws is None else ws
             )
-            why = "+".join(n for n, s in (("text", ts), ("weights", ws)) if s is not None)
-            hits.append(Hit(i, float(score), ts, ws, why))
+            hits.append(Hit(i, float(score), ts, ws, reason))
         hits.sort(key=lambda h: (-h.score, h.id))
         return hits[:k]
 

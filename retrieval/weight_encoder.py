@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -201,14 +202,16 @@ class WeightEncoder:
         try:
             config = EncoderConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
             state = load_file(str(directory / WEIGHTS_FILE))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            net = _build_net(config, int(state["mean"].shape[0]), int(state["basis"].shape[1]))
+            net.load_state_dict(state)
+        # SafetensorError: a truncated or garbled weights file; RuntimeError: tensors that do
+        # not fit the config (load_state_dict's shape check)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
             raise HubError(
                 f"weight encoder artifact {directory} is missing or unreadable ({exc}); "
                 "run `loradex encoder train`",
                 code="encoder_unavailable",
             ) from exc
-        net = _build_net(config, int(state["mean"].shape[0]), int(state["basis"].shape[1]))
-        net.load_state_dict(state)
         if _version(config, net) != config.version:
             raise HubError(
                 f"weight encoder artifact {directory} fails its content hash; retrain it",

@@ -238,6 +238,27 @@ def test_subprocess_json_stdout_is_pure_and_errors_have_no_traceback(tmp_path):
     assert bad.code == 2 and "Traceback" not in bad.stderr and bad.stdout == ""
 
 
+def test_usage_errors_are_one_line_and_exit_2(tmp_path):
+    """Parse errors follow the same one-line contract as every other bad input."""
+    home = str(tmp_path / "u")
+    cases = [
+        (["search", "x", "--k", "abc"], "Invalid value for '--k'"),
+        (["search"], "Missing argument"),
+        (["ls", "--bogus"], "No such option: --bogus"),
+        (["nosuchcmd"], "No such command 'nosuchcmd'"),
+    ]
+    for args, fragment in cases:
+        run = cli_proc("--data-dir", home, *args)
+        lines = run.stderr.strip().splitlines()
+        assert run.code == 2 and run.stdout == "", (args, run)
+        assert len(lines) == 1 and lines[0].startswith("error [usage]: "), (args, run.stderr)
+        assert fragment in lines[0] and "--help" in lines[0]
+    bare = cli_proc()  # no command: the help on stdout, as typer prints it
+    assert bare.code == 2 and "Usage" in bare.stdout and "search" in bare.stdout
+    assert cli_proc("search", "--help").code == 0
+    assert cli_proc("--data-dir", home, "search", "").code == 2  # HubError exit codes kept
+
+
 def test_concurrent_cli_adds_get_gapless_versions(home, tmp_path):
     """Several `loradex add` processes at once on the same name (SQLite and PostgreSQL)."""
     import subprocess

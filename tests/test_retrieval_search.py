@@ -50,6 +50,28 @@ def test_hybrid_fuses_and_explains(engine):
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
+def test_hybrid_scores_a_missing_signal_exactly_so_scores_do_not_depend_on_k(engine):
+    q = EMB.embed(["reverse the letters"])[0]
+    full = {h.id: h for h in engine.search("reverse the letters", k=5, mode="hybrid")}
+    for k in (1, 2, 3, 4):
+        hits = engine.search("reverse the letters", k=k, mode="hybrid")
+        assert [h.score for h in hits] == [pytest.approx(full[h.id].score) for h in hits]
+    # at k=3 text returns {1, 3, 2} and weights {1, 5, 3}: 2's weight side, which its list did
+    # not return, is its exact cosine all the same
+    hits = engine.search("reverse the letters", k=3, mode="hybrid")
+    assert {h.id for h in hits} == {1, 2, 5}
+    for h in (h for h in hits if h.id != 5):
+        text_vec = engine.text_index.vectors([h.id])[0]
+        assert h.text_score == pytest.approx(float(text_vec @ q), abs=1e-6)
+        weight_vec = engine.weight_index.vectors([h.id])[0]
+        assert h.weight_score == pytest.approx(float(weight_vec @ q), abs=1e-6)
+    # id 5 has no text vector: its text side is the text list's lowest returned score
+    five = full[5]
+    floor = min(h.text_score for h in engine.search("reverse the letters", k=5, mode="text"))
+    assert five.text_score is None
+    assert five.score == pytest.approx(0.5 * floor + 0.5 * five.weight_score)
+
+
 def test_allowed_filter(engine):
     hits = engine.search("add numbers", k=3, mode="text", allowed={3, 4})
     assert {h.id for h in hits} == {3, 4}

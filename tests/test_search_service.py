@@ -9,40 +9,13 @@ import pytest
 
 from tests.cli_helpers import ZOO, cli
 from tests.factories import write_adapter_dir
-
-CARDS = {
-    "french": "Translate a colour name into French.",
-    "capitals": "Name the capital city of a country.",
-    "reverse": "Reverse the letters of a word.",
-}
+from tests.search_helpers import names, search_home, service_home, top_names
 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("LORADEX_TEXT_EMBEDDER", "hash")
-    h = tmp_path / "home"
-    for i, (name, desc) in enumerate(CARDS.items()):
-        src = write_adapter_dir(tmp_path / name, seed=i)
-        tags = ["lookup"] if name != "reverse" else ["letters"]
-        assert (
-            cli(
-                h,
-                "add",
-                src,
-                "--name",
-                name,
-                "--description",
-                desc,
-                *sum((["--tag", t] for t in tags), []),
-            ).code
-            == 0
-        )
-    return h
-
-
-def names(run):
-    assert run.code == 0, run.stderr
-    return [d["name"] for d in run.json()["data"]]
+    return search_home(tmp_path)
 
 
 def test_text_search_finds_and_filters(home):
@@ -146,21 +119,6 @@ def test_unknown_filter_values_exit_2_listing_known(home, args, fragment):
 
 
 # -- the service in-process: freshness, card reuse, reindex without blocking --------------------
-
-
-def service_home(tmp_path, n: int = 3):
-    from hub.core.models import AdapterMeta
-    from tests.api_helpers import make_container
-
-    container = make_container(tmp_path / "svc", text_embedder="hash")
-    for i, (name, desc) in enumerate(list(CARDS.items())[:n]):
-        src = write_adapter_dir(tmp_path / f"src{i}", seed=i)
-        container.registry.add_path(src, AdapterMeta(name=name, description=desc, tags=["t"]))
-    return container
-
-
-def top_names(service, query, **kw):
-    return [r.item.name for r in service.search(query, mode="text", **kw)]
 
 
 def test_known_filters_without_match_give_an_empty_result(tmp_path):

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from typing import Any
 
-from hub.core.errors import BadInputError
+from hub.core.errors import BadInputError, HubError
 from hub.core.models import AdapterItem
 from hub.core.names import AdapterRef
 from hub.services.lineage import LineageGraph, lineage_graph
 from hub.services.registry import RegistryService
+from hub.services.search import NO_WEIGHT_SEARCH
 
 # A facet reads an AdapterItem or a storage FacetRow (same attribute names): page views count
 # facets over FacetRows, search results are filtered as AdapterItems.
@@ -153,8 +154,8 @@ class BrowseService:
         card text instead. Returns (hits, "weights" | "text")."""
         try:
             return self.search.similar(ref, k=k), "weights"
-        except BadInputError as exc:
-            if exc.code != "encoder_missing":
+        except HubError as exc:
+            if exc.code not in NO_WEIGHT_SEARCH:
                 raise
         detail = self.registry.show(ref)
         query = (detail.description.strip() or detail.name.replace("_", " "))[:2000]

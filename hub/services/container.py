@@ -52,6 +52,10 @@ class Container:
             device=self.settings.search_device,
             refresh_interval_s=self.settings.search_refresh_interval_s,
             query_cache_size=self.settings.search_query_cache_size,
+            index_params={
+                "backend": self.settings.search_index_backend,
+                "ann_threshold": self.settings.search_ann_threshold,
+            },
         )
 
     @cached_property

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from hub.core.errors import BadInputError, UnknownNameError
+from hub.core.errors import BadInputError, ConflictError, HubError, UnknownNameError
 from hub.core.names import AdapterRef
 from hub.services.registry import RegistryService
 from hub.services.search_freshness import CatalogWatch
@@ -48,6 +48,11 @@ log = logging.getLogger(__name__)
 INDEX_PARAMS: dict[str, Any] = {"backend": "auto", "ann_threshold": 20_000, "ann_backend": "hnsw"}
 ITEM_CACHE_SIZE = 8192  # result items kept per catalog generation (a few KB each)
 ALLOWED_CACHE_SIZE = 64  # filter combinations kept per catalog generation
+# Error codes meaning "no usable weight encoder" (none trained, unreadable, or made for another
+# text model): a caller that can do without weight search (the web's "similar") falls back.
+NO_WEIGHT_SEARCH = frozenset(
+    {"encoder_missing", "encoder_unavailable", "encoder_corrupted", "encoder_stale"}
+)
 
 
 class SearchService(IndexSync):
@@ -60,13 +65,18 @@ class SearchService(IndexSync):
         *,
         refresh_interval_s: float = 0.25,
         query_cache_size: int = 4096,
+        index_params: dict[str, Any] | None = None,
     ):
         self.registry = registry
         self.index_dir = Path(index_dir)
         self.embedder_name = embedder
         self.device = device
+        # backend policy of indexes this service builds (a saved index keeps its own)
+        self.index_params = {**INDEX_PARAMS, **(index_params or {})}
         self._cards: Any = None
         self._encoder: Any = None
+        self._encoder_problem: HubError | None = None  # saved encoder unreadable
+        self._weights_problem: HubError | None = None  # encoder made for another text model
         self._sides: dict[str, IndexSide] = {}  # kept in memory between queries (a server)
         self._fingerprint: tuple[Any, ...] | None = None
         self._gen = Generation(None)
@@ -125,21 +135,62 @@ class SearchService(IndexSync):
 
     @property
     def encoder(self) -> Any:
-        """The trained weight encoder, or None before `loradex encoder train`."""
-        if self._encoder is None and (self.index_dir / "encoder").is_dir():
-            from retrieval.weight_encoder import WeightEncoder
-
-            self._encoder = WeightEncoder.load(self.index_dir / "encoder")
+        """The trained weight encoder, or None before `loradex encoder train` or when the saved
+        one cannot be read (then ``encoder_problem`` says why)."""
+        if self._encoder is None and self._encoder_problem is None:
+            with self._init_lock:
+                if self._encoder is None and self._encoder_problem is None:
+                    self._load_encoder()
         return self._encoder
+
+    def _load_encoder(self) -> None:
+        """A broken or outdated encoder must not take text search (or `reindex`) down with it:
+        it is set aside with the error that weight search will report."""
+        from retrieval.weight_encoder import WeightEncoder
+
+        directory = self.index_dir / "encoder"
+        if not directory.is_dir():
+            return
+        try:
+            encoder = WeightEncoder.load(directory)
+        except HubError as exc:
+            log.warning("weight encoder not used: %s", exc.message)
+            self._encoder_problem = exc
+            return
+        trained_for, now = encoder.config.text_embedder_id, self.cards.embedder.embedder_id
+        if trained_for != now:
+            # Its outputs live in the old text space: scoring today's queries against them
+            # ranks by noise. Weight *features* (for `similar`) do not depend on the text model.
+            self._weights_problem = ConflictError(
+                f"the weight encoder was trained for text embedder {trained_for!r}, but text is "
+                f"now embedded with {now!r}: run `loradex encoder train`",
+                code="encoder_stale",
+            )
+            log.warning("weight search off: %s", self._weights_problem.message)
+        self._encoder = encoder
+
+    @property
+    def encoder_problem(self) -> HubError | None:
+        """Why weight search is unavailable although an encoder was saved, else None."""
+        _ = self.encoder
+        return self._encoder_problem or self._weights_problem
+
+    def _weight_search_error(self, what: str) -> HubError:
+        return self.encoder_problem or BadInputError(
+            f"{what}: run `loradex encoder train`", code="encoder_missing"
+        )
 
     def _new_sides(self, load: bool) -> dict[str, IndexSide]:
         specs = [("text", self.cards.embedder_id, self.cards.dim)]
         if self.encoder is not None:
-            specs.append(("weights", self.encoder.embedder_id, self.encoder.config.out_dim))
+            if self._weights_problem is None:
+                specs.append(("weights", self.encoder.embedder_id, self.encoder.config.out_dim))
             specs.append(("features", self.encoder.feature_id, self.encoder.feature_dim))
         sides = {}
         for kind, embedder_id, dim in specs:
-            side = IndexSide(kind, self.index_dir / f"{kind}.faiss", embedder_id, dim, INDEX_PARAMS)
+            side = IndexSide(
+                kind, self.index_dir / f"{kind}.faiss", embedder_id, dim, self.index_params
+            )
             if load:
                 side.load()
             sides[kind] = side
@@ -198,10 +249,7 @@ class SearchService(IndexSync):
         if sides["text"].count == 0:
             return []  # an empty catalog: nothing to find, not an error
         if mode == "weights" and "weights" not in sides:
-            raise BadInputError(
-                "weight search needs a trained weight encoder: run `loradex encoder train`",
-                code="encoder_missing",
-            )
+            raise self._weight_search_error("weight search needs a trained weight encoder")
         allowed = self._allowed(gen, *filters, cached_only=cached_only)
         weights = sides["weights"].index if "weights" in sides else None
         embed = self._cached_vector if cached_only else self.query_vector
@@ -216,10 +264,7 @@ class SearchService(IndexSync):
         detail = self.registry.show(ref)  # unknown name -> not found, before any index work
         self.refresh()
         if "features" not in self._sides:
-            raise BadInputError(
-                "`similar` compares adapters' weights: run `loradex encoder train` first",
-                code="encoder_missing",
-            )
+            raise self._weight_search_error("`similar` compares adapters' weights")
         index = self._sides["features"].index
         own = self.registry.catalog.version_id(detail.name, detail.version)
         vec = index.vectors([own]) if own in index else self._features_of(detail)
@@ -308,6 +353,7 @@ class SearchService(IndexSync):
         encoder.save(self.index_dir / "encoder")
         with self._lock:
             self._encoder, self._sides, self._fingerprint = None, {}, None
+            self._encoder_problem = self._weights_problem = None
             self._gen = Generation(None)
             for kind in ("weights", "features"):  # built for the old encoder
                 (self.index_dir / f"{kind}.faiss").unlink(missing_ok=True)

@@ -1,0 +1,137 @@
+"""Broken or outdated derived search data: a clear error naming the repair, text search kept
+alive where it can be, and the named repair (`reindex`, `encoder train`) actually repairing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hub.core.errors import ConflictError, HubError
+from hub.core.names import AdapterRef
+from tests.cli_helpers import cli
+from tests.factories import write_adapter_dir
+from tests.search_helpers import names, search_home, service_home
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORADEX_TEXT_EMBEDDER", "hash")
+    return search_home(tmp_path)
+
+
+def _edit_sidecar(home, edit) -> None:
+    path = home / "index" / "text.faiss.json"
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps(edit(meta)))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda m: {k: v for k, v in m.items() if k != "ann_threshold"}, id="no-field"),
+        pytest.param(lambda m: {**m, "params": [1]}, id="params-not-object"),
+        pytest.param(lambda m: {**m, "ann_threshold": "abc"}, id="threshold-not-int"),
+        pytest.param(lambda m: {**m, "backend": "hnsw"}, id="backend-of-other-bytes"),
+        pytest.param(lambda m: {**m, "backend": "nosuch"}, id="unknown-backend"),
+        pytest.param(lambda m: {**m, "backend_policy": "nosuch"}, id="unknown-policy"),
+        pytest.param(lambda m: [m], id="not-an-object"),
+    ],
+)
+def test_a_hand_edited_sidecar_is_stale_and_reindex_heals_it(home, edit):
+    assert cli(home, "search", "capital").code == 0  # index built and saved
+    _edit_sidecar(home, edit)
+    run = cli(home, "search", "capital")
+    assert run.code == 1, run.stderr
+    assert "[index_stale]" in run.stderr and "loradex reindex" in run.stderr
+    healed = cli(home, "reindex", "--json")
+    assert healed.code == 0, healed.stderr
+    assert healed.json()["text_count"] == 3
+    assert names(cli(home, "search", "capital city", "--k", "1", "--json")) == ["capitals"]
+
+
+def test_reindex_reuses_unchanged_card_vectors(home):
+    assert cli(home, "search", "capital").code == 0
+    report = cli(home, "reindex", "--json").json()
+    assert (report["text_added"], report["text_count"]) == (0, 3)  # nothing re-embedded
+
+
+def test_an_unreadable_encoder_leaves_text_search_working_and_encoder_train_repairs(home, caplog):
+    trained = cli(home, "encoder", "train", "--json")
+    assert trained.code == 0, trained.stderr
+    (home / "index" / "encoder" / "encoder.safetensors").write_bytes(b"")  # truncated
+    text = cli(home, "search", "capital city", "--mode", "text", "--k", "1", "--json")
+    assert names(text) == ["capitals"]
+    hybrid = cli(home, "search", "capital city", "--k", "1", "--json")
+    assert names(hybrid) == ["capitals"] and hybrid.json()["data"][0]["why"] == "text"
+    assert "weight encoder not used" in caplog.text  # the fallback is logged, not silent
+    for args in (["search", "capital", "--mode", "weights"], ["similar", "french"]):
+        run = cli(home, *args)
+        assert run.code == 1 and "[encoder_unavailable]" in run.stderr, run.stderr
+        assert "loradex encoder train" in run.stderr
+    assert cli(home, "reindex").code == 0  # the encoder does not block a text rebuild
+    assert cli(home, "encoder", "train").code == 0
+    weights = cli(home, "search", "capital", "--mode", "weights", "--json")
+    assert weights.code == 0 and len(names(weights)) == 3
+    assert cli(home, "similar", "french").code == 0
+
+
+def test_an_undescribed_adapter_added_after_training_is_found_by_its_weights(home, tmp_path):
+    assert cli(home, "encoder", "train").code == 0
+    src = write_adapter_dir(tmp_path / "mystery", seed=11)
+    assert cli(home, "add", src, "--name", "mystery").code == 0  # no description, no tags
+    run = cli(home, "search", "anything at all", "--mode", "weights", "--k", "10", "--json")
+    hits = {d["name"]: d for d in run.json()["data"]}
+    assert set(hits) == {"french", "capitals", "reverse", "mystery"}
+    assert hits["mystery"]["why"] == "weights"
+    assert "mystery" in names(cli(home, "similar", "french", "--k", "3", "--json"))
+
+
+def test_another_text_embedder_stales_the_index_and_the_encoder_until_rebuilt(tmp_path):
+    from hub.services.search import SearchService
+
+    container = service_home(tmp_path)
+    container.search.train_encoder()
+    assert container.search.search("capital", mode="weights", k=3)
+    # a later process on the same data, whose text model is another one
+    search = SearchService(container.registry, container.search.index_dir, "hash")
+    search.cards.embedder.embedder_id = "hash-v1/384-a-different-model"
+    with pytest.raises(HubError) as refused:  # the text index was built by the old model
+        search.search("capital", mode="text")
+    assert refused.value.code == "index_stale" and "loradex reindex" in refused.value.message
+    report = search.sync(rebuild=True)
+    assert report["text_count"] == 3 and "weights_count" not in report
+    assert [r.item.name for r in search.search("capital city", mode="text", k=1)] == ["capitals"]
+    # the encoder maps weights into the *old* text space: weight search refuses, hybrid is
+    # text, `similar` (weight features, no text involved) keeps working
+    with pytest.raises(ConflictError) as stale:
+        search.search("capital", mode="weights")
+    assert stale.value.code == "encoder_stale" and "loradex encoder train" in stale.value.message
+    assert {r.why for r in search.search("capital", k=3)} == {"text"}
+    assert len(search.similar(AdapterRef("french", None), k=2)) == 2
+    search.train_encoder()  # retrained for the current text model
+    assert {r.why for r in search.search("capital", mode="weights", k=3)} == {"weights"}
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({"LORADEX_SEARCH_INDEX_BACKEND": "hnsw"}, "hnsw"),
+        ({"LORADEX_SEARCH_ANN_THRESHOLD": "2"}, "hnsw"),  # auto, past the threshold, no GPU
+        ({"LORADEX_SEARCH_INDEX_BACKEND": "flat", "LORADEX_SEARCH_ANN_THRESHOLD": "2"}, "flat"),
+        ({}, "flat"),
+    ],
+)
+def test_index_backend_settings_apply_at_reindex(home, monkeypatch, env, expected):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert cli(home, "reindex").code == 0
+    meta = json.loads((home / "index" / "text.faiss.json").read_text())
+    assert meta["backend"] == expected
+    assert names(cli(home, "search", "capital city", "--k", "1", "--json")) == ["capitals"]
+
+
+def test_bad_index_settings_are_refused_by_name(home, monkeypatch):
+    monkeypatch.setenv("LORADEX_SEARCH_INDEX_BACKEND", "annoy")
+    run = cli(home, "search", "capital")
+    assert run.code == 2 and "search_index_backend" in run.stderr, run.stderr

@@ -14,6 +14,7 @@ MARKERS = {
     "settings": ("<!-- settings:start -->", "<!-- settings:end -->"),
     "commands": ("<!-- commands:start -->", "<!-- commands:end -->"),
     "methods": ("<!-- methods:start -->", "<!-- methods:end -->"),
+    "merge-codes": ("<!-- merge-codes:start -->", "<!-- merge-codes:end -->"),
 }
 
 
@@ -48,7 +49,23 @@ def methods_table() -> str:
     return table()
 
 
-GENERATORS = {"settings": settings_table, "commands": commands_table, "methods": methods_table}
+def merge_codes_table() -> str:
+    from hub.services.merge import SERVICE_CODES
+    from merging import MERGE_CODES
+
+    rows = ["| code | meaning |", "| --- | --- |"]
+    rows += [
+        f"| `{code}` | {meaning} |" for code, meaning in {**MERGE_CODES, **SERVICE_CODES}.items()
+    ]
+    return "\n".join(rows)
+
+
+GENERATORS = {
+    "settings": settings_table,
+    "commands": commands_table,
+    "methods": methods_table,
+    "merge-codes": merge_codes_table,
+}
 
 
 def render(readme: str) -> str:

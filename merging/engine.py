@@ -53,7 +53,17 @@ class MergeResult:
 def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise BadInputError(
+            f"unknown device {str(device)!r}: use auto, cpu, cuda or cuda:N", code="bad_device"
+        ) from None
+    if dev.type not in ("cpu", "cuda"):
+        raise BadInputError(
+            f"device {str(device)!r} is not supported: use auto, cpu, cuda or cuda:N",
+            code="bad_device",
+        )
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BadInputError(
             "device 'cuda' requested but CUDA is not available", code="device_unavailable"
@@ -112,6 +122,9 @@ def merge(
         report["member_parameters"] = int(
             sum(ad.modules[n].num_parameters for ad in adapters for n in modules if n in ad.modules)
         )
+        # the registered adapter is stored beside the artifact (for RMM: the reverted members
+        # side by side, as large as the members themselves)
+        report["adapter_parameters"] = int(sum(m.num_parameters for m in out.modules.values()))
     return MergeResult(adapter=merged, report=report, artifact=artifact)
 
 
@@ -163,7 +176,14 @@ def _run(
     done = 0
     # batches share buffers: _collect copies each result out before the next batch is built
     for batch in iter_batches(adapters, weights, modules, ctx, max_batch, reuse_buffers=True):
-        res = spec.fn(batch, p, ctx)
+        try:
+            res = spec.fn(batch, p, ctx)
+        except torch.linalg.LinAlgError as exc:  # an SVD/eigh of non-finite or extreme values
+            raise HubError(
+                f"merging modules {batch.names[0]}... failed in linear algebra ({exc}); "
+                "the inputs hold non-finite or extreme values",
+                code="merge_not_finite",
+            ) from None
         _collect(out, batch.names, list(batch.members), res)
         done += len(batch.names)
         if progress is not None:

@@ -23,7 +23,9 @@ from merging.batch import MergeContext, ModuleBatch
 class MergeParams(BaseModel):
     """Params every method accepts. ``modules`` is the module-set policy of the engine."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `rank=true` or `rank=4.0` is a mistake, not rank 1 / rank 4 (pydantic's lax mode
+    # would coerce both); ints still pass where floats are expected
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     modules: Literal["strict", "intersection", "union"] = Field(
         "strict", description="what to do when inputs adapt different modules"

@@ -29,6 +29,7 @@ MERGE_CODES: dict[str, str] = {
     "weights_count_mismatch": "number of weights differs from the number of adapters",
     "weights_not_finite": "a weight is NaN or infinite",
     "weights_negative": "a negative weight for a method that forbids it",
+    "weights_too_large": "a weight's magnitude exceeds 1e6 (no useful merge; fp32 overflows)",
     "rank_mismatch": "the method needs equal ranks per module (PEFT factor-wise methods)",
     "target_rank_too_large": "the target rank exceeds what the inputs can provide",
     "basis_too_large": "RMM basis size exceeds min(rank, number of members)",
@@ -38,6 +39,7 @@ MERGE_CODES: dict[str, str] = {
     "rmm_not_a_member": "RMM revert of a member index or name that is not in the artifact",
     "rmm_artifact_invalid": "an RMM artifact lacks tensors or metadata, or they disagree",
     "device_unavailable": "device='cuda' requested but CUDA is not available",
+    "bad_device": "a device that is not auto, cpu, cuda or cuda:N",
 }
 
 
@@ -77,6 +79,9 @@ def _check_bases(adapters: Sequence[LoraAdapter], labels: Sequence[str]) -> None
             )
 
 
+MAX_ABS_WEIGHT = 1e6
+
+
 def check_weights(weights: Sequence[float], n: int, *, allow_negative: bool, method: str) -> None:
     if len(weights) != n:
         raise BadInputError(
@@ -85,6 +90,14 @@ def check_weights(weights: Sequence[float], n: int, *, allow_negative: bool, met
     bad = [i for i, w in enumerate(weights) if not math.isfinite(float(w))]
     if bad:
         raise BadInputError(f"weights at positions {bad} are not finite", code="weights_not_finite")
+    huge = [i for i, w in enumerate(weights) if abs(float(w)) > MAX_ABS_WEIGHT]
+    if huge:
+        # fp32 factors times such a weight overflow (or the SVD of their product does)
+        raise BadInputError(
+            f"weights at positions {huge} exceed {MAX_ABS_WEIGHT:g} in magnitude; a merge weight "
+            "scales an adapter's update (typically 0..2)",
+            code="weights_too_large",
+        )
     neg = [i for i, w in enumerate(weights) if float(w) < 0]
     if neg and not allow_negative:
         raise BadInputError(

@@ -18,7 +18,7 @@ from storage.peft_format import read_peft_bytes
 from storage.safetensors_io import serialize_safetensors
 from tests.api_helpers import make_container
 from tests.cli_helpers import cli
-from tests.factories import make_tensors, peft_config, write_adapter_dir
+from tests.factories import TINY_BASE, TINY_CONFIG, make_tensors, peft_config, write_adapter_dir
 
 
 def snapshot(home):
@@ -69,6 +69,13 @@ BAD = [
     ),
     (["a", "b"], "cat", ["--weights", "1"], "1 weights for 2"),
     (["a"], "svd", [], "at least 2"),
+    (["a", "b"], "svd", ["--weights", "1e39,1"], "exceed 1e+06 in magnitude"),
+    (["a", "b"], "svd", ["--device", "tpu"], "unknown device 'tpu'"),
+    (["a", "b"], "svd", ["--device", "meta"], "device 'meta' is not supported"),
+    (["a", "b"], "svd", ["--param", "rank=true"], "valid integer"),  # not rank 1
+    (["a", "b"], "svd", ["--param", "rank=4.0"], "valid integer"),
+    (["a", "b"], "rmm", ["--param", "basis=true"], "valid integer"),
+    (["a", "b"], "svd", ["--rank", "4", "--param", "rank=5"], "disagree"),
 ]
 
 
@@ -80,6 +87,59 @@ def test_cli_refusals_name_the_problem_and_register_nothing(home):
         assert fragment in run.stderr and "Traceback" not in run.stderr, run.stderr
         assert len(run.stderr.strip().splitlines()) == 1
     assert snapshot(home) == before
+
+
+def _base_config(tmp_path, **changes):
+    cfg = tmp_path / f"config-{len(changes)}.json"
+    cfg.write_text(json.dumps({**TINY_CONFIG, **changes}))
+    return cfg
+
+
+def test_inputs_recorded_with_different_base_weights_are_refused(tmp_path, monkeypatch):
+    """Same base id, but the base was re-registered with other weights in between: the catalog's
+    fingerprints differ although the adapter files do not say so."""
+    h = tmp_path / "fp"
+    cfg = _base_config(tmp_path)
+    for name, fp in (("x", "a" * 64), ("y", "b" * 64)):
+        assert cli(h, "base", "add", TINY_BASE, "--config", cfg, "--fingerprint", fp).code == 0
+        src = write_adapter_dir(tmp_path / name, seed=ord(name))
+        assert cli(h, "add", src, "--name", name).code == 0
+    before = snapshot(h)
+    run = cli(h, "merge", "x", "y", "--method", "cat", "--name", "xy")
+    assert run.code == 2 and "[base_model_mismatch]" in run.stderr, run.stderr
+    assert "fingerprint" in run.stderr and snapshot(h) == before
+
+
+def test_inputs_that_no_longer_fit_the_registered_base_are_refused_before_any_write(home, tmp_path):
+    # the base is registered after the adapters, with other shapes: publishing the merge would
+    # fail its shape check, so the merge is refused up front (no artifact blob left behind)
+    assert (
+        cli(
+            home, "base", "add", TINY_BASE, "--config", _base_config(tmp_path, hidden_size=128)
+        ).code
+        == 0
+    )
+    before = snapshot(home)
+    run = cli(home, "merge", "a", "b", "--method", "rmm", "--name", "r")
+    assert run.code == 2 and "[incompatible_base_model]" in run.stderr, run.stderr
+    assert run.stderr.startswith("error [incompatible_base_model]: a@1: ")
+    assert snapshot(home) == before
+
+
+def test_revert_resolves_duplicates_refuses_ambiguity_and_checks_the_name_first(home, tmp_path):
+    assert cli(home, "add", write_adapter_dir(tmp_path / "a2", seed=40), "--name", "a").code == 0
+    assert cli(home, "merge", "a", "a", "b", "--method", "rmm", "--name", "twice").code == 0
+    back = cli(home, "revert", "twice", "--member", "a", "--json")  # a@2 twice: one member
+    assert back.code == 0 and back.stderr == "", back.stderr  # no torch warning either
+    assert back.json()["name"] == "a.reverted"
+    assert cli(home, "merge", "a@1", "a@2", "b", "--method", "rmm", "--name", "both").code == 0
+    before = snapshot(home)
+    run = cli(home, "revert", "both", "--member", "a")
+    assert run.code == 2 and "[rmm_member_ambiguous]" in run.stderr and "a@1, a@2" in run.stderr
+    run = cli(home, "revert", "both", "--member", "a@1", "--name", "bad name")
+    assert run.code == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert snapshot(home) == before
+    assert cli(home, "revert", "both", "--member", "a@1", "--name", "a1").code == 0
 
 
 def test_intersection_policy_merges_what_the_cli_refused_in_strict_mode(home):

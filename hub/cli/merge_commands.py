@@ -87,8 +87,14 @@ def merge(
         ("basis", basis),
         ("modules", modules),
     ):
-        if value is not None:
-            params[key] = value
+        if value is None:
+            continue
+        if key in params and params[key] != value:
+            raise BadInputError(
+                f"--{key} {value} and --param {key}={params[key]} disagree; give one",
+                code="param_conflict",
+            )
+        params[key] = value
     refs = [AdapterRef.parse(a) for a in adapters]
     with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("merging", total=None)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from hub.core.errors import BadInputError
+from hub.core.errors import BadInputError, IncompatibleBaseModelError
 from hub.core.lora import LoraAdapter
 from hub.core.models import AdapterMeta
 from hub.core.names import AdapterRef
@@ -26,6 +26,15 @@ from storage.peft_format import ParsedAdapter, peft_config_for
 from storage.safetensors_io import parse_safetensors, serialize_safetensors
 
 ARTIFACT_META_KEY = "loradex.artifact"
+# Codes the merge service (and `loradex merge` / `revert`) adds to the engine's MERGE_CODES.
+SERVICE_CODES: dict[str, str] = {
+    "incompatible_base_model": "an input (or the result) does not fit the registered base model",
+    "not_reversible": "`revert` of an adapter that is not an RMM merge",
+    "rmm_member_ambiguous": "`revert --member NAME` matches several versions: pass NAME@VERSION",
+    "param_conflict": "a shortcut option (--rank, --density, --basis, --modules) and --param "
+    "give the same parameter different values",
+    "invalid_name": "the result's --name is not a valid adapter name",
+}
 
 
 @dataclass
@@ -57,8 +66,15 @@ class MergeService:
         meta = AdapterMeta(name=name, description=description, tags=list(tags))
         weights = list(weights) if weights is not None else [1.0] * len(refs)
         inputs = [self.registry.show(ref) for ref in refs]
+        check_same_base(inputs)  # the catalog's base ids and fingerprints, not just the files'
         labels = [f"{d.name}@{d.version}" for d in inputs]
-        adapters = [self.registry.load_detail(d).adapter for d in inputs]
+        loaded = [self.registry.load_detail(d) for d in inputs]
+        base = inputs[0].base_model
+        base_info = self.registry.catalog.get_base_model(base) if base else None
+        if base_info is not None:  # refuse now what publishing would refuse after the compute
+            for label, parsed_input in zip(labels, loaded, strict=True):
+                self._check_fits(parsed_input, base_info, label)
+        adapters = [p.adapter for p in loaded]
         result = merging.merge(
             adapters,
             weights,
@@ -69,9 +85,10 @@ class MergeService:
             progress=progress,
             names=labels,
         )
-        base = inputs[0].base_model
         parsed = _validated(result.adapter, base)
-        artifact_digest = None
+        if base_info is not None:
+            self._check_fits(parsed, base_info, "the merged adapter")
+        artifact_digest = None  # written only once nothing left can refuse the result
         if result.artifact is not None:
             blob = _artifact_bytes(
                 result.artifact.kind, result.artifact.tensors, result.artifact.metadata
@@ -102,6 +119,12 @@ class MergeService:
         )
         return MergeOutcome(added, recipe["report"])
 
+    def _check_fits(self, parsed: ParsedAdapter, info: Any, label: str) -> None:
+        try:
+            self.registry.check_compatible(parsed, info)
+        except IncompatibleBaseModelError as exc:
+            raise IncompatibleBaseModelError(f"{label}: {exc.message}", **exc.details) from None
+
     def revert(self, merged: AdapterRef, member: str, *, name: str | None = None) -> AddResult:
         """Rebuild ``member`` (NAME or NAME@VERSION of an input) from an RMM merge's artifact."""
         import merging
@@ -116,14 +139,13 @@ class MergeService:
         kind, tensors, metadata = _read_artifact(self.registry.blobs.get(detail.artifact_digest))
         members = [f"{p.name}@{p.version}" for p in detail.lineage.parents]
         label = _resolve_member(member, members, f"{detail.name}@{detail.version}")
-        adapter = merging.revert(merging.MergeArtifact(kind, tensors, metadata), label)
-        member_name = label.split("@")[0]
-        meta = AdapterMeta(
-            name=name or f"{member_name}.reverted",
+        meta = AdapterMeta(  # a bad --name fails here, before the reconstruction
+            name=name or f"{label.split('@')[0]}.reverted",
             description=f"{label} reverted from the reversible merge "
             f"{detail.name}@{detail.version}",
             tags=["reverted"],
         )
+        adapter = merging.revert(merging.MergeArtifact(kind, tensors, metadata), label)
         parents = [(self.registry.catalog.version_id(detail.name, detail.version), "revert", None)]
         recipe = {
             "method": "rmm-revert",
@@ -164,13 +186,37 @@ def _read_artifact(data: bytes) -> tuple[str, dict[str, np.ndarray], dict[str, A
 
 
 def _resolve_member(member: str, members: list[str], merged: str) -> str:
-    matches = [m for m in members if member in (m, m.split("@")[0])]
-    if len(matches) != 1:
+    """NAME@VERSION, or a bare NAME that names one member version (the same version merged
+    twice is one member: both copies revert to the same adapter)."""
+    matches = sorted({m for m in members if member in (m, m.split("@")[0])})
+    if not matches:
         raise BadInputError(
             f"{member!r} is not a member of {merged}; members: {', '.join(members)}",
             code="rmm_not_a_member",
         )
+    if len(matches) > 1:
+        raise BadInputError(
+            f"{member!r} matches several members of {merged} ({', '.join(matches)}): "
+            "pass NAME@VERSION",
+            code="rmm_member_ambiguous",
+        )
     return matches[0]
+
+
+def check_same_base(items: Sequence[Any]) -> None:
+    """Inputs must name the same base model and, where both recorded one, the same weights
+    fingerprint (catalog items or details: ``base_model``, ``base_model_fingerprint``)."""
+    first = items[0]
+    for item in items[1:]:
+        for field in ("base_model", "base_model_fingerprint"):
+            a, b = getattr(first, field), getattr(item, field)
+            if a and b and a != b:
+                what = "base" if field == "base_model" else "base weights (fingerprint)"
+                raise IncompatibleBaseModelError(
+                    f"{item.name}@{item.version} is for {what} {b!r}, "
+                    f"{first.name}@{first.version} for {a!r}",
+                    code="base_model_mismatch",
+                )
 
 
 def _jsonable(obj: Any) -> Any:

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from hub.core.errors import BadInputError, IncompatibleBaseModelError, NotMergeableError
+from hub.core.errors import BadInputError, NotMergeableError
 from hub.core.names import AdapterRef, validate_name
 from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
 from hub.services.job_specs import parse_job_spec, published
 from hub.services.jobs import JobContext
+from hub.services.merge import check_same_base
 
 if TYPE_CHECKING:
     from hub.services.container import Container
@@ -79,23 +80,9 @@ def validate_merge(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
             raise NotMergeableError(
                 f"{item.name}@{item.version} cannot be merged: {item.not_mergeable_reason}"
             )
-    _check_same_base(items)
+    check_same_base(items)
     pinned = [f"{item.name}@{item.version}" for item in items]
     return {**spec.model_dump(mode="json"), "adapters": pinned}
-
-
-def _check_same_base(items: list[Any]) -> None:
-    """Refuse at submit time what the engine would refuse later (no job that must fail)."""
-    first = items[0]
-    for item in items[1:]:
-        for field in ("base_model", "base_model_fingerprint"):
-            a, b = getattr(first, field), getattr(item, field)
-            if a and b and a != b:
-                raise IncompatibleBaseModelError(
-                    f"{item.name}@{item.version} is for base {b!r}, "
-                    f"{first.name}@{first.version} for {a!r}",
-                    code="base_model_mismatch",
-                )
 
 
 def run_merge(container: Container, raw: dict[str, Any], ctx: JobContext) -> JobOutcome:

@@ -155,7 +155,8 @@ def _member_index(metadata: dict[str, Any], member: int | str) -> int:
 
 def _field(tensors: dict[str, np.ndarray], name: str, field: str) -> torch.Tensor:
     try:
-        return torch.from_numpy(np.asarray(tensors[f"{name}::{field}"], dtype=np.float32))
+        # a copy: artifact arrays are read-only views of the blob, which torch warns about
+        return torch.from_numpy(np.array(tensors[f"{name}::{field}"], dtype=np.float32))
     except KeyError:
         raise BadInputError(
             f"RMM artifact lacks {name}::{field}", code="rmm_artifact_invalid"

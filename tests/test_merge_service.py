@@ -47,6 +47,9 @@ def test_methods_lists_every_method_with_params(tmp_path):
     } <= names
     svd = next(m for m in doc["data"] if m["name"] == "svd")
     assert "rank" in {p["name"] for p in svd["params"]}
+    text = cli(tmp_path / "h", "methods").stdout  # people see the paper too
+    lego = next(m for m in doc["data"] if m["name"] == "lego")
+    assert lego["reference"] in text and "arXiv:2409.16167" in text
 
 
 def test_cat_merge_registers_lineage_recipe_and_exact_delta(home, tmp_path):

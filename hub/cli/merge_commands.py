@@ -57,6 +57,7 @@ def methods(as_json: JsonOpt = False) -> None:
     for d in docs:
         params = ", ".join(f"{p['name']}={p['default']}" for p in d["params"])
         out.print(f"[bold]{d['name']}[/] — {d['pretty_name']}  ({params})", highlight=False)
+        out.print(f"    {d['reference']}", highlight=False, markup=False)
 
 
 @app.command()

@@ -148,3 +148,19 @@ def test_bad_merges_exit_2_and_register_nothing(home, tmp_path):
     assert sorted(i["name"] for i in after) == sorted(
         [i["name"] for i in before[0]] + ["cat-ab", "rab"]
     )
+
+
+def test_merge_shows_progress_on_a_terminal(home, monkeypatch):
+    """The bar is drawn on stderr only when it is a terminal; the modules done / total reach it."""
+    import io
+
+    from rich.console import Console
+
+    import hub.cli.merge_commands as merge_commands
+
+    screen = io.StringIO()
+    monkeypatch.setattr(merge_commands, "err", Console(file=screen, force_terminal=True, width=80))
+    run = cli(home, "merge", "a", "b", "c", "--method", "svd", "--name", "shown")
+    assert run.code == 0, run.stderr
+    drawn = screen.getvalue()
+    assert "merging" in drawn and "100%" in drawn, drawn

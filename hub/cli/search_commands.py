@@ -38,7 +38,9 @@ def _explain_empty(service) -> None:
 @app.command()
 @handles_errors
 def search(
-    query: Annotated[str, typer.Argument(help="What the adapter should do, in plain words.")],
+    query: Annotated[
+        str, typer.Argument(metavar="QUERY", help="What the adapter should do, in plain words.")
+    ],
     k: Annotated[int, typer.Option("--k", help="How many results (1-1000).")] = 10,
     mode: Annotated[str, typer.Option(help="text | weights | hybrid")] = "hybrid",
     base: Annotated[str | None, typer.Option(help="Only adapters for this base model.")] = None,

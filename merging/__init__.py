@@ -6,13 +6,14 @@ Public API (used by ``hub.services`` for ``loradex merge`` / ``revert`` / ``meth
 - ``revert(artifact, member) -> LoraAdapter`` for revertible merges (RMM)
 - ``get_method(name)``, ``list_methods()``, ``param_rows(spec)``, ``methods_table()``
 - ``MERGE_CODES``: every error code the engine raises, with its meaning
-- ``check_weights(weights, n, allow_negative=, method=)``: the engine's weight checks, for
+- ``check_weights(weights, n, allow_negative=, method=)``: the engine's weight checks, and
+  ``precheck(shapes, method, params, labels)``: its module and rank rules on shapes alone, for
   submit-time validation of merge jobs
 
 Layering: imports ``hub.core`` and third-party libraries only.
 """
 
-from merging.engine import MergeArtifact, MergeResult, merge, revert
+from merging.engine import MergeArtifact, MergeResult, merge, precheck, revert
 from merging.registry import MethodSpec, get_method, list_methods, methods_table, param_rows
 from merging.validation import MERGE_CODES, check_weights
 
@@ -27,5 +28,6 @@ __all__ = [
     "merge",
     "methods_table",
     "param_rows",
+    "precheck",
     "revert",
 ]

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from hub.core.lora import LoraAdapter
+from merging.validation import AdapterShapes
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,9 @@ class ModuleBatch:
         return list(torch.split(tensor, list(self.ranks), dim=dim))
 
 
-def group_modules(adapters: Sequence[LoraAdapter], names: Sequence[str]) -> dict[tuple, list[str]]:
+def group_modules(
+    adapters: Sequence[AdapterShapes], names: Sequence[str]
+) -> dict[tuple, list[str]]:
     """Group module names by (d_out, d_in, present members, their ranks)."""
     groups: dict[tuple, list[str]] = {}
     for name in names:

@@ -26,7 +26,7 @@ from hub.runtime.threads import torch_threads
 from merging.batch import MergeContext, group_modules, iter_batches
 from merging.memory import PeakMemory
 from merging.registry import BatchOutput, MergeParams, MethodSpec, get_method
-from merging.validation import align_modules, check_adapters, check_weights
+from merging.validation import AdapterShapes, align_modules, check_adapters, check_weights
 
 Progress = Callable[[int, int], None]  # (modules done, modules total)
 
@@ -128,8 +128,25 @@ def merge(
     return MergeResult(adapter=merged, report=report, artifact=artifact)
 
 
+def precheck(
+    shapes: Sequence[AdapterShapes],
+    method: str,
+    params: dict[str, Any] | None = None,
+    labels: Sequence[str] | None = None,
+) -> list[str]:
+    """Every rule of ``merge`` that shapes and ranks decide (module-set policy, shape
+    agreement, rank limits, the method's own precheck), without any weights: a merge request
+    is answered at submit time with the codes ``merge`` would raise. Returns the modules."""
+    spec = get_method(method)
+    p = spec.parse_params(params)
+    names = list(labels) if labels is not None else [f"#{i}" for i in range(len(shapes))]
+    modules = align_modules(shapes, names, p.modules)
+    _precheck(spec, p, shapes, modules)
+    return modules
+
+
 def _precheck(
-    spec: MethodSpec, p: MergeParams, adapters: Sequence[LoraAdapter], modules: list[str]
+    spec: MethodSpec, p: MergeParams, adapters: Sequence[AdapterShapes], modules: list[str]
 ) -> None:
     """Rank rules that depend on the inputs, checked before any compute."""
     for (d_out, d_in, _, ranks), group in group_modules(adapters, modules).items():

@@ -7,8 +7,8 @@ Every refusal is a typed ``HubError`` with a specific ``code``; ``MERGE_CODES`` 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Literal, Protocol
 
 from hub.core.errors import (
     BadInputError,
@@ -18,6 +18,26 @@ from hub.core.errors import (
 from hub.core.lora import LoraAdapter
 
 ModulePolicy = Literal["strict", "intersection", "union"]
+
+
+class ModuleShape(Protocol):
+    """What the shape and rank rules read of a module: a ``LoraModule``, or a catalog
+    ``ModuleInfo`` when a request is checked before any weights are loaded."""
+
+    @property
+    def rank(self) -> int: ...
+
+    @property
+    def in_features(self) -> int: ...
+
+    @property
+    def out_features(self) -> int: ...
+
+
+class AdapterShapes(Protocol):
+    @property
+    def modules(self) -> Mapping[str, ModuleShape]: ...
+
 
 MERGE_CODES: dict[str, str] = {
     "merge_too_few_adapters": "a merge needs at least two adapters",
@@ -107,7 +127,7 @@ def check_weights(weights: Sequence[float], n: int, *, allow_negative: bool, met
 
 
 def align_modules(
-    adapters: Sequence[LoraAdapter], labels: Sequence[str], policy: ModulePolicy
+    adapters: Sequence[AdapterShapes], labels: Sequence[str], policy: ModulePolicy
 ) -> list[str]:
     """Module names to merge under ``policy``; shape agreement is checked on each of them."""
     sets = [set(ad.modules) for ad in adapters]

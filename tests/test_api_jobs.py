@@ -14,7 +14,16 @@ from tests.api_helpers import (
     auth,
     poll_job,
     seed_adapters,
+    upload,
 )
+from tests.factories import write_adapter_dir
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
 
 MERGE = {"adapters": ["a", "b@1"], "method": "linear", "weights": [0.7, 0.3], "name": "ab"}
 
@@ -57,12 +66,40 @@ def test_merge_job_end_to_end_has_lineage(client, token):
         ({"adapters": ["a", "b@99999999999"]}, 422, "invalid_request"),
         ({"adapters": []}, 422, "invalid_request"),
         ({"unknown": 1}, 422, "invalid_request"),
+        ({"device": "tpu"}, 422, "invalid_request"),
+        # shape and rank rules are decided from the catalog at submit time, not in the worker
+        ({"method": "svd", "params": {"rank": 99}}, 400, "target_rank_too_large"),
+        ({"method": "rmm", "params": {"basis": 5}}, 400, "basis_too_large"),
+        ({"method": "rmm", "params": {"basis": True}}, 400, "invalid_params"),
     ],
 )
 def test_merge_requests_are_validated_up_front(client, token, change, status, code):
     r = client.post("/merges", headers=auth(token), json={**MERGE, **change})
     assert_error(r, status, code)
     assert client.get("/jobs").json()["count"] == 0
+
+
+def test_module_sets_are_checked_at_submit_time(container, token, tmp_path):
+    with api_client(container) as client:
+        seed_adapters(client, token, tmp_path, ["a"])
+        q_only = write_adapter_dir(tmp_path / "q", seed=5, targets=("q_proj",))
+        assert upload(client, token, "q-only", q_only).status_code == 201
+        pair = {"adapters": ["a", "q-only"], "method": "cat", "name": "aq"}
+        r = client.post("/merges", headers=auth(token), json=pair)
+        error = assert_error(r, 400, "module_set_mismatch")
+        assert "a@1" not in error["message"] and "q-only@1" in error["message"]
+        assert client.get("/jobs").json()["count"] == 0
+        loose = {**pair, "params": {"modules": "intersection"}}
+        assert client.post("/merges", headers=auth(token), json=loose).status_code == 202
+
+
+@pytest.mark.skipif(torch_cuda(), reason="needs a machine without CUDA")
+def test_a_failed_job_carries_its_error_code(client, token):
+    r = client.post("/merges", headers=auth(token), json={**MERGE, "device": "cuda:0"})
+    assert r.status_code == 202, r.text  # cuda:N is valid: the worker decides
+    job = poll_job(client, r.json()["job_id"])
+    assert job["state"] == "failed" and job["error_code"] == "device_unavailable", job
+    assert job["error"].startswith("device_unavailable: ")
 
 
 def test_cancel_a_queued_job(container, token, tmp_path):

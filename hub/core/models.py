@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from hub.core.names import validate_name
 
@@ -126,7 +126,14 @@ class JobRecord(BaseModel):
     message: str = ""
     spec: dict[str, Any] = Field(default_factory=dict)
     result: str | None = None
-    error: str | None = None
+    error: str | None = None  # "CODE: message", written in one place (hub.services.jobs)
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def error_code(self) -> str | None:
+        """The stable code of a failed job's error (``target_rank_too_large``, ``internal``),
+        for clients that branch on it without parsing ``error``."""
+        return self.error.split(":", 1)[0].strip() if self.error else None

@@ -15,7 +15,8 @@ cancelling are compare-and-set on the row (``update_job(only_from=...)``, under 
 so a start and a cancel racing from two processes cannot both win.
 
 Restart recovery (``JobService.start``): a job still ``running`` belonged to a process that died,
-so it is failed with "interrupted by a restart"; ``queued`` jobs are handed to the backend again.
+so it is failed with ``RESTART_REASON`` (code ``job_interrupted``); ``queued`` jobs are handed to
+the backend again.
 This assumes one process per catalog runs jobs: ``loradex serve`` (any number of processes)
 passes ``start(exclusive=<home>/jobs.lock)``, so only the lock holder does
 (hub/services/jobs_runner.py).
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CANCEL_KEY = "cancel_requested"  # set in a job's spec by cancel(); read back by the worker
-RESTART_REASON = "interrupted by a restart"
+RESTART_REASON = "job_interrupted: interrupted by a restart"
 # Progress is written at most this often (plus on every message change and at 100%): a job
 # reporting per module must not turn into thousands of catalog commits.
 PROGRESS_INTERVAL_S = 0.2

@@ -24,7 +24,7 @@ the middle of a catalog write.
 
 Restart recovery: Ray ties a task's life to the driver that submitted it (the server), so a
 crashed server's tasks die with it; the next start then finds their rows ``running`` and fails
-them ("interrupted by a restart"), and resubmits ``queued`` ones — the in-process semantics. A
+them (``job_interrupted``), and resubmits ``queued`` ones — the in-process semantics. A
 graceful shutdown interrupts running tasks (they go back to ``queued`` at their next progress
 report, so the next start resumes them) and waits up to ``SHUTDOWN_WAIT_S`` for them. A task
 that dies without finishing its row (worker crash, node loss, OOM kill) is not retried

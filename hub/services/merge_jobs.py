@@ -8,11 +8,13 @@ when it was submitted, even if a newer version lands while it waits.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from hub.core.errors import BadInputError, NotMergeableError
+from hub.core.models import ModuleInfo
 from hub.core.names import AdapterRef, validate_name
 from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
 from hub.services.job_specs import parse_job_spec, published
@@ -52,7 +54,11 @@ class MergeJobSpec(BaseModel):
     description: str = Field(default="", max_length=10_000, pattern=NO_NUL)
     tags: list[Tag] = Field(default_factory=list, max_length=64)
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed (DARE's masks).")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = Field(
+        default="auto",
+        pattern=r"^(auto|cpu|cuda(:[0-9]{1,2})?)$",
+        description="auto, cpu, cuda or cuda:N (CUDA is looked for by the worker that runs it).",
+    )
 
 
 def validate_merge(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +80,7 @@ def validate_merge(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
             allow_negative=method.allow_negative_weights,
             method=method.name,
         )
-    items = [container.registry.catalog.get_item(ref.name, ref.version) for ref in refs]
+    items = [container.registry.show(ref) for ref in refs]
     for item in items:
         if not item.mergeable:
             raise NotMergeableError(
@@ -82,7 +88,15 @@ def validate_merge(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
             )
     check_same_base(items)
     pinned = [f"{item.name}@{item.version}" for item in items]
+    # module sets, shapes and rank limits from the catalog: the codes the worker would raise
+    shapes = [_Shapes({m.name: m for m in item.modules}) for item in items]
+    merging.precheck(shapes, spec.method, spec.params, pinned)
     return {**spec.model_dump(mode="json"), "adapters": pinned}
+
+
+@dataclass(frozen=True)
+class _Shapes:
+    modules: dict[str, ModuleInfo]
 
 
 def run_merge(container: Container, raw: dict[str, Any], ctx: JobContext) -> JobOutcome:

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from hub.core.models import AdapterItem, JobRecord
-from hub.services.merge_jobs import MergeJobSpec
+from hub.services.merge_jobs import NAME_PATTERN, REF_PATTERN, MergeJobSpec
 from hub.services.mixture_jobs import MixtureJobSpec
 from hub.services.transfer_jobs import TransferJobSpec
 
@@ -72,6 +72,27 @@ class MethodList(BaseModel):
 
 
 MergeRequest = MergeJobSpec
+
+
+class RevertRequest(BaseModel):
+    """The body of ``POST /adapters/{name}/revert``: which input of the RMM merge to rebuild."""
+
+    model_config = {"extra": "forbid"}
+
+    member: str = Field(
+        max_length=140, pattern=REF_PATTERN, description="NAME or NAME@VERSION of a merge input."
+    )
+    name: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=NAME_PATTERN,
+        description="Name of the rebuilt adapter (default: MEMBER.reverted).",
+    )
+    version: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="Version of the merge (default: latest)."
+    )
+
+
 MixtureRequest = MixtureJobSpec
 TransferRequest = TransferJobSpec
 

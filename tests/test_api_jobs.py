@@ -143,3 +143,30 @@ def test_restart_fails_running_jobs_and_resumes_queued_ones(container, token, tm
         done = poll_job(client, queued)
         assert done["state"] == "succeeded" and done["result"] == "resumed@1"
         assert_error(client.get("/adapters/ab"), 404)  # the crashed merge published nothing
+
+
+def _merged(client, token, body) -> dict:
+    return poll_job(client, client.post("/merges", headers=auth(token), json=body).json()["job_id"])
+
+
+def test_revert_a_member_of_an_rmm_merge_over_rest(client, token):
+    job = _merged(client, token, {"adapters": ["a", "b"], "method": "rmm", "name": "ab-rmm"})
+    assert job["state"] == "succeeded", job
+    route = "/adapters/ab-rmm/revert"
+    assert client.post(route, json={"member": "b"}).status_code == 401  # a write: token needed
+    r = client.post(route, headers=auth(token), json={"member": "b", "name": "b-back"})
+    assert r.status_code == 201, r.text
+    item = r.json()
+    assert (item["name"], item["source"], item["created"]) == ("b-back", "reverted", True)
+    parents = client.get("/adapters/b-back").json()["lineage"]["parents"]
+    assert [(p["name"], p["relation"]) for p in parents] == [("ab-rmm", "revert")]
+    assert _merged(client, token, MERGE)["state"] == "succeeded"  # "ab": a linear merge
+    before = client.get("/adapters").json()["total"]
+    for path, body, status, code in [
+        (route, {"member": "zz"}, 400, "rmm_not_a_member"),
+        ("/adapters/ab/revert", {"member": "a"}, 400, "not_reversible"),
+        ("/adapters/nope/revert", {"member": "a"}, 404, "not_found"),
+        (route, {"member": "a", "name": "a b"}, 422, "invalid_request"),
+    ]:
+        assert_error(client.post(path, headers=auth(token), json=body), status, code)
+    assert client.get("/adapters").json()["total"] == before  # nothing registered

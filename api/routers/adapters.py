@@ -9,8 +9,15 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from api.deps import ReadAccess, RegistryDep, SettingsDep, WriteAuth
-from api.schemas import ERROR_RESPONSES, UPLOAD_BODY, UPLOAD_ERRORS, AdapterCreated, AdapterList
+from api.deps import ContainerDep, ReadAccess, RegistryDep, SettingsDep, WriteAuth
+from api.schemas import (
+    ERROR_RESPONSES,
+    UPLOAD_BODY,
+    UPLOAD_ERRORS,
+    AdapterCreated,
+    AdapterList,
+    RevertRequest,
+)
 from api.uploads import read_upload
 from hub.core.models import AdapterDetail
 from hub.core.names import AdapterRef, validate_name
@@ -80,6 +87,16 @@ async def upload_adapter(
         response.status_code = 200
     doc = added.item.model_dump()
     return AdapterCreated(**doc, created=added.created, warnings=added.warnings)
+
+
+@router.post("/{name}/revert", status_code=201)
+def revert_member(
+    name: Name, body: RevertRequest, _: WriteAuth, container: ContainerDep
+) -> AdapterCreated:
+    """Rebuild one input of a reversible (RMM) merge from its stored basis and register it,
+    with a ``revert`` lineage edge to the merge (``loradex revert``). Fast: no job."""
+    added = container.merges.revert(_ref(name, body.version), body.member, name=body.name)
+    return AdapterCreated(**added.item.model_dump(), created=added.created, warnings=added.warnings)
 
 
 @router.delete("/{name}", status_code=204)

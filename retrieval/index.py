@@ -36,6 +36,7 @@ import numpy as np
 
 from hub.core.errors import BadInputError, HubError
 from hub.runtime.files import atomic_write
+from hub.runtime.rwlock import ReadWriteLock
 from retrieval.index_backends import BACKENDS, Backend, backend_class, gpu_available
 from retrieval.index_files import (
     IndexMismatchError,
@@ -153,40 +154,6 @@ class _State:
         return self.ids[labels], self.backend.reconstruct_all()[labels]
 
 
-class _ReadWriteLock:
-    """Many readers (searches, saves) or one writer (add, remove, swap). Readers wait only
-    for an active writer, so a reader may nest reads; writers wait for all readers."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-
-    @contextlib.contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            self._cond.wait_for(lambda: not self._writer)
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._cond.wait_for(lambda: not self._writer and self._readers == 0)
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
-
-
 class VectorIndex:
     """The eight verbs: add, remove, search, count, save, load, rebuild (+ contains/ids)."""
 
@@ -210,7 +177,7 @@ class VectorIndex:
         self.ann_backend = ann_backend
         self.target_recall = target_recall  # what rebuild() tunes approximate search for
         self.params = params
-        self._lock = _ReadWriteLock()  # searches and saves share; mutations are exclusive
+        self._lock = ReadWriteLock()  # searches and saves share; mutations are exclusive
         self._rebuild_lock = threading.Lock()
         self._journal: list[tuple[str, np.ndarray, np.ndarray | None]] | None = None
         self._state = _State(self._new_backend(0))

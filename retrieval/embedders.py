@@ -108,8 +108,10 @@ class MiniLMEmbedder:
 
             self._torch = torch
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-            model = AutoModel.from_pretrained(
-                self.path, local_files_only=True, use_safetensors=True
+            model = _quietly(
+                lambda: AutoModel.from_pretrained(
+                    self.path, local_files_only=True, use_safetensors=True
+                )
             )
             self.model = model.to(self.device).eval()
             self._model = self.model
@@ -145,6 +147,20 @@ class MiniLMEmbedder:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (b, 384)
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
         return pooled.float().cpu().numpy()
+
+
+def _quietly(load: Callable[[], Any]) -> Any:
+    """Run ``load`` without transformers' "Loading weights" bar: a search prints its results
+    or one error line, and a 100-tensor model loads in well under a second."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return load()
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 EMBEDDERS: dict[str, Callable[..., TextEmbedder]] = {

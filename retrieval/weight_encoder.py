@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hub.core.errors import BadInputError, HubError
+from hub.core.errors import BadInputError, ConflictError
 from hub.core.lora import LoraAdapter
 from retrieval.weight_features import (
     FeatureSpec,
@@ -207,14 +207,17 @@ class WeightEncoder:
         # SafetensorError: a truncated or garbled weights file; RuntimeError: tensors that do
         # not fit the config (load_state_dict's shape check)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
-            raise HubError(
+            # derived data gone bad, like a stale index: a conflict (exit 1 / HTTP 409) that
+            # `encoder train` resolves, not an internal failure
+            raise ConflictError(
                 f"weight encoder artifact {directory} is missing or unreadable ({exc}); "
                 "run `loradex encoder train`",
                 code="encoder_unavailable",
             ) from exc
         if _version(config, net) != config.version:
-            raise HubError(
-                f"weight encoder artifact {directory} fails its content hash; retrain it",
+            raise ConflictError(
+                f"weight encoder artifact {directory} fails its content hash; "
+                "run `loradex encoder train`",
                 code="encoder_corrupted",
             )
         return cls(config, net)

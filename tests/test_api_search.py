@@ -60,3 +60,22 @@ def test_search_bad_input_empty_catalog_and_broken_index(tmp_path):
     with api_client(restarted) as client:
         broken = client.get("/search", params={"q": "capital"})
         assert broken.status_code == 409 and "loradex reindex" in broken.json()["error"]["message"]
+
+
+def test_a_broken_encoder_is_409_and_text_search_still_answers(tmp_path):
+    from tests.search_helpers import service_home
+
+    container = service_home(tmp_path)
+    container.search.train_encoder()
+    encoder = container.search.index_dir / "encoder" / "encoder.safetensors"
+    encoder.write_bytes(encoder.read_bytes()[:-9])  # truncated
+    restarted = make_container(tmp_path / "svc", text_embedder="hash")
+    with api_client(restarted) as client:
+        weights = client.get("/search", params={"q": "capital", "mode": "weights"})
+        assert weights.status_code == 409, weights.text
+        assert weights.json()["error"]["code"] == "encoder_unavailable"
+        assert "loradex encoder train" in weights.json()["error"]["message"]
+        hybrid = client.get("/search", params={"q": "capital city of a country", "k": 1})
+        assert hybrid.status_code == 200 and hybrid.json()["data"][0]["why"] == "text"
+        bad = client.get("/adapters/bad..name/similar")  # the path's declared name pattern
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
@@ -12,6 +12,7 @@ from api.deps import ContainerDep, ReadAccess
 from api.schemas import ERROR_RESPONSES
 from hub.core.models import AdapterItem
 from hub.core.names import AdapterRef
+from hub.services.merge_jobs import REF_PATTERN
 
 router = APIRouter(tags=["search"], responses=ERROR_RESPONSES)
 
@@ -57,7 +58,9 @@ async def search(
 
 @router.get("/adapters/{name}/similar", dependencies=[ReadAccess], response_model=SearchResults)
 async def similar(
-    container: ContainerDep, name: str, k: Annotated[int, Query(ge=1, le=1000)] = 10
+    container: ContainerDep,
+    name: Annotated[str, Path(max_length=140, pattern=REF_PATTERN, description="NAME[@VERSION]")],
+    k: Annotated[int, Query(ge=1, le=1000)] = 10,
 ) -> Response:
     results = await run_in_threadpool(container.search.similar, AdapterRef.parse(name), k=k)
     return _results(results)

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: retrieval.py
 
 import faiss  # noqa: E402
+from embedder_speed import embedder_lines, load  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from hub.services.search import INDEX_PARAMS  # noqa: E402
@@ -75,10 +76,6 @@ def row(name: str, build_s: float | None, lat: np.ndarray, rec: float, scan_p50:
     b = f"{build_s:8.1f}" if build_s is not None else f"{'-':>8s}"
     p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
     return f"{name:34s} {b} {p50:9.3f} {p99:9.3f} {rec:8.3f} {scan_p50 / p50:8.1f}x"
-
-
-def load() -> str:
-    return "load {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
 
 
 @contextlib.contextmanager
@@ -136,40 +133,6 @@ def add_one_visible(ix: VectorIndex, n: int) -> str:
     return f"    add one: {t_add * 1e3:.2f} ms, visible to search after {t_vis * 1e3:.2f} ms ({ok})"
 
 
-def embedder_speed(n: int, device: str = "cpu") -> list[str]:
-    import torch
-
-    from retrieval.embedders import MiniLMEmbedder
-
-    e = MiniLMEmbedder(device=device)
-    texts = [
-        f"reverse every word of sentence {i} and keep the punctuation as it is" for i in range(n)
-    ]
-    e.embed(texts[:8])  # warm-up
-    out = []
-    for threads in sorted({1, torch.get_num_threads()}) if device == "cpu" else [0]:
-        if threads:
-            torch.set_num_threads(threads)
-        t0 = time.perf_counter()
-        e.embed(texts)
-        dt = time.perf_counter() - t0
-        where = f"CPU, {threads} threads" if threads else device
-        out.append(
-            f"MiniLM {where} (~16 tokens, batch {e.batch_size}): {n / dt:,.0f} sentences/s; "
-            f"one query {query_latency(e):.1f} ms ({load()})"
-        )
-    return out
-
-
-def query_latency(e) -> float:
-    times = []
-    for i in range(20):
-        t0 = time.perf_counter()
-        e.embed([f"find an adapter that sorts numbers {i}"])
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10000,100000,1000000")
@@ -187,13 +150,8 @@ def main() -> None:
         for line in bench_size(n, args.queries):
             print(line, flush=True)
     if args.embedder_sentences:
-        for line in embedder_speed(args.embedder_sentences):
+        for line in embedder_lines(args.embedder_sentences):
             print(line, flush=True)
-        import torch
-
-        if torch.cuda.is_available():
-            for line in embedder_speed(args.embedder_sentences * 16, device="cuda"):
-                print(line, flush=True)
     if args.e2e_adapters:
         from search_e2e import run
 

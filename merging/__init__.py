@@ -4,6 +4,8 @@ Public API (used by ``hub.services`` for ``loradex merge`` / ``revert`` / ``meth
 
 - ``merge(adapters, weights, method, params, *, device, seed, progress, names) -> MergeResult``
 - ``revert(artifact, member) -> LoraAdapter`` for revertible merges (RMM)
+- ``merging.resident``: ``stage(adapters, device=)`` once, then ``merge_staged(staged, weights,
+  method, params)`` any number of times, on device-resident factors (no host copies)
 - ``get_method(name)``, ``list_methods()``, ``param_rows(spec)``, ``methods_table()``
 - ``MERGE_CODES``: every error code the engine raises, with its meaning
 - ``check_weights(weights, n, allow_negative=, method=)``: the engine's weight checks, and

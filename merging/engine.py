@@ -23,7 +23,7 @@ import torch
 from hub.core.errors import BadInputError, HubError
 from hub.core.lora import LoraAdapter, LoraModule
 from hub.runtime.threads import torch_threads
-from merging.batch import MergeContext, group_modules, iter_batches
+from merging.batch import MergeContext, ModuleBatch, group_modules, iter_batches
 from merging.memory import PeakMemory
 from merging.registry import BatchOutput, MergeParams, MethodSpec, get_method
 from merging.validation import AdapterShapes, align_modules, check_adapters, check_weights
@@ -95,7 +95,7 @@ def merge(
         weights, len(adapters), allow_negative=spec.allow_negative_weights, method=spec.name
     )
     modules = align_modules(adapters, labels, p.modules)
-    _precheck(spec, p, adapters, modules)
+    check_rank_rules(spec, p, adapters, modules)
     ctx = MergeContext(device=resolve_device(device), dtype=dtype, seed=seed)
     t0 = time.perf_counter()
     with torch.inference_mode(), PeakMemory(ctx.device) as mem:
@@ -111,7 +111,11 @@ def merge(
         )
     seconds = time.perf_counter() - t0
     merged = LoraAdapter(base=adapters[0].base, modules=out.modules)
-    report = _report(spec, p, out, seconds, mem.peak_bytes, ctx, seed, adapters, modules)
+    ranks = {n: m.rank for n, m in out.modules.items()}
+    report = build_report(
+        spec, p, ranks, out.errors, out.fallbacks, seconds, mem.peak_bytes, ctx, seed, adapters
+    )
+    report["modules_skipped"] = skipped_modules(adapters, modules)
     artifact = None
     if spec.artifact_kind:
         artifact = MergeArtifact(
@@ -141,11 +145,11 @@ def precheck(
     p = spec.parse_params(params)
     names = list(labels) if labels is not None else [f"#{i}" for i in range(len(shapes))]
     modules = align_modules(shapes, names, p.modules)
-    _precheck(spec, p, shapes, modules)
+    check_rank_rules(spec, p, shapes, modules)
     return modules
 
 
-def _precheck(
+def check_rank_rules(
     spec: MethodSpec, p: MergeParams, adapters: Sequence[AdapterShapes], modules: list[str]
 ) -> None:
     """Rank rules that depend on the inputs, checked before any compute."""
@@ -193,19 +197,26 @@ def _run(
     done = 0
     # batches share buffers: _collect copies each result out before the next batch is built
     for batch in iter_batches(adapters, weights, modules, ctx, max_batch, reuse_buffers=True):
-        try:
-            res = spec.fn(batch, p, ctx)
-        except torch.linalg.LinAlgError as exc:  # an SVD/eigh of non-finite or extreme values
-            raise HubError(
-                f"merging modules {batch.names[0]}... failed in linear algebra ({exc}); "
-                "the inputs hold non-finite or extreme values",
-                code="merge_not_finite",
-            ) from None
+        res = run_method(spec, batch, p, ctx)
         _collect(out, batch.names, list(batch.members), res)
         done += len(batch.names)
         if progress is not None:
             progress(done, len(modules))
     return out
+
+
+def run_method(
+    spec: MethodSpec, batch: ModuleBatch, p: MergeParams, ctx: MergeContext
+) -> BatchOutput:
+    """One batch through ``spec``; a linear-algebra failure is the inputs' fault, named so."""
+    try:
+        return spec.fn(batch, p, ctx)
+    except torch.linalg.LinAlgError as exc:  # an SVD/eigh of non-finite or extreme values
+        raise HubError(
+            f"merging modules {batch.names[0]}... failed in linear algebra ({exc}); "
+            "the inputs hold non-finite or extreme values",
+            code="merge_not_finite",
+        ) from None
 
 
 def _collect(out: _RunOutput, names: list[str], members: list[int], res: BatchOutput) -> None:
@@ -229,18 +240,24 @@ def _collect(out: _RunOutput, names: list[str], members: list[int], res: BatchOu
     out.fallbacks += res.fallbacks
 
 
-def _report(
+def skipped_modules(adapters: Sequence[AdapterShapes], modules: Sequence[str]) -> list[str]:
+    """Modules some input adapts that the merge left out (intersection policy)."""
+    union = sorted(set().union(*(ad.modules for ad in adapters)))
+    return [n for n in union if n not in set(modules)]
+
+
+def build_report(
     spec: MethodSpec,
     p: MergeParams,
-    out: _RunOutput,
+    ranks: dict[str, int],
+    errors: dict[str, float],
+    fallbacks: int,
     seconds: float,
     peak: int,
     ctx: MergeContext,
     seed: int,
-    adapters: Sequence[LoraAdapter],
-    modules: list[str],
+    adapters: Sequence[AdapterShapes],
 ) -> dict[str, Any]:
-    union = sorted(set().union(*(ad.modules for ad in adapters)))
     report: dict[str, Any] = {
         "method": spec.name,
         "params": p.model_dump(mode="json"),
@@ -251,18 +268,18 @@ def _report(
         "device": str(ctx.device),
         "dtype": str(ctx.dtype).removeprefix("torch."),
         "torch_version": torch.__version__,
-        "per_module_ranks": {n: m.rank for n, m in out.modules.items()},
-        "modules_skipped": [n for n in union if n not in set(modules)],
-        "fast_path_fallbacks": out.fallbacks,
+        "per_module_ranks": ranks,
+        "modules_skipped": [],
+        "fast_path_fallbacks": fallbacks,
         "reconstruction_error": None,
     }
-    if out.errors:
-        vals = list(out.errors.values())
+    if errors:
+        vals = list(errors.values())
         report["reconstruction_error"] = {
             "reference": spec.error_reference,
             "max": max(vals),
             "mean": float(np.mean(vals)),
-            "per_module": out.errors,
+            "per_module": errors,
         }
     return report
 

@@ -25,3 +25,35 @@ def test_merge_quality_refuses_a_negative_bootstrap_count():
     out = _run("merge_quality.py", "--bootstrap", "-3")
     assert out.returncode == 2
     assert "--bootstrap takes a replicate count >= 0" in out.stderr
+
+
+def test_merge_speed_prints_end_to_end_and_resident_times_next_to_peft():
+    """A tiny shape through the whole script: the resident column is measured, its error
+    equals the end-to-end merge's (else the row says so), and PEFT runs beside it."""
+    out = _run(
+        "merge_speed.py", "--shape", "reduced", "--layers", "1", "--n", "3", "--rank", "4",
+        "--methods", "svd,cat", "--peft-layers", "1",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = [ln for ln in out.stdout.splitlines() if ln.startswith(("| svd ", "| cat "))]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[2]) > 0  # resident s
+        assert float(cells[5]) < 1e-5  # rel err vs fp64
+        assert cells[10].endswith("x")  # PEFT speed-up column filled
+        assert "resident rel err" not in row
+    assert "# resident: inputs staged on cpu" in out.stdout
+
+
+def test_embedder_speed_reports_sentences_per_second_from_a_model_dir(tmp_path):
+    import shutil
+
+    from retrieval.embedders import minilm_model_dir
+
+    copy = tmp_path / "minilm"
+    shutil.copytree(minilm_model_dir(), copy)  # the --model-dir path the GPU machine uses
+    out = _run("embedder_speed.py", "--sentences", "8", "--model-dir", str(copy))
+    assert out.returncode == 0, out.stderr
+    lines = [ln for ln in out.stdout.splitlines() if "sentences/s" in ln]
+    assert lines and all(float(ln.split(": ")[1].split()[0].replace(",", "")) > 0 for ln in lines)

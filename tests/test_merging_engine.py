@@ -12,6 +12,7 @@ from torch.overrides import TorchFunctionMode
 from hub.core.errors import BadInputError, HubError, UnknownNameError
 from hub.core.lora import BaseModelRef, LoraAdapter, LoraModule
 from merging import MERGE_CODES, merge
+from merging.resident import merge_staged, stage
 from tests.test_merging_methods import adapters
 
 
@@ -139,6 +140,9 @@ def test_low_rank_methods_never_allocate_a_dense_delta(method: str, params: dict
     with guard:
         merge(ads, [1.0, 0.5, 0.25], method, params)
     assert guard.calls > 10  # the mode really saw the tensor work
+    staged = stage(ads, device="cpu")
+    with DenseGuard(d_out, d_in):  # the device-resident path runs the same method code
+        merge_staged(staged, [1.0, 0.5, 0.25], method, params)
 
 
 def test_dense_guard_catches_a_dense_method() -> None:

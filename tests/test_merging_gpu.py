@@ -11,6 +11,7 @@ import torch
 
 from hub.core.lora import BaseModelRef, LoraAdapter, LoraModule
 from merging import merge
+from merging.resident import merge_staged, stage
 from merging.synthetic import random_adapter
 from tests.test_merging_engine import DenseGuard
 from tests.test_merging_methods import SHAPES, adapters, flat_spectrum_adapters
@@ -114,3 +115,15 @@ def test_cuda_svd_is_exact_on_a_real_shape() -> None:
     ref = merge(ads, [0.25] * 4, "svd", {"rank": 8}, device="cpu", dtype=torch.float64)
     got = merge(ads, [0.25] * 4, "svd", {"rank": 8}, device="cuda")
     _close(got.adapter, ref.adapter, 1e-5)
+
+
+@pytest.mark.parametrize(("method", "params"), LOW_RANK)
+def test_resident_cuda_merge_matches_cpu_and_stays_on_the_device(method: str, params: dict) -> None:
+    ads = adapters(4, rank=4, layers=2, decay=0.3)
+    w = [1.0, 0.5, 0.25, 0.8]
+    staged = stage(ads, device="cuda")
+    assert all(g.A.is_cuda and g.B.is_cuda for g in staged.groups)
+    out = merge_staged(staged, w, method, params)
+    B, A = next(iter(out.modules.values()))
+    assert B.is_cuda and A.is_cuda and out.report["device"].startswith("cuda")
+    _close(out.to_adapter(), merge(ads, w, method, params, device="cpu").adapter, 1e-4)

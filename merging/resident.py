@@ -32,6 +32,7 @@ from merging.engine import (
     Progress,
     build_report,
     check_rank_rules,
+    finite_flag,
     resolve_device,
     run_method,
     skipped_modules,
@@ -169,7 +170,7 @@ def merge_staged(
             for start in range(0, len(rows), step):
                 batch = _batch(g, rows[start : start + step], w)
                 res = run_method(spec, batch, p, ctx)
-                finite.append(torch.isfinite(res.B).all() & torch.isfinite(res.A).all())
+                finite.append(finite_flag(res.B, res.A))
                 if res.rel_error is not None:
                     errors.append((batch.names, res.rel_error))
                 for j, name in enumerate(batch.names):

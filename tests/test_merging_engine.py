@@ -287,3 +287,16 @@ def test_concurrent_merges_restore_the_thread_count() -> None:
     for w in workers:
         w.join()
     assert not errors and torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_finite_flag_sees_every_non_finite_value(dtype: torch.dtype, bad: float) -> None:
+    from merging.engine import finite_flag
+
+    ok = torch.randn(3, 40, 7, dtype=dtype)
+    assert bool(finite_flag(ok, ok[0]))
+    for where in [(0, 0, 0), (2, 39, 6), (1, 17, 3)]:
+        x = ok.clone()
+        x[where] = bad
+        assert not bool(finite_flag(ok, x)) and not bool(finite_flag(x))

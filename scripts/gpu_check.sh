@@ -43,7 +43,9 @@ step() {  # step NAME SECONDS CMD...: run, tee to $out/NAME.log, remember the fi
   if [ "$rc" -ne 0 ] && [ "$status" -eq 0 ]; then status=$rc; fi
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())'
+python3 -c 'import peft, torch, transformers as t; print("torch", torch.__version__,
+  torch.cuda.get_device_name(), "peft", peft.__version__, "transformers", t.__version__)' |
+  tee -a "$out/gpu.txt"
 step tests 180 python3 -m pytest -q -p no:cacheprovider --noconftest tests/test_merging_gpu.py
 step merge_speed_7b 300 python3 benchmarks/merge_speed.py --shape 7b --device cuda \
   --methods svd,svd_fast,cat,lego,ties

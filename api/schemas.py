@@ -3,12 +3,13 @@ from ``hub.core.models`` so the REST and CLI ``--json`` shapes cannot drift apar
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Query
 from pydantic import BaseModel, Field
 
-from hub.core.models import AdapterItem, JobRecord
-from hub.services.merge_jobs import NAME_PATTERN, REF_PATTERN, MergeJobSpec
+from hub.core.models import MAX_BASE_MODEL_ID, AdapterItem, JobRecord
+from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, REF_PATTERN, MergeJobSpec
 from hub.services.mixture_jobs import MixtureJobSpec
 from hub.services.transfer_jobs import TransferJobSpec
 
@@ -130,12 +131,22 @@ class Health(BaseModel):
     jobs: JobsHealth | None = None
 
 
+# Catalog filters of GET /adapters and /search: the limits of what can be stored, so anything
+# registered can be filtered for.
+BaseModelFilter = Annotated[str | None, Query(max_length=MAX_BASE_MODEL_ID, pattern=NO_NUL)]
+TagFilter = Annotated[str | None, Query(max_length=64, pattern=NO_NUL)]
+SourceFilter = Annotated[str | None, Query(max_length=256, pattern=NO_NUL)]
+
 UPLOAD_FIELDS: dict[str, dict[str, Any]] = {
     "name": {"type": "string", "description": "Adapter name (letters, digits, . _ -)."},
     "description": {"type": "string"},
     "tags": {"type": "string", "description": "Comma-separated tags (or repeat the field)."},
     "license": {"type": "string"},
-    "base_model": {"type": "string", "description": "Overrides the config's base model."},
+    "base_model": {
+        "type": "string",
+        "maxLength": MAX_BASE_MODEL_ID,
+        "description": "Overrides the config's base model.",
+    },
     "adapter_config.json": {"type": "string", "format": "binary"},
     "adapter_model.safetensors": {"type": "string", "format": "binary"},
 }

@@ -178,6 +178,28 @@ def test_pickles_and_malformed_safetensors_are_refused(client, container, token,
     assert stored_state(client, container.settings.home) == before
 
 
+def test_a_base_model_id_longer_than_the_filters_take_is_refused(
+    client, container, token, tmp_path
+):
+    """Every stored base model id fits GET /adapters?base_model= and /search's filter."""
+    src = write_adapter_dir(tmp_path / "a", seed=1)
+    before = stored_state(client, container.settings.home)
+    long_id = "org/" + "m" * 253  # 257 characters
+    error = assert_error(upload(client, token, "x", src, base_model=long_id), 400)
+    assert error["code"] == "base_model_invalid" and "1-256 characters" in error["message"]
+    assert stored_state(client, container.settings.home) == before
+    ok_id = "org/" + "m" * 252  # 256: stored, and found by both filters
+    assert upload(client, token, "x", src, base_model=ok_id).status_code == 201
+    assert [
+        a["name"] for a in client.get("/adapters", params={"base_model": ok_id}).json()["data"]
+    ] == ["x"]
+    r = client.get("/search", params={"q": "anything", "mode": "text", "base_model": ok_id})
+    assert r.status_code == 200 and [a["name"] for a in r.json()["data"]] == ["x"]
+    for key, size in (("base_model", 257), ("tag", 65), ("source", 257)):
+        r = client.get("/search", params={"q": "anything", key: "t" * size})
+        assert_error(r, 422, "invalid_request")
+
+
 def test_bad_form_inputs_get_specific_codes(client, container, token, tmp_path):
     src = write_adapter_dir(tmp_path / "a", seed=1)
     files = upload_files(src)
@@ -202,7 +224,13 @@ def test_bad_form_inputs_get_specific_codes(client, container, token, tmp_path):
 
 def test_framework_errors_use_the_error_shape(client):
     assert_error(client.get("/nope"), 404, "not_found")
-    assert_error(client.put("/adapters"), 405, "method_not_allowed")
+    r = client.put("/adapters")
+    assert_error(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "GET, POST"  # both routes of the path (RFC 9110)
+    r = client.put("/adapters/sentiment")
+    assert_error(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "DELETE, GET"
+    assert client.post("/health").headers["allow"] == "GET"
     assert_error(client.get(f"/jobs/{uuid.uuid4()}"), 404, "not_found")
     assert_error(client.get("/jobs/not-a-uuid"), 422, "invalid_request")
     assert_error(client.get("/adapters/bad%20name"), 422, "invalid_request")

@@ -79,6 +79,29 @@ def test_merge_requests_are_validated_up_front(client, token, change, status, co
     assert client.get("/jobs").json()["count"] == 0
 
 
+@pytest.mark.parametrize(
+    ("fragment", "field"),
+    [
+        ('"method": "svd", "params": {"rank": NaN}', "body.params: Value error, rank is nan"),
+        ('"method": "svd", "params": {"clamp": 1e999}', "body.params: Value error, clamp is inf"),
+        ('"method": "svd", "params": {"x": [1, -Infinity]}', "x[1] is -inf"),
+        ('"weights": [1, NaN]', "weights.1"),
+    ],
+)
+def test_non_finite_numbers_are_refused_not_stored_as_null(client, token, fragment, field):
+    """Python's JSON reader takes NaN / Infinity tokens and overflows 1e999 to inf; stored as
+    null they would let the job run with a default instead of the value sent."""
+    body = f'{{"adapters": ["a", "b"], "name": "nan-merge", {fragment}}}'
+    r = client.post(
+        "/merges",
+        headers={**auth(token), "content-type": "application/json"},
+        content=body,
+    )
+    error = assert_error(r, 422, "invalid_request")
+    assert field in error["message"]
+    assert client.get("/jobs").json()["count"] == 0
+
+
 def test_module_sets_are_checked_at_submit_time(container, token, tmp_path):
     with api_client(container) as client:
         seed_adapters(client, token, tmp_path, ["a"])
@@ -160,6 +183,9 @@ def test_revert_a_member_of_an_rmm_merge_over_rest(client, token):
     assert (item["name"], item["source"], item["created"]) == ("b-back", "reverted", True)
     parents = client.get("/adapters/b-back").json()["lineage"]["parents"]
     assert [(p["name"], p["relation"]) for p in parents] == [("ab-rmm", "revert")]
+    again = client.post(route, headers=auth(token), json={"member": "b", "name": "b-back"})
+    assert again.status_code == 200, again.text  # idempotent, as an upload is
+    assert (again.json()["version"], again.json()["created"]) == (item["version"], False)
     assert _merged(client, token, MERGE)["state"] == "succeeded"  # "ab": a linear merge
     before = client.get("/adapters").json()["total"]
     for path, body, status, code in [

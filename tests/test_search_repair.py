@@ -135,3 +135,30 @@ def test_bad_index_settings_are_refused_by_name(home, monkeypatch):
     monkeypatch.setenv("LORADEX_SEARCH_INDEX_BACKEND", "annoy")
     run = cli(home, "search", "capital")
     assert run.code == 2 and "search_index_backend" in run.stderr, run.stderr
+
+
+def test_a_running_service_picks_up_an_encoder_trained_by_another_process(home):
+    """A server's search sides are made once; `loradex encoder train` in another process (here:
+    the CLI's own container) replaces the encoder files, and the server's next due catalog
+    check reloads the encoder and its indexes, instead of answering encoder_missing until a
+    restart. Removing the encoder is noticed the same way."""
+    import shutil
+
+    from tests.api_helpers import make_container
+
+    server = make_container(home, text_embedder="hash").search
+    server._watch.interval_s = 0.0  # every query re-checks (a server: every 0.25 s)
+    assert [r.item.name for r in server.search("capital city", k=1, mode="text")] == ["capitals"]
+    with pytest.raises(HubError) as missing:
+        server.search("capital", mode="weights")
+    assert missing.value.code == "encoder_missing"
+    assert cli(home, "encoder", "train").code == 0  # another process
+    hits = server.search("capital", k=3, mode="weights")
+    assert len(hits) == 3 and {r.why for r in hits} == {"weights"}
+    assert len(server.similar(AdapterRef("french"), k=2)) == 2
+    assert server._encoder_stamp == server._encoder_files() is not None
+    shutil.rmtree(home / "index" / "encoder")
+    with pytest.raises(HubError) as gone:
+        server.search("capital", mode="weights")
+    assert gone.value.code == "encoder_missing"
+    assert [r.item.name for r in server.search("capital city", k=1, mode="text")] == ["capitals"]

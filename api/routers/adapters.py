@@ -16,12 +16,15 @@ from api.schemas import (
     UPLOAD_ERRORS,
     AdapterCreated,
     AdapterList,
+    BaseModelFilter,
     RevertRequest,
+    SourceFilter,
+    TagFilter,
 )
 from api.uploads import read_upload
 from hub.core.models import AdapterDetail
 from hub.core.names import AdapterRef, validate_name
-from hub.services.merge_jobs import NAME_PATTERN, NO_NUL
+from hub.services.merge_jobs import NAME_PATTERN
 
 router = APIRouter(prefix="/adapters", tags=["adapters"], responses=ERROR_RESPONSES)
 
@@ -41,9 +44,9 @@ def _ref(name: str, version: int | None = None) -> AdapterRef:
 @router.get("", dependencies=[ReadAccess])
 def list_adapters(
     registry: RegistryDep,
-    base_model: Annotated[str | None, Query(max_length=256, pattern=NO_NUL)] = None,
-    tag: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
-    source: Annotated[str | None, Query(max_length=256, pattern=NO_NUL)] = None,
+    base_model: BaseModelFilter = None,
+    tag: TagFilter = None,
+    source: SourceFilter = None,
     all_versions: bool = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
@@ -89,13 +92,20 @@ async def upload_adapter(
     return AdapterCreated(**doc, created=added.created, warnings=added.warnings)
 
 
-@router.post("/{name}/revert", status_code=201)
+@router.post(
+    "/{name}/revert",
+    status_code=201,
+    responses={200: {"model": AdapterCreated, "description": "Already there"}},
+)
 def revert_member(
-    name: Name, body: RevertRequest, _: WriteAuth, container: ContainerDep
+    name: Name, body: RevertRequest, response: Response, _: WriteAuth, container: ContainerDep
 ) -> AdapterCreated:
     """Rebuild one input of a reversible (RMM) merge from its stored basis and register it,
-    with a ``revert`` lineage edge to the merge (``loradex revert``). Fast: no job."""
+    with a ``revert`` lineage edge to the merge (``loradex revert``). Fast: no job. Idempotent
+    like an upload: the same result again is 200 with ``created: false``."""
     added = container.merges.revert(_ref(name, body.version), body.member, name=body.name)
+    if not added.created:
+        response.status_code = 200
     return AdapterCreated(**added.item.model_dump(), created=added.created, warnings=added.warnings)
 
 

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from api.deps import ContainerDep, ReadAccess
-from api.schemas import ERROR_RESPONSES
+from api.schemas import ERROR_RESPONSES, BaseModelFilter, SourceFilter, TagFilter
 from hub.core.models import AdapterItem
 from hub.core.names import AdapterRef
 from hub.services.merge_jobs import REF_PATTERN
@@ -43,9 +43,9 @@ async def search(
     q: Annotated[str, Query(max_length=2000, description="What the adapter should do.")],
     k: Annotated[int, Query(ge=1, le=1000)] = 10,
     mode: Literal["text", "weights", "hybrid"] = "hybrid",
-    base_model: str | None = None,
-    tag: str | None = None,
-    source: str | None = None,
+    base_model: BaseModelFilter = None,
+    tag: TagFilter = None,
+    source: SourceFilter = None,
 ) -> Response:
     args = {"k": k, "mode": mode, "base_model": base_model, "tag": tag, "source": source}
     # Answered from memory on the event loop when possible (a repeated query: no I/O, no

@@ -10,9 +10,24 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
+from hub.core.errors import BadInputError
 from hub.core.names import validate_name
 
 Source = str  # upload | hf://repo@sha | merge | mixture | generated | transferred | zoo | trained
+# A base model id is a Hub repo id or a local path; longer ones are refused at registration,
+# so every stored id fits the catalog filters (GET /adapters?base_model=, /search).
+MAX_BASE_MODEL_ID = 256
+
+
+def check_base_model_id(model_id: str) -> str:
+    if len(model_id) > MAX_BASE_MODEL_ID or "\x00" in model_id or not model_id.strip():
+        shown = model_id[:40] + ("..." if len(model_id) > 40 else "")
+        raise BadInputError(
+            f"base model id {shown!r} must be 1-{MAX_BASE_MODEL_ID} characters without NUL "
+            f"(got {len(model_id)})",
+            code="base_model_invalid",
+        )
+    return model_id
 
 
 class AdapterMeta(BaseModel):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 from hub.core.errors import BadInputError, ConflictError
 from hub.core.names import validate_name
@@ -56,7 +56,7 @@ class GenerationRequest(BaseModel):
     k: int | None = Field(
         default=None, ge=1, le=10_000, description="Experts aggregated (default: the generator's)."
     )
-    tau: float | None = Field(
+    tau: FiniteFloat | None = Field(
         default=None, gt=0, le=100, description="Softmax temperature over cosine similarities."
     )
     samples: int = Field(

@@ -6,9 +6,10 @@ each problem; a job whose work ends in a registered adapter version reports that
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+import math
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, TypeAdapter, ValidationError
 
 from hub.core.errors import BadInputError
 from hub.core.models import AdapterItem
@@ -18,6 +19,26 @@ if TYPE_CHECKING:
     from hub.services.container import Container
 
 T = TypeVar("T")
+
+
+def _finite_json(value: Any, path: str = "") -> Any:
+    """``value`` unchanged when every number in it is finite. Python's JSON reader accepts
+    NaN / Infinity tokens (and 1e999 overflows to inf), which are not JSON: a free-form dict
+    holding one would be stored and serialised as null, so the job would run with a default
+    instead of what was sent."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path or 'value'} is {value}: only finite numbers are valid JSON")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite_json(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _finite_json(item, f"{path}[{i}]")
+    return value
+
+
+# a free-form JSON object field of a job spec (method params): any keys, finite numbers only
+JsonObject = Annotated[dict[str, Any], AfterValidator(_finite_json)]
 
 
 def validation_problems(exc: ValidationError) -> str:

@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StringConstraints
 
 from hub.core.errors import BadInputError, NotMergeableError
 from hub.core.models import ModuleInfo
 from hub.core.names import AdapterRef, validate_name
 from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
-from hub.services.job_specs import parse_job_spec, published
+from hub.services.job_specs import JsonObject, parse_job_spec, published
 from hub.services.jobs import JobContext
 from hub.services.merge import check_same_base
 
@@ -44,8 +44,8 @@ class MergeJobSpec(BaseModel):
         min_length=1, max_length=1000, description="NAME or NAME@VERSION of each input."
     )
     method: str = Field(default="svd", max_length=64, description="A method of GET /methods.")
-    params: dict[str, Any] = Field(default_factory=dict, description="Method parameters.")
-    weights: list[float] | None = Field(
+    params: JsonObject = Field(default_factory=dict, description="Method parameters.")
+    weights: list[FiniteFloat] | None = Field(
         default=None, description="One weight per adapter (default 1.0 each)."
     )
     name: str = Field(

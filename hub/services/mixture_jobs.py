@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 from hub.core.errors import BadInputError
 from hub.core.names import AdapterRef, validate_name
@@ -49,13 +49,13 @@ class MixtureJobSpec(BaseModel):
     depth: int = Field(1, ge=1, le=8, description="Gate depth (xlora_depth).")
     size: int = Field(256, ge=1, le=65536, description="Gate width at depth >= 2.")
     layerwise: bool = Field(False, description="One prediction per adapted module.")
-    temperature: float = Field(1.0, gt=0.0, le=1000.0, description="Softmax temperature.")
+    temperature: FiniteFloat = Field(1.0, gt=0.0, le=1000.0, description="Softmax temperature.")
     top_k: int | None = Field(None, ge=1, le=64, description="Keep the k largest scalings.")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Gate dropout at depth >= 2.")
+    dropout: FiniteFloat = Field(0.0, ge=0.0, lt=1.0, description="Gate dropout at depth >= 2.")
     steps: int = Field(200, ge=1, le=100_000, description="Optimizer steps.")
     batch: int = Field(8, ge=1, le=1024, description="Examples per step (lm objective).")
     examples: int = Field(32, ge=1, le=100_000, description="Examples per expert (route).")
-    lr: float = Field(2e-3, gt=0.0, le=1.0, description="AdamW learning rate.")
+    lr: FiniteFloat = Field(2e-3, gt=0.0, le=1.0, description="AdamW learning rate.")
     warmup: int = Field(10, ge=0, le=100_000, description="Linear warm-up steps.")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     description: str = Field(default="", max_length=10_000, pattern=NO_NUL)

@@ -19,7 +19,13 @@ from typing import Any
 from hub.core.architectures import module_shapes, shape_problems
 from hub.core.errors import HubError, IncompatibleBaseModelError, NotFoundError
 from hub.core.lora import LoraAdapter
-from hub.core.models import AdapterDetail, AdapterItem, AdapterMeta, BaseModelInfo
+from hub.core.models import (
+    AdapterDetail,
+    AdapterItem,
+    AdapterMeta,
+    BaseModelInfo,
+    check_base_model_id,
+)
 from hub.core.names import AdapterRef
 from storage.blobs import LocalBlobStore
 from storage.catalog import Catalog, NewVersion
@@ -119,6 +125,8 @@ class RegistryService:
         blob writes) and describe the catalog row to write."""
         adapter = parsed.adapter
         base_id = base_model or adapter.base.model_id
+        if base_id is not None:
+            check_base_model_id(base_id)
         revision, fingerprint, warnings = adapter.base.revision, adapter.base.fingerprint, []
         info = self.catalog.get_base_model(base_id) if base_id else None
         if info is not None:
@@ -261,7 +269,7 @@ class RegistryService:
         fingerprint: str | None = None,
     ) -> BaseModelInfo:
         info = BaseModelInfo(
-            model_id=model_id,
+            model_id=check_base_model_id(model_id),
             revision=revision,
             fingerprint=fingerprint,
             architecture=(config.get("architectures") or [config.get("model_type")])[0],

@@ -77,6 +77,7 @@ class SearchService(IndexSync):
         self._encoder: Any = None
         self._encoder_problem: HubError | None = None  # saved encoder unreadable
         self._weights_problem: HubError | None = None  # encoder made for another text model
+        self._encoder_stamp: tuple[Any, ...] | None = None  # encoder files when sides were made
         self._sides: dict[str, IndexSide] = {}  # kept in memory between queries (a server)
         self._fingerprint: tuple[Any, ...] | None = None
         self._gen = Generation(None)
@@ -180,7 +181,38 @@ class SearchService(IndexSync):
             f"{what}: run `loradex encoder train`", code="encoder_missing"
         )
 
+    def _encoder_files(self) -> tuple[Any, ...] | None:
+        """Identity of the saved encoder's files (None: none saved). Saves are atomic renames,
+        so a new encoder, from this process or the CLI beside a server, changes it."""
+        from retrieval.weight_encoder import CONFIG_FILE, WEIGHTS_FILE
+
+        stamps: list[tuple[int, int, int] | None] = []
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            try:
+                st = (self.index_dir / "encoder" / name).stat()
+            except OSError:
+                stamps.append(None)
+                continue
+            stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        return None if stamps == [None, None] else tuple(stamps)
+
+    def refresh(self) -> None:
+        """``IndexSync.refresh``, and first: an encoder saved (or removed) by another process
+        since the sides were made resets them, as ``train_encoder`` does in-process."""
+        if self._sides and self._watch.due() and self._encoder_files() != self._encoder_stamp:
+            log.info("weight encoder changed on disk: reloading it and its indexes")
+            with self._lock:
+                self._forget_encoder()
+        super().refresh()
+
+    def _forget_encoder(self) -> None:
+        """Drop the encoder and every side built with it (caller holds ``_lock``)."""
+        self._encoder, self._sides, self._fingerprint = None, {}, None
+        self._encoder_problem = self._weights_problem = None
+        self._gen = Generation(None)
+
     def _new_sides(self, load: bool) -> dict[str, IndexSide]:
+        self._encoder_stamp = self._encoder_files()
         specs = [("text", self.cards.embedder_id, self.cards.dim)]
         if self.encoder is not None:
             if self._weights_problem is None:
@@ -352,9 +384,7 @@ class SearchService(IndexSync):
         encoder, losses = train_encoder(adapters, embeddings, embedder.embedder_id)
         encoder.save(self.index_dir / "encoder")
         with self._lock:
-            self._encoder, self._sides, self._fingerprint = None, {}, None
-            self._encoder_problem = self._weights_problem = None
-            self._gen = Generation(None)
+            self._forget_encoder()
             for kind in ("weights", "features"):  # built for the old encoder
                 (self.index_dir / f"{kind}.faiss").unlink(missing_ok=True)
         report = self.sync()

@@ -137,7 +137,7 @@ def _schedule(optimizer: torch.optim.Optimizer, warmup: int, steps: int) -> Any:
 
 
 def _check(rank: int, steps: int, batch: int, lr: float) -> None:
-    if rank < 1 or steps < 1 or batch < 1 or lr <= 0:
+    if rank < 1 or steps < 1 or batch < 1 or not lr > 0:  # `not >` also refuses NaN
         raise BadInputError(
             f"rank, steps and batch must be >= 1 and lr > 0 (got rank={rank}, steps={steps}, "
             f"batch={batch}, lr={lr})"

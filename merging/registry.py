@@ -24,8 +24,9 @@ class MergeParams(BaseModel):
     """Params every method accepts. ``modules`` is the module-set policy of the engine."""
 
     # strict: `rank=true` or `rank=4.0` is a mistake, not rank 1 / rank 4 (pydantic's lax mode
-    # would coerce both); ints still pass where floats are expected
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # would coerce both); ints still pass where floats are expected. NaN/inf are refused as
+    # "not a finite number" (NaN would otherwise fail a bound check with a misleading message)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     modules: Literal["strict", "intersection", "union"] = Field(
         "strict", description="what to do when inputs adapt different modules"

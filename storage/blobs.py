@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from hub.core.errors import BadInputError, BlobCorruptedError, NotFoundError, StorageError
+from hub.core.errors import BadInputError, BlobCorruptedError, StorageError
 from hub.runtime.files import fsync_dir
 
 CHUNK = 1 << 20
@@ -170,7 +170,7 @@ class LocalBlobStore:
         return open(self._existing(digest), "rb")
 
     def verify(self, digest: str) -> bool:
-        """True if the stored content hashes to ``digest``; raises NotFoundError if absent."""
+        """True if the stored content hashes to ``digest``; raises ``blob_missing`` if absent."""
         return _hash_file(self._existing(digest)) == digest
 
     def exists(self, digest: str) -> bool:
@@ -186,7 +186,12 @@ class LocalBlobStore:
     def _existing(self, digest: str) -> Path:
         p = self.path(digest)
         if not p.is_file():
-            raise NotFoundError(f"blob {digest} is not in the store", digest=digest)
+            # the catalog names it, so this is a damaged store (exit 1), not a user's typo
+            raise StorageError(
+                f"blob {digest} is missing from the store: run `loradex verify`",
+                code="blob_missing",
+                digest=digest,
+            )
         return p
 
     # -- maintenance -------------------------------------------------------------------------

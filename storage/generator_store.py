@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from hub.core.errors import BlobCorruptedError, NotFoundError
+from hub.core.errors import BlobCorruptedError, NotFoundError, StorageError
 from hub.runtime.files import atomic_write
 
 POINTER = "current.json"
@@ -28,6 +28,12 @@ SUFFIX = ".safetensors"
 def slot_dir_name(slot: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", slot).strip("._")[:80] or "slot"
     return f"{safe}-{hashlib.sha256(slot.encode()).hexdigest()[:8]}"
+
+
+def _corrupted(path: Path, why: str) -> StorageError:
+    return StorageError(
+        f"generator pointer {path} is corrupted: {why}", code="generator_corrupted", path=str(path)
+    )
 
 
 class GeneratorStore:
@@ -48,12 +54,25 @@ class GeneratorStore:
         atomic_write(self._dir(slot) / POINTER, json.dumps(pointer, indent=2).encode())
         return version
 
+    def pointer_path(self, slot: str) -> Path:
+        return self._dir(slot) / POINTER
+
     def current(self, slot: str) -> dict[str, Any] | None:
-        """The pointer document of the slot's current version, or None before any ``put``."""
-        path = self._dir(slot) / POINTER
+        """The pointer document of the slot's current version, or None before any ``put``.
+        A pointer that is not JSON, not an object or names no sha256 version raises
+        ``StorageError`` (code ``generator_corrupted``) naming the file."""
+        path = self.pointer_path(slot)
         if not path.is_file():
             return None
-        doc = json.loads(path.read_text())
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise _corrupted(path, f"not readable JSON ({exc})") from None
+        if not isinstance(doc, dict):
+            raise _corrupted(path, f"expected a JSON object, got {type(doc).__name__}")
+        version = doc.get("version")
+        if not isinstance(version, str) or not re.fullmatch(r"[0-9a-f]{64}", version):
+            raise _corrupted(path, f"'version' is not a sha256 hex digest: {version!r}")
         return dict(doc)
 
     def get(self, slot: str, version: str) -> bytes:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from hub.core.errors import BadInputError, BlobCorruptedError, NotFoundError, StorageError
+from hub.core.errors import BadInputError, BlobCorruptedError, StorageError
 from storage.blobs import CHUNK, BlobStore, LocalBlobStore, validate_digest
 
 
@@ -107,8 +107,9 @@ def test_bad_digests_rejected(store, bad):
 
 
 def test_missing_blob(store):
-    with pytest.raises(NotFoundError):
+    with pytest.raises(StorageError) as exc:
         store.get("0" * 64)
+    assert exc.value.code == "blob_missing" and "loradex verify" in exc.value.message
     assert not store.exists("0" * 64)
     assert store.delete("0" * 64) is False
 

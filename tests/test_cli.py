@@ -203,6 +203,45 @@ def test_base_model_shape_check(home, tmp_path):
     assert run.code == 2 and "model.layers.2.self_attn.q_proj does not exist" in run.stderr
 
 
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ({"architectures": "LlamaForCausalLM"}, "'architectures' must be a list"),
+        ({"architectures": [5]}, "'architectures' must be a list"),
+        ({"num_hidden_layers": 1e12}, "'num_hidden_layers' must be an integer from 1 to 10,000"),
+        ({"hidden_size": -5}, "'hidden_size' must be an integer"),
+        ({"hidden_size": 0}, "'hidden_size' must be an integer"),
+        ({"hidden_size": 1e30}, "'hidden_size' must be an integer"),
+        ({"hidden_size": "x"}, "'hidden_size' must be an integer"),
+        ({"hidden_size": True}, "'hidden_size' must be an integer"),
+        ({"intermediate_size": 10**7}, "'intermediate_size' must be an integer"),
+        ({"num_key_value_heads": -1}, "'num_key_value_heads' must be an integer"),
+        ({"head_dim": 2.5}, "'head_dim' must be an integer"),
+        ({"vocab_size": "big"}, "'vocab_size' must be an integer"),
+        ({"num_attention_heads": None}, "missing field 'num_attention_heads'"),
+        ({"num_attention_heads": 128}, "smaller than 'num_attention_heads'"),
+    ],
+)
+def test_base_add_refuses_an_invalid_config(home, tmp_path, override, fragment):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({**TINY_CONFIG, **override}))
+    run = cli(home, "base", "add", TINY_BASE, "--config", cfg)
+    assert run.code == 2, run.stderr
+    assert run.stderr.startswith("error [base_config_invalid]") and fragment in run.stderr
+    assert cli(home, "base", "ls", "--json").json()["count"] == 0
+
+
+def test_base_config_must_be_a_json_object():
+    from hub.core.architectures import validate_base_config
+    from hub.core.errors import BadInputError
+
+    for bad in ([], "x", 5, None):
+        with pytest.raises(BadInputError, match="expected a JSON object") as info:
+            validate_base_config(bad)
+        assert info.value.code == "base_config_invalid"
+    assert validate_base_config(TINY_CONFIG) is TINY_CONFIG
+
+
 def test_unregistered_base_warns_but_registers(home, tmp_path):
     run = cli(home, "add", write_adapter_dir(tmp_path / "a", seed=17), "--name", "w")
     assert run.code == 0 and "not registered" in run.stderr

@@ -96,3 +96,44 @@ def test_train_registers_a_trained_adapter_with_its_recipe(home):
         detail["base_model_fingerprint"]
         == json.loads((ZOO / "manifest.json").read_text())["base_model"]["gguf_sha256"]
     )
+
+
+@needs_zoo
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["--rank", "99999999999999999999"], "rank_out_of_range", "rank must be 1..1024"),
+        (["--rank", "1025"], "rank_out_of_range", "rank must be 1..1024"),
+        (["--seed", "99999999999999999999"], "bad_seed", "seed must be 0..4294967295"),
+        (["--seed", "-1"], "bad_seed", "seed must be 0..4294967295"),
+        (["--lr", "nan"], "bad_lr", "not a finite number"),
+        (["--lr", "inf"], "bad_lr", "not a finite number"),
+        (["--lr", "0"], "bad_lr", "lr must be a finite number > 0"),
+        (["--targets", "bogus"], "bad_targets", "unknown target module 'bogus'"),
+        (["--targets", "q_proj,bogus"], "bad_targets", "valid target modules: down_proj"),
+        (["--targets", ""], "bad_targets", "no target modules given"),
+        (["--targets", " , "], "bad_targets", "no target modules given"),
+    ],
+)
+def test_train_refuses_bad_arguments_before_loading_a_model(
+    home, monkeypatch, args, code, fragment
+):
+    from hub.services.models import ModelService
+
+    def no_load(*_a, **_k):
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(ModelService, "load", no_load)
+    base_args = ["--base", "smollm2-135m-instruct", "--task", "capital_of", "--steps", "1"]
+    run = cli(home, "train", *base_args, "--rank", "4", *args)
+    assert run.code == 2, run.stderr
+    assert run.stderr.startswith(f"error [{code}]") and fragment in run.stderr, run.stderr
+    assert cli(home, "ls", "--json").json()["count"] == 0
+
+
+def test_train_targets_accept_module_suffixes():
+    from hub.core.architectures import target_problem
+
+    names = ["model.layers.0.self_attn.q_proj", "model.layers.0.mlp.up_proj"]
+    assert target_problem(["q_proj", "self_attn.q_proj", "up_proj"], names) is None
+    assert "'proj'" in (target_problem(["proj"], names) or "")

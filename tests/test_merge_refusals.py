@@ -76,6 +76,9 @@ BAD = [
     (["a", "b"], "svd", ["--param", "rank=4.0"], "valid integer"),
     (["a", "b"], "rmm", ["--param", "basis=true"], "valid integer"),
     (["a", "b"], "svd", ["--rank", "4", "--param", "rank=5"], "disagree"),
+    (["a", "b"], "ties", ["--density", "nan"], "finite number"),
+    (["a", "b"], "ties", ["--density", "inf"], "finite number"),
+    (["a", "b"], "dare_linear", ["--density", "-inf"], "finite number"),
 ]
 
 
@@ -87,6 +90,19 @@ def test_cli_refusals_name_the_problem_and_register_nothing(home):
         assert fragment in run.stderr and "Traceback" not in run.stderr, run.stderr
         assert len(run.stderr.strip().splitlines()) == 1
     assert snapshot(home) == before
+
+
+def test_merge_params_refuse_non_finite_floats():
+    from pydantic import ValidationError
+
+    from merging.methods.params import DensityParams
+    from merging.methods.svd import SvdParams
+
+    for model, field in [(DensityParams, "density"), (SvdParams, "clamp"), (SvdParams, "min_gap")]:
+        for value in (float("nan"), float("inf")):
+            with pytest.raises(ValidationError, match="finite number"):
+                model.model_validate({**({"density": 0.5} if model is DensityParams else {}),
+                                      field: value})  # fmt: skip
 
 
 def _base_config(tmp_path, **changes):

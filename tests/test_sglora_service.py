@@ -175,6 +175,37 @@ def test_retraining_keeps_old_versions_and_excludes_what_it_is_told(home):
     assert run.code == 1 and "blob_corrupted" in run.stderr
 
 
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("{not json", "not readable JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"version": 5}', "'version' is not a sha256"),
+        (json.dumps({"version": "a" * 64}), "'base_model' is not a string"),
+        (
+            json.dumps(
+                {"version": "a" * 64, "base_model": TINY_BASE, "experts": [], "settings": 3}
+            ),
+            "'settings' is not an object",
+        ),
+    ],
+)
+def test_a_corrupt_generator_pointer_is_a_storage_error_naming_the_file(home, content, fragment):
+    c = make_container(home, None)
+    pointer = c.generators.store.pointer_path(TINY_BASE)
+    c.catalog.close()
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    pointer.write_text(content)
+    before = state(home)
+    for args in (["generator", "show", "--json"], ["generate-adapter", "add", "--name", "g"]):
+        run = cli(home, *args)
+        assert run.code == 1, run.stderr
+        assert run.stderr.startswith("error [generator_corrupted]"), run.stderr
+        assert str(pointer) in run.stderr and fragment in run.stderr
+        assert "loradex generator train" in run.stderr
+    assert state(home) == before
+
+
 def test_generated_adapters_are_never_experts(home):
     assert cli(home, "generator", "train", *FAST).code == 0
     assert cli(home, "generate-adapter", "reverse the letters", "--name", "g").code == 0

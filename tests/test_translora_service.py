@@ -261,3 +261,34 @@ def test_cli_transfer_and_its_refusals(container, source, monkeypatch):
     item = run.json()
     assert (item["name"], item["source"], item["created"]) == ("t", "transferred", True)
     assert item["metadata"]["synthetic_kept"] == 4
+
+
+def test_cli_transfer_refuses_bad_fields_before_loading_a_model(container, source, monkeypatch):
+    home = container.settings.home
+    monkeypatch.setenv("LORADEX_DATABASE_URL", container.settings.resolved_database_url)
+
+    def no_load(*_a, **_k):
+        raise AssertionError("a model was loaded before the transfer was validated")
+
+    monkeypatch.setattr(type(container.models), "load", no_load)
+    before = listing(container)
+    for args, fragment in [
+        (["--tag", ""], "tags"),
+        (["--tag", "ok", "--tag", "x" * 65], "tags"),
+        (["--lr", "nan"], "finite number"),
+        (["--lr", "inf"], "finite number"),
+        (["--teacher-margin", "nan"], "finite number"),
+        (["--device", "tpu9"], "unknown device"),
+    ]:
+        run = cli(home, "transfer", "src", "--to", "tiny-target", "--name", "t",
+                  "--generator", "tiny-llama", *args)  # fmt: skip
+        assert run.code == 2, (args, run.stderr)
+        assert fragment in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert listing(container) == before
+
+
+def test_transfer_params_refuse_non_finite_floats():
+    for field in ("lr", "disc_lr", "temperature", "top_p", "teacher_margin"):
+        for value in (float("nan"), float("inf")):
+            with pytest.raises(ValueError, match="finite number"):
+                TransferParams.model_validate({field: value})

@@ -46,3 +46,48 @@ def test_import_zoo_registers_everything_once(tmp_path, catalog_url, monkeypatch
 def test_import_zoo_refuses_a_non_zoo(tmp_path):
     run = cli(tmp_path / "h", "import-zoo", tmp_path)
     assert run.code == 2 and "manifest.json" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("manifest", "expected"),
+    [
+        ([], "expected a JSON object"),
+        ({"base_model": {"id": "x/y"}}, "missing key 'adapters'"),
+        ({"adapters": []}, "missing key 'base_model'"),
+        ({"base_model": {}, "adapters": []}, "missing key 'base_model.id'"),
+        ({"base_model": 5, "adapters": []}, "'base_model' must be an object"),
+        ({"base_model": {"id": "x/y"}, "adapters": {}}, "'adapters' must be a list"),
+        ({"base_model": {"id": "x/y"}, "adapters": [5]}, "adapters[0] must be an object"),
+        (
+            {
+                "base_model": {"id": "x/y"},
+                "adapters": [{"task": "t", "family": "f", "adapter": "a", "adapter_acc": 0.5}],
+            },
+            "missing key 'descriptions' in adapters[0]",
+        ),
+        (
+            {
+                "base_model": {"id": "x/y"},
+                "adapters": [
+                    {
+                        "task": "t",
+                        "family": "f",
+                        "adapter": "a",
+                        "adapter_acc": 0.5,
+                        "descriptions": "d",
+                    }
+                ],
+            },
+            "'adapters[0].descriptions' must be a non-empty list of strings",
+        ),
+    ],
+)
+def test_import_zoo_refuses_a_malformed_manifest(tmp_path, manifest, expected):
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "manifest.json").write_text(json.dumps(manifest))
+    home = tmp_path / "h"
+    run = cli(home, "import-zoo", zoo)
+    assert run.code == 2, run.stderr
+    assert "zoo_manifest_invalid" in run.stderr and expected in run.stderr
+    assert cli(home, "base", "ls", "--json").json()["count"] == 0

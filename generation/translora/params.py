@@ -26,8 +26,12 @@ class TransferParams(BaseModel):
     header_count: int = Field(
         default=10, ge=3, le=200, description="How many examples the list prompt claims."
     )
-    temperature: float = Field(default=1.0, gt=0.0, le=5.0, description="Generator sampling.")
-    top_p: float = Field(default=0.95, gt=0.0, le=1.0, description="Generator nucleus sampling.")
+    temperature: float = Field(
+        default=1.0, allow_inf_nan=False, gt=0.0, le=5.0, description="Generator sampling."
+    )
+    top_p: float = Field(
+        default=0.95, allow_inf_nan=False, gt=0.0, le=1.0, description="Generator nucleus sampling."
+    )
     gen_batch: int = Field(default=16, ge=1, le=1024, description="Prompts per generator round.")
     max_rounds: int = Field(
         default=200, ge=1, le=100_000, description="Cap on generator rounds (the paper has none)."
@@ -46,7 +50,7 @@ class TransferParams(BaseModel):
     disc_rank: int = Field(default=8, ge=1, le=256)
     disc_steps: int = Field(default=100, ge=1, le=100_000)
     disc_batch: int = Field(default=16, ge=1, le=1024)
-    disc_lr: float = Field(default=1e-3, gt=0.0, le=1.0)
+    disc_lr: float = Field(default=1e-3, allow_inf_nan=False, gt=0.0, le=1.0)
     # -- teacher and student ------------------------------------------------------------------
     teacher_batch: int = Field(default=32, ge=1, le=1024)
     teacher_filter: TeacherFilterMode = Field(
@@ -54,14 +58,16 @@ class TransferParams(BaseModel):
         description="`confidence` (our addition): keep an input only if the teacher's worst-token "
         "NLL on its own answer is within `teacher_margin` x its 95th percentile on real inputs.",
     )
-    teacher_margin: float = Field(default=2.0, gt=0.0, le=1000.0)
+    teacher_margin: float = Field(default=2.0, allow_inf_nan=False, gt=0.0, le=1000.0)
     teacher_calibration: int = Field(
         default=64, ge=2, le=100_000, description="Real train inputs that set the threshold."
     )
     rank: int | None = Field(default=None, ge=1, le=1024, description="Student rank.")
     steps: int = Field(default=200, ge=1, le=1_000_000, description="Student training steps.")
     batch: int = Field(default=32, ge=1, le=1024, description="Student batch size.")
-    lr: float = Field(default=1e-3, gt=0.0, le=1.0, description="Student learning rate.")
+    lr: float = Field(
+        default=1e-3, allow_inf_nan=False, gt=0.0, le=1.0, description="Student learning rate."
+    )
     warmup: int = Field(default=20, ge=0, le=1_000_000)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 

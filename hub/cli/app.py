@@ -98,9 +98,14 @@ def _fail(message: str, code: int) -> None:
 @app.callback()
 def main_options(
     data_dir: Annotated[
-        Path | None,
+        str | None,
         typer.Option("--data-dir", help="Data directory (else $LORADEX_HOME, else per-user)."),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
-    STATE.data_dir, STATE.debug = data_dir, debug
+    if data_dir is not None and not data_dir.strip():
+        # Path("") is the current directory: a catalog would appear wherever the shell is
+        raise typer.BadParameter(
+            "is empty (use . for the current directory)", param_hint="--data-dir"
+        )
+    STATE.data_dir, STATE.debug = (Path(data_dir) if data_dir is not None else None), debug

@@ -73,7 +73,7 @@ def add(
 ) -> None:
     """Register a PEFT LoRA directory (idempotent: same weights -> same version)."""
     meta = AdapterMeta(
-        name=name or Path(path).resolve().name,
+        name=name if name is not None else Path(path).resolve().name,
         description=description,
         tags=tag or [],
         license=license,
@@ -98,7 +98,7 @@ def ls_cmd(
     ] = None,
     all_versions: Annotated[bool, typer.Option("--all-versions", help="Every version.")] = False,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 1000,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
+    offset: Annotated[int, typer.Option(min=0, max=10**9)] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """List adapters (latest version of each unless --all-versions)."""

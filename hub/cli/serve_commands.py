@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from typing import Annotated
 
 import typer
 
 from hub.cli.app import STATE, JsonOpt, app, container, emit_json, handles_errors, out
+from hub.core.errors import BadInputError, ConflictError
 from hub.core.models import JobRecord, JobState
+
+
+class LogLevel(StrEnum):
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+    trace = "trace"
+
 
 token_app = typer.Typer(help="API bearer tokens (writes over REST need one).", no_args_is_help=True)
 jobs_app = typer.Typer(
@@ -26,7 +38,9 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(min=1, max=64, help="Job worker threads (else jobs_workers).")
     ] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_level: Annotated[
+        LogLevel, typer.Option(case_sensitive=False, help="uvicorn log level.")
+    ] = LogLevel.info,
     processes: Annotated[
         int,
         typer.Option(
@@ -42,6 +56,7 @@ def serve(
     ``jobs_backend = "ray"`` (README: "Scaling out")."""
     import uvicorn
 
+    _check_bindable(host, port)
     # The server reads settings from the environment like any command; pass ours on. With
     # several processes, the one holding <home>/jobs.lock owns the job pool and restart
     # recovery of this catalog; the others queue jobs for it (hub/services/jobs_runner.py).
@@ -61,9 +76,29 @@ def serve(
         factory=True,
         host=host,
         port=port,
-        log_level=log_level,
+        log_level=log_level.value,
         workers=processes,
     )
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """A port in use or an unknown host is one error line (exit 1), before uvicorn starts
+    and exits 3 with its own log line; the probe closes at once, so uvicorn can bind."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise BadInputError(f"cannot bind to host {host[:100]!r}: {exc}", code="bad_host") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind(addr)
+        except OSError as exc:
+            raise ConflictError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}", code="address_in_use"
+            ) from None
 
 
 # -- tokens ---------------------------------------------------------------------------------
@@ -113,7 +148,8 @@ def token_ls(as_json: JsonOpt = False) -> None:
 @token_app.command("revoke")
 @handles_errors
 def token_revoke(
-    token_id: Annotated[int, typer.Argument(metavar="ID")], as_json: JsonOpt = False
+    token_id: Annotated[int, typer.Argument(metavar="ID", min=1, max=2**63 - 1)],
+    as_json: JsonOpt = False,
 ) -> None:
     """Revoke a token: requests using it get 401 from now on."""
     record = _tokens().revoke(token_id)

@@ -29,6 +29,11 @@ def validate_name(name: str) -> str:
     return name
 
 
+# versions are catalog integers (and REST's path pattern allows up to 9 digits); a larger one
+# is bad input, not a database overflow
+MAX_VERSION = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class AdapterRef:
     """A parsed ``NAME[@VERSION]``; ``version`` None means the latest."""
@@ -42,8 +47,10 @@ class AdapterRef:
         validate_name(name)
         if not sep:
             return cls(name)
-        if not ver.isdigit() or int(ver) < 1:
-            raise InvalidNameError(f"version in {text!r} must be a positive integer")
+        if not ver.isdigit() or not 1 <= int(ver) <= MAX_VERSION:
+            raise InvalidNameError(
+                f"version in {text[:200]!r} must be an integer from 1 to {MAX_VERSION}"
+            )
         return cls(name, int(ver))
 
     def __str__(self) -> str:

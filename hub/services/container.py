@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from hub.config import Settings
+from hub.core.errors import BadInputError, StorageError
 from storage.blobs import LocalBlobStore
 from storage.catalog import Catalog, open_catalog
 
@@ -16,12 +17,30 @@ class Container:
 
     def init_home(self) -> None:
         """Create the data dir (idempotent); the catalog migrates itself when opened."""
-        self.settings.home.mkdir(parents=True, exist_ok=True)
+        home = self.settings.home
+        if home.exists() and not home.is_dir():
+            raise BadInputError(f"data dir {str(home)[:200]!r} is a file", code="bad_data_dir")
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, a read-only or virtual file system...
+            raise BadInputError(
+                f"data dir {str(home)[:200]!r} cannot be used: {exc.strerror or exc}",
+                code="bad_data_dir",
+            ) from None
 
     @cached_property
     def catalog(self) -> Catalog:
+        from sqlalchemy.exc import DatabaseError
+
         self.init_home()
-        return open_catalog(self.settings.resolved_database_url)
+        try:
+            return open_catalog(self.settings.resolved_database_url)
+        except DatabaseError as exc:  # e.g. catalog.db overwritten by something else
+            raise StorageError(
+                f"the catalog database cannot be read ({str(exc.orig or exc)[:200]}); restore "
+                "it from a backup or point LORADEX_DATABASE_URL / --data-dir elsewhere",
+                code="catalog_unreadable",
+            ) from None
 
     @cached_property
     def blobs(self) -> LocalBlobStore:

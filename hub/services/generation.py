@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from hub.core.errors import BadInputError, ConflictError, HubError, NotFoundError
+from hub.core.errors import BadInputError, ConflictError, HubError, NotFoundError, StorageError
 from hub.core.lora import LoraAdapter
 from hub.core.models import AdapterItem, AdapterMeta
 from hub.core.names import AdapterRef
@@ -199,9 +199,29 @@ class GeneratorService:
 
     def status(self, base: str | None = None) -> dict[str, Any]:
         base_id = self._base_for_status(base)
-        pointer = self.store.current(base_id)
+        pointer = self._pointer(base_id)
         if pointer is None:
             raise _untrained(base_id)
+        return pointer
+
+    def _pointer(self, base_id: str) -> dict[str, Any] | None:
+        """The current pointer, checked for the fields `generator show` and loading read; a
+        corrupt one is a storage error naming the file and the repair (retraining rewrites it)."""
+        repair = (
+            f"; run `loradex generator train --base {base_id}` to retrain the generator "
+            "and rewrite it"
+        )
+        try:
+            pointer = self.store.current(base_id)
+        except StorageError as exc:
+            raise StorageError(exc.message + repair, code="generator_corrupted") from None
+        problem = None if pointer is None else _pointer_problem(pointer)
+        if problem:
+            path = self.store.pointer_path(base_id)
+            raise StorageError(
+                f"generator pointer {path} is corrupted: {problem}{repair}",
+                code="generator_corrupted",
+            )
         return pointer
 
     def _base_for_status(self, base: str | None) -> str:
@@ -212,7 +232,7 @@ class GeneratorService:
     def load(self, base_id: str) -> tuple[str, Any]:
         from generation.sglora import SgLoraGenerator
 
-        pointer = self.store.current(base_id)
+        pointer = self._pointer(base_id)
         if pointer is None:
             raise _untrained(base_id)
         version = pointer["version"]
@@ -340,6 +360,18 @@ def check_generation_params(*, rank: int, samples: int, seed: int) -> None:
         )
     if not 0 <= seed < 2**31:
         raise BadInputError(f"seed must be 0..2^31-1, got {seed}", code="seed_out_of_range")
+
+
+def _pointer_problem(pointer: dict[str, Any]) -> str | None:
+    """The first field of a generator pointer with the wrong shape (None when it is usable)."""
+    experts, settings = pointer.get("experts"), pointer.get("settings")
+    if not isinstance(pointer.get("base_model"), str):
+        return "'base_model' is not a string"
+    if not isinstance(experts, list) or not all(isinstance(e, str) for e in experts):
+        return "'experts' is not a list of strings"
+    if not isinstance(settings, dict) or not {"k", "tau"} <= settings.keys():
+        return "'settings' is not an object with 'k' and 'tau'"
+    return None
 
 
 def _untrained(base_id: str) -> BadInputError:

@@ -140,7 +140,7 @@ class MergeService:
         members = [f"{p.name}@{p.version}" for p in detail.lineage.parents]
         label = _resolve_member(member, members, f"{detail.name}@{detail.version}")
         meta = AdapterMeta(  # a bad --name fails here, before the reconstruction
-            name=name or f"{label.split('@')[0]}.reverted",
+            name=name if name is not None else f"{label.split('@')[0]}.reverted",
             description=f"{label} reverted from the reversible merge "
             f"{detail.name}@{detail.version}",
             tags=["reverted"],

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from hub.core.errors import BadInputError, NotMergeableError
 from hub.core.models import ModuleInfo
@@ -45,7 +45,7 @@ class MergeJobSpec(BaseModel):
     )
     method: str = Field(default="svd", max_length=64, description="A method of GET /methods.")
     params: JsonObject = Field(default_factory=dict, description="Method parameters.")
-    weights: list[FiniteFloat] | None = Field(
+    weights: list[float] | None = Field(
         default=None, description="One weight per adapter (default 1.0 each)."
     )
     name: str = Field(

@@ -8,14 +8,16 @@ name and shape must exist in the loaded model (``generation.apply`` names the fi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hub.core.architectures import DECODER_LAYER_MODULES, target_problem
 from hub.core.errors import BadInputError, IncompatibleBaseModelError
 from hub.core.models import AdapterItem, AdapterMeta, EvaluationRecord
-from hub.core.names import AdapterRef
+from hub.core.names import AdapterRef, validate_name
 from hub.services.registry import AddResult, RegistryService, as_published
 
 
@@ -168,6 +170,11 @@ class ModelService:
             )
 
     # -- training -------------------------------------------------------------------------------
+    def check_train_args(
+        self, base: str, *, rank: int, targets: Sequence[str], lr: float, seed: int
+    ) -> None:
+        check_train_args(self.registry, base, rank=rank, targets=targets, lr=lr, seed=seed)
+
     def train(
         self,
         *,
@@ -187,6 +194,9 @@ class ModelService:
         from generation.tasks import load_task
         from generation.trainer import train_lora
 
+        self.check_train_args(base, rank=rank, targets=targets, lr=lr, seed=seed)
+        if name is not None:
+            validate_name(name)  # an empty or bad --name fails now, not after training
         task = load_task(task_ref, self.zoo_dir)
         loaded = self.load(base, device)
         self._register_base(loaded)
@@ -207,7 +217,7 @@ class ModelService:
         config["base_model_name_or_path"] = loaded.spec.hf_id
         parsed = as_published(result.adapter, config)
         meta = AdapterMeta(
-            name=name or f"{task.name}.r{rank}",
+            name=name if name is not None else f"{task.name}.r{rank}",
             description=task.descriptions[0],
             tags=[task.family, "trained"],
         )
@@ -224,6 +234,46 @@ class ModelService:
             recipe=recipe,
             metadata={"task": task.name, "family": task.family},
         )
+
+
+MAX_TRAIN_RANK = 1024
+MAX_SEED = 2**32 - 1  # numpy's seed range
+
+
+def _module_names(registry: RegistryService, base: str) -> list[str]:
+    """Full module names of ``base`` without loading it: its registered shapes, else the shapes
+    its architecture family has (every supported base is a decoder-only transformer)."""
+    from generation.base_models import get_base_model
+
+    spec = get_base_model(base)
+    info = registry.catalog.get_base_model(spec.hf_id)
+    if info is not None and info.module_shapes:
+        return list(info.module_shapes)
+    return [f"model.layers.0.{m}" for m in DECODER_LAYER_MODULES]
+
+
+def check_train_args(
+    registry: RegistryService,
+    base: str,
+    *,
+    rank: int,
+    targets: Sequence[str],
+    lr: float,
+    seed: int,
+) -> None:
+    """Refuse bad training arguments before any model loads; messages name the valid range."""
+    if not 1 <= rank <= MAX_TRAIN_RANK:
+        raise BadInputError(
+            f"rank must be 1..{MAX_TRAIN_RANK}, got {rank}", code="rank_out_of_range"
+        )
+    if not 0 <= seed <= MAX_SEED:
+        raise BadInputError(f"seed must be 0..{MAX_SEED}, got {seed}", code="bad_seed")
+    if not math.isfinite(lr) or lr <= 0:
+        what = "not a finite number" if not math.isfinite(lr) else "not > 0"
+        raise BadInputError(f"lr must be a finite number > 0, got {lr} ({what})", code="bad_lr")
+    problem = target_problem(targets, _module_names(registry, base))
+    if problem:
+        raise BadInputError(problem, code="bad_targets")
 
 
 def check_limit(limit: int | None) -> None:

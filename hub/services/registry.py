@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hub.core.architectures import module_shapes, shape_problems
-from hub.core.errors import HubError, IncompatibleBaseModelError, NotFoundError
+from hub.core.architectures import module_shapes, shape_problems, validate_base_config
+from hub.core.errors import BadInputError, HubError, IncompatibleBaseModelError, NotFoundError
 from hub.core.lora import LoraAdapter
 from hub.core.models import (
     AdapterDetail,
@@ -210,13 +211,19 @@ class RegistryService:
     def export(self, ref: AdapterRef, out_dir: Path) -> Path:
         """Write a PEFT directory that ``PeftModel.from_pretrained`` loads."""
         detail = self.show(ref)
-        if detail.source == "mixture":  # experts + gate directory (mixture_store)
-            from hub.services.mixture_store import export_mixture
+        try:
+            if detail.source == "mixture":  # experts + gate directory (mixture_store)
+                from hub.services.mixture_store import export_mixture
 
-            return export_mixture(self, detail, Path(out_dir))
-        weights = self.blobs.get(detail.digest)
-        parsed = read_peft_bytes(json.dumps(detail.config).encode(), weights)
-        write_peft_dir(parsed.adapter, detail.config, Path(out_dir), weights_bytes=weights)
+                return export_mixture(self, detail, Path(out_dir))
+            weights = self.blobs.get(detail.digest)
+            parsed = read_peft_bytes(json.dumps(detail.config).encode(), weights)
+            write_peft_dir(parsed.adapter, detail.config, Path(out_dir), weights_bytes=weights)
+        except OSError as exc:  # a file in the way, no permission, a name too long...
+            raise BadInputError(
+                f"cannot write the export to {str(out_dir)[:200]!r}: {exc.strerror or exc}",
+                code="export_destination",
+            ) from None
         return Path(out_dir)
 
     # -- removing -----------------------------------------------------------------------------
@@ -236,6 +243,12 @@ class RegistryService:
         """Remove blobs no version references and stale temp files. Blobs younger than
         ``grace_seconds`` are kept: a concurrent ``add`` may have written one and not yet
         committed its catalog row."""
+        if not math.isfinite(grace_seconds) or grace_seconds < 0:
+            # NaN compares false and would make every young blob fair game
+            raise BadInputError(
+                f"grace must be a finite number of seconds >= 0, not {grace_seconds}",
+                code="bad_grace",
+            )
         referenced = self.catalog.referenced_digests()
         removed, young = [], 0
         for digest in list(self.blobs.iter_digests()):
@@ -268,6 +281,7 @@ class RegistryService:
         revision: str | None = None,
         fingerprint: str | None = None,
     ) -> BaseModelInfo:
+        validate_base_config(config)  # before reading it: an array, a string architectures...
         info = BaseModelInfo(
             model_id=check_base_model_id(model_id),
             revision=revision,

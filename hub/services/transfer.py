@@ -115,6 +115,10 @@ class TransferService:
         validate_name(name)
         params = params or TransferParams()
         plan = self.plan(ref, to=to, task_ref=task_ref, generator=generator, params=params)
+        _meta(plan, name, description, tags)  # refuse bad tags/description before minutes of work
+        from generation.device import resolve_device
+
+        resolve_device(device)  # an unknown device or a missing CUDA, before any model loads
         report = progress or (lambda _fraction, _message: None)
         report(0.0, "loading models")
         with _RUN_LOCK:
@@ -150,11 +154,7 @@ class TransferService:
                 target.spec.hf_id, target.config, fingerprint=target.fingerprint
             )
         config = {**result.peft_config, "base_model_name_or_path": target.spec.hf_id}
-        meta = AdapterMeta(
-            name=name,
-            description=src.description if description is None else description,
-            tags=[*tags, plan.task.family, "transferred"],
-        )
+        meta = _meta(plan, name, description, tags)
         metadata = {
             "task": plan.task.name,
             "task_ref": plan.task_ref,
@@ -173,6 +173,17 @@ class TransferService:
             recipe=recipe(plan, params, result, models),
             metadata=metadata,
         )
+
+
+def _meta(
+    plan: TransferPlan, name: str, description: str | None, tags: Sequence[str]
+) -> AdapterMeta:
+    """The published adapter's metadata; built (and so validated) before the pipeline runs."""
+    return AdapterMeta(
+        name=name,
+        description=plan.source.description if description is None else description,
+        tags=[*tags, plan.task.family, "transferred"],
+    )
 
 
 def recipe(

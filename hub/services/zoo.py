@@ -29,10 +29,63 @@ def read_manifest(zoo_dir: Path) -> dict[str, Any]:
         raise BadInputError(f"{zoo_dir} is not a zoo: {path.name} is missing")
     try:
         manifest = json.loads(path.read_text())
-        manifest["adapters"] and manifest["base_model"]["id"]  # noqa: B018 - shape check
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BadInputError(f"{path} is not a valid zoo manifest: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        raise BadInputError(
+            f"{path} is not a valid zoo manifest: not readable JSON: {exc}",
+            code="zoo_manifest_invalid",
+        ) from exc
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise BadInputError(
+            f"{path} is not a valid zoo manifest: {problem}", code="zoo_manifest_invalid"
+        )
     return manifest
+
+
+def _manifest_problem(manifest: Any) -> str | None:
+    """The first shape defect of a zoo manifest, named by its key path (None when valid)."""
+    if not isinstance(manifest, dict):
+        return f"expected a JSON object, got {type(manifest).__name__}"
+    for key in ("base_model", "adapters"):
+        if key not in manifest:
+            return f"missing key {key!r}"
+    base = manifest["base_model"]
+    if not isinstance(base, dict):
+        return f"'base_model' must be an object, got {type(base).__name__}"
+    if not isinstance(base.get("id"), str) or not base["id"]:
+        return (
+            "missing key 'base_model.id'"
+            if "id" not in base
+            else ("'base_model.id' must be a non-empty string")
+        )
+    if "gguf_sha256" in base and not isinstance(base["gguf_sha256"], str):
+        return "'base_model.gguf_sha256' must be a string"
+    adapters = manifest["adapters"]
+    if not isinstance(adapters, list):
+        return f"'adapters' must be a list, got {type(adapters).__name__}"
+    for i, record in enumerate(adapters):
+        where = f"adapters[{i}]"
+        if not isinstance(record, dict):
+            return f"{where} must be an object, got {type(record).__name__}"
+        for key in ("task", "family", "adapter", "descriptions", "adapter_acc"):
+            if key not in record:
+                return f"missing key {key!r} in {where}"
+        for key in ("task", "family", "adapter"):
+            if not isinstance(record[key], str) or not record[key]:
+                return f"'{where}.{key}' must be a non-empty string"
+        descriptions = record["descriptions"]
+        if (
+            not isinstance(descriptions, list)
+            or not descriptions
+            or not all(isinstance(d, str) for d in descriptions)
+        ):
+            return f"'{where}.descriptions' must be a non-empty list of strings"
+        acc = record["adapter_acc"]
+        if isinstance(acc, bool) or not isinstance(acc, int | float) or not 0 <= acc <= 1:
+            return f"'{where}.adapter_acc' must be a number between 0 and 1"
+        if "task_file" in record and not isinstance(record["task_file"], str):
+            return f"'{where}.task_file' must be a string"
+    return None
 
 
 def import_zoo(

@@ -113,9 +113,9 @@ def merge(
     merged = LoraAdapter(base=adapters[0].base, modules=out.modules)
     ranks = {n: m.rank for n, m in out.modules.items()}
     report = build_report(
-        spec, p, ranks, out.errors, out.fallbacks, seconds, mem.peak_bytes, ctx, seed, adapters
-    )
-    report["modules_skipped"] = skipped_modules(adapters, modules)
+        spec, p, ranks, out.errors, out.fallbacks, seconds, mem.peak_bytes, ctx, seed, adapters,
+        modules,
+    )  # fmt: skip
     artifact = None
     if spec.artifact_kind:
         artifact = MergeArtifact(
@@ -248,12 +248,6 @@ def _collect(out: _RunOutput, names: list[str], members: list[int], res: BatchOu
     out.fallbacks += res.fallbacks
 
 
-def skipped_modules(adapters: Sequence[AdapterShapes], modules: Sequence[str]) -> list[str]:
-    """Modules some input adapts that the merge left out (intersection policy)."""
-    union = sorted(set().union(*(ad.modules for ad in adapters)))
-    return [n for n in union if n not in set(modules)]
-
-
 def build_report(
     spec: MethodSpec,
     p: MergeParams,
@@ -265,7 +259,9 @@ def build_report(
     ctx: MergeContext,
     seed: int,
     adapters: Sequence[AdapterShapes],
+    modules: Sequence[str],
 ) -> dict[str, Any]:
+    union = sorted(set().union(*(ad.modules for ad in adapters)))
     report: dict[str, Any] = {
         "method": spec.name,
         "params": p.model_dump(mode="json"),
@@ -277,7 +273,7 @@ def build_report(
         "dtype": str(ctx.dtype).removeprefix("torch."),
         "torch_version": torch.__version__,
         "per_module_ranks": ranks,
-        "modules_skipped": [],
+        "modules_skipped": [n for n in union if n not in set(modules)],
         "fast_path_fallbacks": fallbacks,
         "reconstruction_error": None,
     }

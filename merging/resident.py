@@ -35,11 +35,10 @@ from merging.engine import (
     finite_flag,
     resolve_device,
     run_method,
-    skipped_modules,
 )
 from merging.memory import PeakMemory
 from merging.registry import get_method
-from merging.validation import align_modules, check_adapters, check_weights
+from merging.validation import Shapes, align_modules, check_adapters, check_weights
 
 
 @dataclass(frozen=True)
@@ -49,11 +48,6 @@ class _Shape:
     rank: int
     out_features: int
     in_features: int
-
-
-@dataclass(frozen=True)
-class _Shapes:
-    modules: dict[str, _Shape]
 
 
 @dataclass(frozen=True)
@@ -72,7 +66,7 @@ class _Group:
 class StagedAdapters:
     labels: list[str]
     base: BaseModelRef
-    shapes: list[_Shapes]
+    shapes: list[Shapes]
     groups: list[_Group]
     device: torch.device
     dtype: torch.dtype
@@ -128,7 +122,7 @@ def stage(
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     shapes = [
-        _Shapes({n: _Shape(m.rank, m.out_features, m.in_features) for n, m in ad.modules.items()})
+        Shapes({n: _Shape(m.rank, m.out_features, m.in_features) for n, m in ad.modules.items()})
         for ad in adapters
     ]
     return StagedAdapters(
@@ -192,9 +186,9 @@ def merge_staged(
         for name, e in zip(names, err.double().cpu().tolist(), strict=True)
     }
     report = build_report(
-        spec, p, ranks, errs, fallbacks, seconds, mem.peak_bytes, ctx, seed, staged.shapes
-    )
-    report["modules_skipped"] = skipped_modules(staged.shapes, sorted(selected))
+        spec, p, ranks, errs, fallbacks, seconds, mem.peak_bytes, ctx, seed, staged.shapes,
+        sorted(selected),
+    )  # fmt: skip
     report["resident"] = True
     return StagedResult(modules, report, artifact, staged.base)
 

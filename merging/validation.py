@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from hub.core.errors import (
@@ -37,6 +38,14 @@ class ModuleShape(Protocol):
 class AdapterShapes(Protocol):
     @property
     def modules(self) -> Mapping[str, ModuleShape]: ...
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """An ``AdapterShapes`` without weights: catalog ``ModuleInfo`` rows (submit-time checks)
+    or shapes kept beside device-resident factors."""
+
+    modules: Mapping[str, ModuleShape]
 
 
 MERGE_CODES: dict[str, str] = {

@@ -44,15 +44,16 @@ def _decoder_only(cfg: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
     kv_heads = int(cfg.get("num_key_value_heads") or heads)
     head_dim = int(cfg.get("head_dim") or hidden // heads)
     inter = int(cfg["intermediate_size"])
-    per_layer = {
-        "self_attn.q_proj": (hidden, heads * head_dim),
-        "self_attn.k_proj": (hidden, kv_heads * head_dim),
-        "self_attn.v_proj": (hidden, kv_heads * head_dim),
-        "self_attn.o_proj": (heads * head_dim, hidden),
-        "mlp.gate_proj": (hidden, inter),
-        "mlp.up_proj": (hidden, inter),
-        "mlp.down_proj": (inter, hidden),
-    }
+    shapes = (  # (d_in, d_out) in DECODER_LAYER_MODULES order
+        (hidden, heads * head_dim),
+        (hidden, kv_heads * head_dim),
+        (hidden, kv_heads * head_dim),
+        (heads * head_dim, hidden),
+        (hidden, inter),
+        (hidden, inter),
+        (inter, hidden),
+    )
+    per_layer = dict(zip(DECODER_LAYER_MODULES, shapes, strict=True))
     return {
         f"model.layers.{i}.{name}": shape
         for i in range(int(cfg["num_hidden_layers"]))

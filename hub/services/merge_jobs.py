@@ -8,13 +8,11 @@ when it was submitted, even if a newer version lands while it waits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from hub.core.errors import BadInputError, NotMergeableError
-from hub.core.models import ModuleInfo
 from hub.core.names import AdapterRef, validate_name
 from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
 from hub.services.job_specs import JsonObject, parse_job_spec, published
@@ -63,6 +61,7 @@ class MergeJobSpec(BaseModel):
 
 def validate_merge(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
     import merging  # torch: paid only when a merge is actually requested
+    from merging.validation import Shapes
 
     spec = parse_job_spec(MergeJobSpec, raw, "merge")
     validate_name(spec.name)  # the pattern above is a convenience; this is the rule
@@ -89,14 +88,9 @@ def validate_merge(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
     check_same_base(items)
     pinned = [f"{item.name}@{item.version}" for item in items]
     # module sets, shapes and rank limits from the catalog: the codes the worker would raise
-    shapes = [_Shapes({m.name: m for m in item.modules}) for item in items]
+    shapes = [Shapes({m.name: m for m in item.modules}) for item in items]
     merging.precheck(shapes, spec.method, spec.params, pinned)
     return {**spec.model_dump(mode="json"), "adapters": pinned}
-
-
-@dataclass(frozen=True)
-class _Shapes:
-    modules: dict[str, ModuleInfo]
 
 
 def run_merge(container: Container, raw: dict[str, Any], ctx: JobContext) -> JobOutcome:

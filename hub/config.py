@@ -49,6 +49,18 @@ class Settings(BaseSettings):
         description="Text embedder for search: `minilm` (all-MiniLM-L6-v2, offline) or `hash` "
         "(a tiny deterministic one for tests).",
     )
+    text_embedder_backend: Literal["auto", "torch", "onnx"] = Field(
+        default="auto",
+        description="How `minilm` runs: `onnx` (ONNX Runtime on the CPU: the same vectors, a "
+        "query ~2.5x sooner; the `onnx` extra), `torch`, or `auto` (ONNX Runtime when installed "
+        "and the search device is the CPU, else torch). The ONNX graph is exported from the "
+        "packaged model once, into `embedder_cache_dir`.",
+    )
+    embedder_cache_dir: Path | None = Field(
+        default=None,
+        description="Where the text model's ONNX export is kept (shared by every data dir); "
+        "default: `$XDG_CACHE_HOME/loradex/onnx` or `~/.cache/loradex/onnx`.",
+    )
     search_device: str = Field(
         default="auto",
         description="Device of the search text embedder: `auto` (CUDA when torch sees one, "

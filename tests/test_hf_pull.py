@@ -143,8 +143,8 @@ def test_name_collisions(fake_hub, hf_container, tmp_path):
     [
         ({}, "nothing to pull"),
         ({"repos": ["a/b"], "author": "x"}, "not both"),
-        ({"author": "x", "name": "n"}, "exactly one --repo"),
-        ({"repos": ["a/b", "a/c"], "name": "n"}, "exactly one --repo"),
+        ({"author": "x", "name": "n"}, "exactly one repository"),
+        ({"repos": ["a/b", "a/c"], "name": "n"}, "exactly one repository"),
         ({"repos": ["no-namespace"]}, "OWNER/NAME"),
         ({"repos": ["a/b--c"]}, "'--'"),
         ({"repos": ["a/b@../x"]}, "invalid revision"),

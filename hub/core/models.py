@@ -17,6 +17,8 @@ Source = str  # upload | hf://repo@sha | merge | mixture | generated | transferr
 # A base model id is a Hub repo id or a local path; longer ones are refused at registration,
 # so every stored id fits the catalog filters (GET /adapters?base_model=, /search).
 MAX_BASE_MODEL_ID = 256
+# Longest tag, everywhere a tag is taken (catalog, job bodies, filters, Hub cards).
+MAX_TAG = 64
 
 
 def check_base_model_id(model_id: str) -> str:
@@ -52,8 +54,8 @@ class AdapterMeta(BaseModel):
         out = []
         for t in v:
             t = t.strip()
-            if not t or len(t) > 64 or "\x00" in t:
-                raise ValueError(f"invalid tag {t!r}: 1-64 characters, no NUL")
+            if not t or len(t) > MAX_TAG or "\x00" in t:
+                raise ValueError(f"invalid tag {t!r}: 1-{MAX_TAG} characters, no NUL")
             out.append(t)
         return sorted(set(out))
 

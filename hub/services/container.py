@@ -69,6 +69,10 @@ class Container:
             self.settings.home / "index",
             self.settings.text_embedder,
             device=self.settings.search_device,
+            embedder_options={
+                "backend": self.settings.text_embedder_backend,
+                "cache_dir": self.settings.embedder_cache_dir,
+            },
             refresh_interval_s=self.settings.search_refresh_interval_s,
             query_cache_size=self.settings.search_query_cache_size,
             index_params={

@@ -121,7 +121,7 @@ class GeneratorService:
             if len(bases) > 1:
                 raise BadInputError(
                     f"described adapters exist for {len(bases)} base models "
-                    f"({', '.join(bases)}); pick one with --base",
+                    f"({', '.join(bases)}); pick one with base (CLI --base)",
                     code="base_ambiguous",
                 )
             if not bases:

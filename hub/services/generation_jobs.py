@@ -25,7 +25,7 @@ from hub.services.generation import (
 from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
 from hub.services.job_specs import parse_job_spec, published
 from hub.services.jobs import JobContext
-from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, Tag
+from hub.services.merge_jobs import MAX_TAGS, NAME_PATTERN, NO_NUL, Tag
 
 if TYPE_CHECKING:
     from hub.services.container import Container
@@ -64,7 +64,7 @@ class GenerationRequest(BaseModel):
     )
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     rank: int = Field(default=16, ge=1, le=MAX_RANK, description="Rank of the generated LoRA.")
-    tags: list[Tag] = Field(default_factory=list, max_length=64)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
 
 
 class GenerationJobSpec(GenerationRequest):

@@ -30,10 +30,10 @@ ARTIFACT_META_KEY = "loradex.artifact"
 SERVICE_CODES: dict[str, str] = {
     "incompatible_base_model": "an input (or the result) does not fit the registered base model",
     "not_reversible": "`revert` of an adapter that is not an RMM merge",
-    "rmm_member_ambiguous": "`revert --member NAME` matches several versions: pass NAME@VERSION",
+    "rmm_member_ambiguous": "the revert's member NAME matches several versions: pass NAME@VERSION",
     "param_conflict": "a shortcut option (--rank, --density, --basis, --modules) and --param "
     "give the same parameter different values",
-    "invalid_name": "the result's --name is not a valid adapter name",
+    "invalid_name": "the result's name (CLI --name) is not a valid adapter name",
 }
 
 
@@ -66,10 +66,10 @@ class MergeService:
         meta = AdapterMeta(name=name, description=description, tags=list(tags))
         weights = list(weights) if weights is not None else [1.0] * len(refs)
         inputs = [self.registry.show(ref) for ref in refs]
-        check_same_base(inputs)  # the catalog's base ids and fingerprints, not just the files'
+        # The catalog's base ids and fingerprints, not just the files'.
+        base = check_same_base(inputs)
         labels = [f"{d.name}@{d.version}" for d in inputs]
         loaded = [self.registry.load_detail(d) for d in inputs]
-        base = inputs[0].base_model
         base_info = self.registry.catalog.get_base_model(base) if base else None
         if base_info is not None:  # refuse now what publishing would refuse after the compute
             for label, parsed_input in zip(labels, loaded, strict=True):
@@ -103,6 +103,9 @@ class MergeService:
             "report": _jsonable(result.report),
             "software": software_versions(),
         }
+        unrecorded = [label for label, d in zip(labels, inputs, strict=True) if not d.base_model]
+        if base and unrecorded:  # fitted to the base by shape only: the recipe says so
+            recipe["base_unrecorded"] = unrecorded
         parents = [
             (self.registry.catalog.version_id(d.name, d.version), "merge", float(w))
             for d, w in zip(inputs, weights, strict=True)
@@ -133,7 +136,7 @@ class MergeService:
         if detail.artifact_digest is None:
             raise BadInputError(
                 f"{detail.name}@{detail.version} is not a reversible merge (no RMM artifact); "
-                "merge with --method rmm to be able to revert",
+                "merge with method rmm (CLI --method rmm) to be able to revert",
                 code="not_reversible",
             )
         kind, tensors, metadata = _read_artifact(self.registry.blobs.get(detail.artifact_digest))
@@ -203,20 +206,23 @@ def _resolve_member(member: str, members: list[str], merged: str) -> str:
     return matches[0]
 
 
-def check_same_base(items: Sequence[Any]) -> None:
-    """Inputs must name the same base model and, where both recorded one, the same weights
-    fingerprint (catalog items or details: ``base_model``, ``base_model_fingerprint``)."""
-    first = items[0]
-    for item in items[1:]:
-        for field in ("base_model", "base_model_fingerprint"):
-            a, b = getattr(first, field), getattr(item, field)
-            if a and b and a != b:
+def check_same_base(items: Sequence[Any]) -> str | None:
+    """Inputs that record a base model (and weights fingerprint) must record the same one
+    (catalog items or details: ``base_model``, ``base_model_fingerprint``); returns that base,
+    or None when no input records one. An input with no recorded base is checked by shape only
+    and does not take the result's base away from the others (whatever its position)."""
+    for field in ("base_model", "base_model_fingerprint"):
+        named = [item for item in items if getattr(item, field)]
+        for item in named[1:]:
+            a, b = getattr(named[0], field), getattr(item, field)
+            if a != b:
                 what = "base" if field == "base_model" else "base weights (fingerprint)"
                 raise IncompatibleBaseModelError(
                     f"{item.name}@{item.version} is for {what} {b!r}, "
-                    f"{first.name}@{first.version} for {a!r}",
+                    f"{named[0].name}@{named[0].version} for {a!r}",
                     code="base_model_mismatch",
                 )
+    return next((item.base_model for item in items if item.base_model), None)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from hub.core.errors import BadInputError, NotMergeableError
+from hub.core.models import MAX_TAG
 from hub.core.names import AdapterRef, validate_name
 from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
 from hub.services.job_specs import JsonObject, parse_job_spec, published
@@ -30,7 +31,9 @@ REF_PATTERN = r"^(?:\.?[A-Za-z0-9_-])+\.?(?:@[1-9][0-9]{0,8})?$"
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
 
 Ref = Annotated[str, StringConstraints(max_length=140, pattern=REF_PATTERN)]
-Tag = Annotated[str, StringConstraints(max_length=64, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")]
+# Tags a job may give its result (each at most MAX_TAG characters).
+MAX_TAGS = 64
+Tag = Annotated[str, StringConstraints(max_length=MAX_TAG, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")]
 
 
 class MergeJobSpec(BaseModel):
@@ -50,7 +53,7 @@ class MergeJobSpec(BaseModel):
         max_length=128, pattern=NAME_PATTERN, description="Name of the merged adapter."
     )
     description: str = Field(default="", max_length=10_000, pattern=NO_NUL)
-    tags: list[Tag] = Field(default_factory=list, max_length=64)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed (DARE's masks).")
     device: str = Field(
         default="auto",

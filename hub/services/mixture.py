@@ -135,15 +135,16 @@ class MixtureService:
                 chosen[i] = plain.pop(0)
         if plain:
             raise BadInputError(
-                f"--task {plain[0]!r} is not needed: every expert already has a task; use "
+                f"task {plain[0]!r} is not needed: every expert already has a task; use "
                 "EXPERT=TASK to replace an expert's task",
                 code="mixture_task_unassigned",
             )
         missing = [f"{d.name}@{d.version}" for d, t in zip(experts, chosen, strict=True) if not t]
         if missing:
             raise BadInputError(
-                f"expert {missing[0]} has no known task to train the gate on; give a task file "
-                f"with --task {missing[0].split('@')[0]}=FILE (zoo task name, .json or .jsonl)",
+                f"expert {missing[0]} has no known task to train the gate on; give "
+                f"{missing[0].split('@')[0]}=TASK (tasks; CLI --task; a zoo task name, or with "
+                "the CLI a .json or .jsonl file)",
                 code="mixture_task_missing",
                 experts=missing,
             )

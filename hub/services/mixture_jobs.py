@@ -18,7 +18,7 @@ from hub.core.names import AdapterRef, validate_name
 from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
 from hub.services.job_specs import parse_job_spec, published
 from hub.services.jobs import JobContext
-from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, Ref, Tag
+from hub.services.merge_jobs import MAX_TAGS, NAME_PATTERN, NO_NUL, Ref, Tag
 from hub.services.mixture import GateOptions
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class MixtureJobSpec(BaseModel):
     warmup: int = Field(10, ge=0, le=100_000, description="Linear warm-up steps.")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     description: str = Field(default="", max_length=10_000, pattern=NO_NUL)
-    tags: list[Tag] = Field(default_factory=list, max_length=64)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def options(self) -> GateOptions:

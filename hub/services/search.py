@@ -63,6 +63,7 @@ class SearchService(IndexSync):
         embedder: str = "minilm",
         device: str | None = None,
         *,
+        embedder_options: dict[str, Any] | None = None,
         refresh_interval_s: float = 0.25,
         query_cache_size: int = 4096,
         index_params: dict[str, Any] | None = None,
@@ -71,6 +72,7 @@ class SearchService(IndexSync):
         self.index_dir = Path(index_dir)
         self.embedder_name = embedder
         self.device = device
+        self.embedder_options = embedder_options or {}  # MiniLM's backend and cache dir
         # backend policy of indexes this service builds (a saved index keeps its own)
         self.index_params = {**INDEX_PARAMS, **(index_params or {})}
         self._cards: Any = None
@@ -99,7 +101,8 @@ class SearchService(IndexSync):
 
             with self._init_lock:
                 if self._cards is None:
-                    kwargs = {} if self.embedder_name == "hash" else {"device": self._device()}
+                    hashed = self.embedder_name == "hash"
+                    kwargs = {} if hashed else {"device": self._device(), **self.embedder_options}
                     self._cards = CardEmbedder(get_embedder(self.embedder_name, **kwargs))
         return self._cards
 

@@ -145,19 +145,20 @@ class PullTargets:
         filtering = any((base_model, author, search, tags))
         if parsed and filtering:
             raise BadInputError(
-                "give either repositories (--repo) or filters (--base/--author/--search/--tag), "
-                "not both",
+                "give either repositories (repos; CLI --repo) or filters (base_model, author, "
+                "search, tags; CLI --base/--author/--search/--tag), not both",
                 code="invalid_sync_request",
             )
         if not parsed and not filtering:
             raise BadInputError(
-                "nothing to pull: give --repo ID[@REV] or at least one filter "
-                "(--base/--author/--search/--tag)",
+                "nothing to pull: give repositories (repos; CLI --repo ID[@REV]) or at least "
+                "one filter (base_model, author, search, tags; CLI --base/--author/--search/--tag)",
                 code="invalid_sync_request",
             )
         if name is not None and len(parsed) != 1:
             raise BadInputError(
-                "--name needs exactly one --repo (each repository becomes its own adapter)",
+                "a name (CLI --name) needs exactly one repository (each repository becomes its "
+                "own adapter)",
                 code="invalid_sync_request",
             )
         if not 1 <= limit <= MAX_PULL:
@@ -269,7 +270,7 @@ class SyncService:
         if other:
             raise ConflictError(
                 f"adapter name {name!r} is taken by {name}@{other[0].version} (source "
-                f"{other[0].source}); pull {repo_id} under another name with --name",
+                f"{other[0].source}); pull {repo_id} under another name (name; CLI --name)",
                 code="name_taken",
                 name=name,
             )

@@ -89,7 +89,8 @@ class TransferService:
         if not task_ref:
             raise BadInputError(
                 f"{detail.name}@{detail.version} has no task file: its metadata names no task "
-                "(zoo and trained adapters record one); pass --task NAME_OR_PATH",
+                "(zoo and trained adapters record one); give the task (task; CLI --task "
+                "NAME_OR_PATH)",
                 code="no_task",
             )
         task = load_task(str(task_ref), self.models.zoo_dir)

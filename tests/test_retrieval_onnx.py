@@ -3,6 +3,7 @@ export re-made, and clear refusals or a torch fallback when it cannot run."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 
@@ -65,11 +66,24 @@ def test_a_damaged_export_is_made_again(graph_dir, tmp_path, torch_vectors, capl
     shutil.copytree(graph_dir, cache)
     (graph,) = cache.glob("*.onnx")
     graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])  # a torn write
+    # Exports an export replaces go: same model dir (an older torch) or a model dir that is
+    # gone; another install's stays.
+    elsewhere = tmp_path / "other-install"
+    elsewhere.mkdir()
+    for stem, source in (
+        ("minilm-oldtorch", MiniLMEmbedder().path),
+        ("minilm-gone", tmp_path / "deleted-venv"),
+        ("minilm-kept", elsewhere),
+    ):
+        (cache / f"{stem}.onnx").write_bytes(b"x")
+        (cache / f"{stem}.json").write_text(json.dumps({"sha256": "0", "model_dir": str(source)}))
     with caplog.at_level(logging.WARNING, logger="retrieval.onnx_minilm"):
         e = MiniLMEmbedder(backend="onnx", cache_dir=cache)
         v = e.embed(TEXTS[:5])
     assert "failed its checksum" in caplog.text
     np.testing.assert_allclose(v, torch_vectors[:5], atol=1e-5)
+    left = sorted(p.name for p in cache.glob("*.onnx"))
+    assert left == sorted(["minilm-kept.onnx", graph.name])
 
 
 def test_bad_backend_settings_are_refused_by_name():

@@ -218,7 +218,7 @@ class MeanPoolingDirEmbedder(MiniLMEmbedder):
         if not pooling.get("pooling_mode_mean_tokens"):
             raise SystemExit(f"{model_dir}: not a mean-pooling sentence-transformers model")
         st_cfg = json.loads((model_dir / "sentence_bert_config.json").read_text())
-        super().__init__(model_dir=model_dir)
+        super().__init__(model_dir=model_dir, backend="torch")  # the ONNX export is MiniLM's
         self.dim = int(pooling["word_embedding_dimension"])
         self.max_tokens = int(st_cfg.get("max_seq_length", 256))
         self.embedder_id = f"{model_dir.name}/{self.dim}"

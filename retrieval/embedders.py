@@ -132,11 +132,13 @@ class MiniLMEmbedder:
             # Offline by construction: a local dir, and the hub client told not to reach out.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            from transformers import AutoTokenizer
+            from retrieval.tokenization import FIELDS, FastTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+            self.tokenizer = FastTokenizer(self.path, self.max_tokens)
             if self._wants_onnx() and self._load_onnx():
                 return
+            import inspect
+
             import torch
             from transformers import AutoModel
 
@@ -147,6 +149,9 @@ class MiniLMEmbedder:
                 )
             )
             self.model = model.to(self.device).eval()
+            # BERT takes token types; other encoders (MPNet, in the benchmarks) do not.
+            accepted = inspect.signature(self.model.forward).parameters
+            self._inputs = [name for name in FIELDS if name in accepted]
             self._model = self.model
             self.backend_used = "torch"
 
@@ -168,7 +173,7 @@ class MiniLMEmbedder:
 
         try:
             graph = ensure_graph(self.path, self.cache_dir or default_cache_dir())
-            self._onnx = OnnxMiniLM(graph, lambda texts: self._tokenize(texts, "np"))
+            self._onnx = OnnxMiniLM(graph, self.tokenizer)
         except Exception as exc:  # noqa: BLE001 - auto falls back; onnx says why it cannot
             if self.backend == "onnx":
                 if isinstance(exc, StorageError):
@@ -201,19 +206,10 @@ class MiniLMEmbedder:
             chunks = [self._batch(b) for b in batches]
         return np.concatenate(chunks)
 
-    def _tokenize(self, texts: Sequence[str], tensors: str) -> Any:
-        """One tokenisation for both backends: padded to the batch, cut at ``max_tokens``."""
-        return self.tokenizer(
-            list(texts),
-            padding=True,
-            truncation=True,
-            max_length=self.max_tokens,
-            return_tensors=tensors,
-        )
-
     def _batch(self, texts: Sequence[str]) -> np.ndarray:
         torch = self._torch
-        enc = self._tokenize(texts, "pt").to(self.device)
+        encoded = self.tokenizer(texts)  # the same ids the ONNX graph gets
+        enc = {name: torch.from_numpy(encoded[name]).to(self.device) for name in self._inputs}
         with torch.inference_mode():
             hidden = self.model(**enc).last_hidden_state  # (b, t, 384)
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (b, t, 1)

@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 
 from hub.core.errors import StorageError
+from retrieval.tokenization import FIELDS, FastTokenizer
 
 log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = 1  # bump when the exported graph changes (inputs, outputs, pooling)
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT = "sentence_vector"  # not "embedding(s)": BERT's own node names would clash
 
 
@@ -78,11 +78,10 @@ def export_graph(model_dir: Path, dest: Path) -> None:
     """Export MiniLM + mean pooling + L2 normalisation to ``dest`` (overwritten atomically)."""
     import torch
     from torch.export import Dim
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
     from retrieval.embedders import _quietly
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     model = _quietly(
         lambda: AutoModel.from_pretrained(model_dir, local_files_only=True, use_safetensors=True)
     )
@@ -100,16 +99,16 @@ def export_graph(model_dir: Path, dest: Path) -> None:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
-    sample = tokenizer(["an example sentence", "and a longer second one"], padding=True)
-    args = tuple(torch.tensor(sample[name]) for name in INPUTS)
+    sample = FastTokenizer(model_dir, 512)(["an example sentence", "and a longer second one"])
+    args = tuple(torch.from_numpy(sample[name]) for name in FIELDS)
     batch, tokens = Dim("batch"), Dim("tokens", max=512)
     with _exporter_quiet():
         program = torch.onnx.export(
             Pooled(model).eval(),
             args,
-            input_names=list(INPUTS),
+            input_names=list(FIELDS),
             output_names=[OUTPUT],
-            dynamic_shapes=tuple({0: batch, 1: tokens} for _ in INPUTS),
+            dynamic_shapes=tuple({0: batch, 1: tokens} for _ in FIELDS),
             dynamo=True,
             optimize=True,
             verbose=False,
@@ -230,6 +229,6 @@ class OnnxMiniLM:
 
     def embed_batch(self, texts: Sequence[str], bulk: bool) -> np.ndarray:
         enc = self.tokenize(texts)
-        feed = {name: np.asarray(enc[name], dtype=np.int64) for name in INPUTS}
+        feed = {name: np.asarray(enc[name], dtype=np.int64) for name in FIELDS}
         (vectors,) = self._session(bulk).run([OUTPUT], feed)
         return np.asarray(vectors, dtype=np.float32)

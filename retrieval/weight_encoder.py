@@ -31,6 +31,7 @@ from torch import nn
 
 from hub.core.errors import BadInputError, ConflictError
 from hub.core.lora import LoraAdapter
+from retrieval.encoder_files import CONFIG_FILE, WEIGHTS_FILE
 from retrieval.weight_features import (
     FeatureSpec,
     SlotLayout,
@@ -39,8 +40,6 @@ from retrieval.weight_features import (
 )
 
 ARTIFACT_FORMAT = 1
-WEIGHTS_FILE = "encoder.safetensors"
-CONFIG_FILE = "encoder.json"
 
 
 @dataclass(frozen=True)

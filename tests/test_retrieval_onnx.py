@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -128,3 +131,45 @@ def test_the_search_service_runs_the_configured_backend(tmp_path, monkeypatch):
     monkeypatch.setenv("LORADEX_TEXT_EMBEDDER_BACKEND", "tensorrt")
     with pytest.raises(ValueError, match="text_embedder_backend"):
         load_settings(tmp_path / "bad")
+
+
+def test_auto_device_needs_no_torch_without_a_gpu_driver(monkeypatch, tmp_path):
+    from hub.runtime import devices
+
+    monkeypatch.setattr(devices, "DRIVER_NODES", (str(tmp_path / "no-such-node"),))
+    if devices.sys.platform.startswith("linux"):
+        assert not devices.gpu_possible() and devices.auto_device() == "cpu"
+    monkeypatch.setattr(devices, "DRIVER_NODES", (str(tmp_path),))  # "a driver": torch decides
+    import torch
+
+    assert devices.gpu_possible()
+    assert devices.auto_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_a_text_search_from_the_cli_never_imports_torch_or_transformers(tmp_path):
+    """`loradex search` on the CPU: catalog, index, the ONNX graph and the Rust tokenizer only
+    (torch + transformers were ~4 s of each command's start)."""
+    from hub.runtime.devices import gpu_possible
+    from tests.cli_helpers import cli
+    from tests.factories import write_adapter_dir
+
+    if gpu_possible():
+        pytest.skip("a GPU driver is present: auto asks torch for the device")
+    MiniLMEmbedder(backend="onnx").embed(["x"])  # the export (made once, with torch) is cached
+    home = tmp_path / "home"
+    src = write_adapter_dir(tmp_path / "src", seed=3)
+    add = cli(home, "add", src, "--name", "word-reverser", "--description", "Reverse the words.")
+    assert add.code == 0, add.stderr
+    probe = (
+        "import sys\n"
+        "from hub.cli import main\n"
+        f"sys.argv = ['loradex', '--data-dir', {str(home)!r}, 'search', 'flip word order']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('LOADED', sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "LORADEX_TEXT_EMBEDDER_BACKEND": "onnx"}
+    run = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert run.returncode == 0 and "word-reverser" in run.stdout, (run.stdout, run.stderr)
+    assert "LOADED []" in run.stdout, run.stdout

@@ -132,9 +132,9 @@ class SearchService(IndexSync):
 
     def _device(self) -> str:
         if self.device in (None, "auto"):
-            import torch
+            from hub.runtime.devices import auto_device
 
-            return "cuda" if torch.cuda.is_available() else "cpu"
+            return auto_device()
         return str(self.device)
 
     @property
@@ -150,11 +150,11 @@ class SearchService(IndexSync):
     def _load_encoder(self) -> None:
         """A broken or outdated encoder must not take text search (or `reindex`) down with it:
         it is set aside with the error that weight search will report."""
-        from retrieval.weight_encoder import WeightEncoder
-
         directory = self.index_dir / "encoder"
         if not directory.is_dir():
             return
+        from retrieval.weight_encoder import WeightEncoder  # torch: only when there is one
+
         try:
             encoder = WeightEncoder.load(directory)
         except HubError as exc:
@@ -187,7 +187,7 @@ class SearchService(IndexSync):
     def _encoder_files(self) -> tuple[Any, ...] | None:
         """Identity of the saved encoder's files (None: none saved). Saves are atomic renames,
         so a new encoder, from this process or the CLI beside a server, changes it."""
-        from retrieval.weight_encoder import CONFIG_FILE, WEIGHTS_FILE
+        from retrieval.encoder_files import CONFIG_FILE, WEIGHTS_FILE
 
         stamps: list[tuple[int, int, int] | None] = []
         for name in (CONFIG_FILE, WEIGHTS_FILE):

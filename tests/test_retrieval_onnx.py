@@ -173,3 +173,36 @@ def test_a_text_search_from_the_cli_never_imports_torch_or_transformers(tmp_path
     )
     assert run.returncode == 0 and "word-reverser" in run.stdout, (run.stdout, run.stderr)
     assert "LOADED []" in run.stdout, run.stdout
+
+
+def test_two_processes_exporting_at_once_share_one_export(tmp_path):
+    """A fresh cache and two embedders starting together (two `serve` workers): the lock makes
+    one export, the other waits for it, both get the same vectors, nothing partial is left. A
+    temp file left by an export that was killed is swept."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout.strip()
+    killed = cache / f".minilm-old.onnx.{dead}.tmp"
+    killed.write_bytes(b"half an export")
+    probe = (
+        "import sys; from retrieval.embedders import MiniLMEmbedder\n"
+        f"e = MiniLMEmbedder(backend='onnx', cache_dir={str(cache)!r})\n"
+        "v = e.embed(['reverse the words'])\n"
+        "print(e.backend_used, ' '.join(f'{x:.6f}' for x in v[0][:8]))\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", probe], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    assert outs[0][0] == outs[1][0] and outs[0][0].startswith("onnx ")
+    assert len(list(cache.glob("*.onnx"))) == 1 and len(list(cache.glob("*.json"))) == 1
+    assert not list(cache.glob(".*.tmp"))  # neither a partial export nor the killed one's

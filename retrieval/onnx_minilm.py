@@ -37,6 +37,7 @@ from retrieval.tokenization import FIELDS, FastTokenizer
 log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = 1  # bump when the exported graph changes (inputs, outputs, pooling)
+CHECK_TOLERANCE = 1e-4  # max |ONNX - torch| on the check texts before an export is published
 OUTPUT = "sentence_vector"  # not "embedding(s)": BERT's own node names would clash
 
 
@@ -118,9 +119,28 @@ def export_graph(model_dir: Path, dest: Path) -> None:
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
         program.save(str(tmp))
+        _check_against_torch(tmp, Pooled(model).eval(), model_dir)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _check_against_torch(graph: Path, pooled: Any, model_dir: Path) -> None:
+    """Publish a graph only if it gives the torch model's vectors (batch sizes and lengths
+    other than the export's sample): an exporter that mistranslates an op fails here, not in
+    every search after."""
+    import onnxruntime as ort
+    import torch
+
+    texts = ["a", "Reverse the order of the words.", "é 数字 " * 40, "two numbers, multiplied"]
+    encoded = FastTokenizer(model_dir, 256)(texts)
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    (got,) = session.run([OUTPUT], {name: encoded[name] for name in FIELDS})
+    with torch.inference_mode():
+        want = pooled(*(torch.from_numpy(encoded[name]) for name in FIELDS)).numpy()
+    worst = float(np.abs(got - want).max())
+    if not worst <= CHECK_TOLERANCE:  # NaN fails too
+        raise RuntimeError(f"the exported text model disagrees with torch by {worst:.2e}")
 
 
 @contextlib.contextmanager

@@ -206,3 +206,13 @@ def test_two_processes_exporting_at_once_share_one_export(tmp_path):
     assert outs[0][0] == outs[1][0] and outs[0][0].startswith("onnx ")
     assert len(list(cache.glob("*.onnx"))) == 1 and len(list(cache.glob("*.json"))) == 1
     assert not list(cache.glob(".*.tmp"))  # neither a partial export nor the killed one's
+
+
+def test_an_export_that_disagrees_with_torch_is_not_published(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_minilm, "CHECK_TOLERANCE", -1.0)  # any export now "disagrees"
+    cache = tmp_path / "cache"
+    with pytest.raises(StorageError, match="disagrees with torch") as exc:
+        MiniLMEmbedder(backend="onnx", cache_dir=cache).embed(["x"])
+    assert exc.value.code == "embedder_unavailable"
+    assert not list(cache.glob("*.onnx")) and not list(cache.glob(".*.tmp"))
+    assert not list(cache.glob("*.json"))

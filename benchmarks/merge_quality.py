@@ -115,6 +115,17 @@ METHODS.update(
         ),
         "lego rank1+norm": ("lego", {**K, "centroid": "rank1", "calibrate": "norm"}, "mean"),
         "lego +norm+energy": ("lego", {**K, "calibrate": "norm", "centroid": "energy"}, "mean"),
+        "lego +refit": ("lego", {**K, "calibrate": "refit"}, "mean"),
+        "lego rank1+product+refit": (
+            "lego",
+            {**K, "centroid": "rank1", "kernel": "product", "calibrate": "refit"},
+            "mean",
+        ),
+        "lego +svdgauge+energy+refit": (
+            "lego",
+            {**K, "calibrate": "refit", "gauge": "svd", "centroid": "energy", "init": "energy"},
+            "mean",
+        ),
     }
 )
 REFERENCE_ROWS = {"cat (rank sum)"}

@@ -131,6 +131,33 @@ def test_lego_norm_calibration_matches_the_weighted_sum_norm() -> None:
         np.testing.assert_allclose(m.delta(), ad.modules[name].delta(), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("extra", [{}, {"centroid": "rank1", "kernel": "product"}])
+def test_lego_refit_is_least_squares_over_legos_own_directions(extra: dict) -> None:
+    """refit keeps the clusters' directions and picks each one's coefficient against the
+    weighted sum: never further from it than the same directions unscaled or norm-matched
+    (both are points of the same least-squares problem), exact when k is the total rank, and
+    the normal equations hold (the residual is orthogonal to every unit)."""
+    ads, w = adapters(4), [0.25, 0.5, 1.0, 0.25]
+    name = next(iter(ads[0].modules))
+    ref = weighted_sum(ads, w, name)
+    err = {}
+    for calibrate in ("none", "norm", "refit"):
+        B, A, out = run_fn("lego", ads, w, {"rank": 4, "calibrate": calibrate, **extra})
+        err[calibrate] = float(out.rel_error[0])
+        assert err[calibrate] == pytest.approx(
+            np.linalg.norm(B @ A - ref) / np.linalg.norm(ref), rel=1e-6
+        )
+    assert err["refit"] <= min(err["none"], err["norm"]) + 1e-12
+    B, A, _ = run_fn("lego", ads, w, {"rank": 4, "calibrate": "refit", **extra})
+    residual = B @ A - ref
+    for j in range(B.shape[1]):  # <residual, b_j a_j^T>_F = b_j^T residual a_j = 0
+        unit = np.outer(B[:, j], A[j])
+        assert abs(np.sum(residual * unit)) <= 1e-8 * np.linalg.norm(ref) * np.linalg.norm(unit)
+    B, A, out = run_fn("lego", ads, w, {"rank": 16, "calibrate": "refit", **extra})
+    np.testing.assert_allclose(B @ A, ref, rtol=1e-6, atol=1e-9)  # up to the 1e-10 ridge
+    assert float(out.rel_error[0]) < 1e-6
+
+
 RANK1 = {"centroid": "rank1", "kernel": "product", "canonical_sign": False}
 
 

@@ -35,6 +35,9 @@ Options and deviations (documented, all switchable):
   ``(a.a')(b.b')``), blind to the (b, a) sign ambiguity, so no canonicalisation is needed.
 - ``calibrate='norm'`` (deviation): rescale the update to ``|sum_i w_i dW_i|_F``, so weights
   mean what they mean for every other method (LEGO's own scale is that of *one* adapter).
+- ``calibrate='refit'`` (deviation): keep LEGO's k unit directions, but give each the
+  least-squares coefficient against ``sum_i w_i dW_i`` (k x k normal equations from factors):
+  the clusters choose *which* directions, the weighted sum *how much* of each.
 Semantics: a *mean* of units, so n identical copies merge back to the original, not n times it;
 at weights ``1/n`` it therefore averages twice (``calibrate='norm'`` undoes that).
 Ablation on the zoo: ``benchmarks/merge_quality.py`` (README "Merging").
@@ -80,8 +83,10 @@ class LegoParams(RankParams):
     init: Literal["farthest", "energy"] = Field(
         "farthest", description="seeds: farthest point, or farthest weighted by unit energy"
     )
-    calibrate: Literal["none", "norm"] = Field(
-        "none", description="'norm': rescale the update to |sum_i w_i dW_i|_F (deviation)"
+    calibrate: Literal["none", "norm", "refit"] = Field(
+        "none",
+        description="'norm': rescale the update to |sum_i w_i dW_i|_F; 'refit': each "
+        "centroid unit's coefficient by least squares against sum_i w_i dW_i (deviations)",
     )
 
     @model_validator(mode="after")
@@ -254,6 +259,23 @@ def _mean_centroids(
     return Bc, Ac
 
 
+def _refit_units(
+    Bc: torch.Tensor, Ac: torch.Tensor, B_ref: torch.Tensor, A_ref: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the k unit directions LEGO found, choose their coefficients c to minimise
+    ``|sum_j c_j b_j a_j^T - B_ref A_ref|_F``: the k x k normal equations ``G c = h`` with
+    ``G = (Bc^T Bc) o (Ac Ac^T)`` and ``h_j = b_j^T B_ref A_ref a_j``, all from factors (fp64,
+    a relative ridge for coincident units). A negative coefficient flips ``b``."""
+    Bd, Ad = Bc.double(), Ac.double()
+    G = (Bd.mT @ Bd) * (Ad @ Ad.mT)  # (m, k, k)
+    h = ((Bd.mT @ B_ref.double()) * (Ad @ A_ref.double().mT)).sum(-1)  # (m, k)
+    ridge = 1e-10 * G.diagonal(dim1=-2, dim2=-1).amax(-1).clamp_min(EPS)  # (m,)
+    eye = torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
+    c = torch.linalg.solve(G + ridge[:, None, None] * eye, h.unsqueeze(-1)).squeeze(-1)
+    root = c.abs().sqrt()  # split |c| evenly over both factors
+    return (Bd * (c.sign() * root)[:, None, :]).to(Bc.dtype), (Ad * root[:, :, None]).to(Ac.dtype)
+
+
 def merge_lego(batch: ModuleBatch, params: LegoParams, ctx: MergeContext) -> BatchOutput:
     k = params.rank if params.rank is not None else max(batch.ranks)
     B, A = _prepare_units(batch, params)
@@ -277,6 +299,8 @@ def merge_lego(batch: ModuleBatch, params: LegoParams, ctx: MergeContext) -> Bat
         ratio = frob_inner(B_ref, A_ref, B_ref, A_ref) / frob_inner(Bc, Ac, Bc, Ac).clamp_min(EPS)
         f = ratio.clamp_min(0).pow(0.25).to(Bc.dtype)  # (m,), on each side
         Bc, Ac = Bc * f[:, None, None], Ac * f[:, None, None]
+    elif params.calibrate == "refit":
+        Bc, Ac = _refit_units(Bc, Ac, B_ref, A_ref)
     return BatchOutput(B=Bc, A=Ac, rel_error=rel_error(B_ref, A_ref, Bc, Ac))
 
 

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -145,6 +145,17 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'catalog.db'}"
+
+    @field_validator(
+        "home", "blob_dir", "model_cache_dir", "zoo_dir", "embedder_cache_dir", mode="before"
+    )
+    @classmethod
+    def _empty_path_is_unset(cls, value: object, info: ValidationInfo) -> object:
+        """``LORADEX_BLOB_DIR=`` (set but empty) means the default, not ``Path("")``, which is
+        the current directory: exports, blobs or a catalog would land wherever a command ran."""
+        if isinstance(value, str) and not value.strip():
+            return default_home() if info.field_name == "home" else None
+        return value
 
     @property
     def resolved_blob_dir(self) -> Path:

@@ -144,3 +144,20 @@ def test_serve_on_a_port_in_use_or_a_bad_host_is_one_error_line(home):
         assert run.code == 1 and "[address_in_use]" in run.stderr and time.monotonic() - t0 < 30
     run = cli(home, "serve", "--host", "not a host!!", "--port", str(port))
     assert run.code == 2 and "[bad_host]" in run.stderr
+
+
+def test_an_empty_path_setting_means_its_default_not_the_current_directory(tmp_path, monkeypatch):
+    """`LORADEX_BLOB_DIR=` in a shell profile used to put blobs (or a catalog, or the ONNX
+    export) into whatever directory a command ran from."""
+    from hub.config import default_home, load_settings
+
+    for name in ("BLOB_DIR", "MODEL_CACHE_DIR", "ZOO_DIR", "EMBEDDER_CACHE_DIR"):
+        monkeypatch.setenv(f"LORADEX_{name}", " ")
+    monkeypatch.setenv("LORADEX_HOME", "")
+    monkeypatch.chdir(tmp_path)
+    s = load_settings()
+    assert s.home == default_home()
+    assert (s.blob_dir, s.model_cache_dir, s.zoo_dir, s.embedder_cache_dir) == (None,) * 4
+    assert s.resolved_blob_dir == default_home() / "blobs"
+    monkeypatch.setenv("LORADEX_BLOB_DIR", str(tmp_path / "b"))
+    assert load_settings(tmp_path / "h").resolved_blob_dir == tmp_path / "b"

@@ -187,7 +187,10 @@ class MiniLMEmbedder:
                     code="embedder_unavailable",
                 ) from exc
             log.warning(
-                "ONNX text embedder unavailable (%s: %s); using torch", type(exc).__name__, exc
+                "ONNX text embedder unavailable (%s: %s); using torch (pip install "
+                "'loradex[onnx]', or LORADEX_TEXT_EMBEDDER_BACKEND=torch to choose it)",
+                type(exc).__name__,
+                exc,
             )
             return False
         self.backend_used = "onnx"

@@ -180,10 +180,9 @@ class MiniLMEmbedder:
             if self.backend == "onnx":
                 if isinstance(exc, StorageError):
                     raise
+                why = f"{type(exc).__name__}: {exc}"[:400]
                 raise StorageError(
-                    f"the onnx text embedder backend is unavailable: {type(exc).__name__}: {exc}"[
-                        :500
-                    ],
+                    f"the onnx text embedder backend is unavailable: {why}",
                     code="embedder_unavailable",
                 ) from exc
             log.warning(

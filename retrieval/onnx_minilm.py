@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from hub.core.errors import StorageError
+from hub.runtime.files import atomic_write, sha256_file
 from retrieval.tokenization import FIELDS, FastTokenizer
 
 log = logging.getLogger(__name__)
@@ -55,14 +56,6 @@ def default_cache_dir() -> Path:
         return Path(named)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "loradex" / "onnx"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_key(model_dir: Path) -> str:
@@ -176,10 +169,8 @@ def ensure_graph(model_dir: Path, cache_dir: Path) -> Path:
             if graph.exists():
                 log.warning("exported text model %s failed its checksum: exporting again", graph)
             export_graph(model_dir, graph)
-            record = {"sha256": _sha256(graph), "model_dir": str(model_dir), "key": key}
-            tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(record))
-            os.replace(tmp, sidecar)
+            record = {"sha256": sha256_file(graph), "model_dir": str(model_dir), "key": key}
+            atomic_write(sidecar, json.dumps(record).encode())
             _prune_superseded(cache_dir, Path(model_dir), key)
             return graph
     except OSError as exc:
@@ -227,7 +218,7 @@ def _intact(graph: Path, sidecar: Path) -> bool:
         recorded = json.loads(sidecar.read_text())["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return graph.is_file() and _sha256(graph) == recorded
+    return graph.is_file() and sha256_file(graph) == recorded
 
 
 class OnnxMiniLM:
@@ -263,6 +254,6 @@ class OnnxMiniLM:
 
     def embed_batch(self, texts: Sequence[str], bulk: bool) -> np.ndarray:
         enc = self.tokenize(texts)
-        feed = {name: np.asarray(enc[name], dtype=np.int64) for name in FIELDS}
+        feed = {name: enc[name] for name in FIELDS}  # int64 arrays from FastTokenizer
         (vectors,) = self._session(bulk).run([OUTPUT], feed)
         return np.asarray(vectors, dtype=np.float32)

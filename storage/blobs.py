@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from hub.core.errors import BadInputError, BlobCorruptedError, StorageError
-from hub.runtime.files import fsync_dir
+from hub.runtime.files import fsync_dir, sha256_file
 
 CHUNK = 1 << 20
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -47,14 +47,6 @@ class BlobStore(Protocol):
     def age_seconds(self, digest: str) -> float: ...
     def verify(self, digest: str) -> bool: ...
     def clean_temp(self, older_than_s: float = 3600.0) -> int: ...
-
-
-def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class LocalBlobStore:
@@ -127,7 +119,7 @@ class LocalBlobStore:
                 )
             # Re-read what hit the disk: the hash above covers what we handed to write(), not
             # what the filesystem kept.
-            if _hash_file(tmp) != digest:
+            if sha256_file(tmp) != digest:
                 raise StorageError(f"blob {digest} changed while being written to {tmp}")
             self._install(tmp, digest)
             return digest
@@ -141,7 +133,7 @@ class LocalBlobStore:
         final = self.path(digest)
         # Identical content already stored: the caller drops the temp (dedup). A stored copy
         # that no longer hashes right is replaced by the fresh, verified one.
-        if final.is_file() and _hash_file(final) == digest:
+        if final.is_file() and sha256_file(final) == digest:
             # Refresh the age: gc spares young unreferenced blobs, and this one is about to be
             # referenced by the caller's catalog row.
             os.utime(final)
@@ -171,7 +163,7 @@ class LocalBlobStore:
 
     def verify(self, digest: str) -> bool:
         """True if the stored content hashes to ``digest``; raises ``blob_missing`` if absent."""
-        return _hash_file(self._existing(digest)) == digest
+        return sha256_file(self._existing(digest)) == digest
 
     def exists(self, digest: str) -> bool:
         return self.path(digest).is_file()

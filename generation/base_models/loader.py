@@ -10,7 +10,6 @@ lock, so a crash or a concurrent process never leaves a half-written cache behin
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from filelock import FileLock
 from generation.base_models.spec import BaseModelSpec
 from generation.device import resolve_device
 from hub.core.errors import StorageError
+from hub.runtime.files import atomic_write, sha256_file
 
 MARKER = "loradex_base.json"
 
@@ -57,21 +57,6 @@ class PrepareInfo:
     converted: bool  # False when the cache was already there
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
-
-
 def fingerprint(spec: BaseModelSpec, cache_dir: Path) -> tuple[Path, str]:
     """(GGUF path, its sha256). The hash is cached beside the models, keyed on the file's path,
     size and mtime, so it is computed once per file version."""
@@ -93,7 +78,7 @@ def fingerprint(spec: BaseModelSpec, cache_dir: Path) -> tuple[Path, str]:
             f"{spec.install_hint}",
             code="base_model_checksum",
         )
-    _write_json_atomic(record, {**key, "sha256": digest})
+    atomic_write(record, json.dumps({**key, "sha256": digest}, indent=1).encode())
     return gguf, digest
 
 

@@ -1,10 +1,23 @@
-"""Durable file operations shared by every writer (blob store, PEFT export, search indexes)."""
+"""File operations shared by every writer and checker: durable writes (blob store, PEFT export,
+search indexes) and content hashes."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks (blobs, model files, exports)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def fsync_dir(path: Path) -> None:

@@ -12,8 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
+from api.head import route_serves
 from hub.core.errors import BadInputError, HubError
 
 log = logging.getLogger(__name__)
@@ -80,11 +80,7 @@ def _allowed_methods(request: Request) -> str:
     matching route's methods (GET and POST /adapters are separate routes), and routes of
     included routers expose no ``methods`` in recent FastAPI, so each method is asked of the
     router as a request would: a full match means it is served here."""
-    allowed = []
-    for method in _METHODS:
-        scope = {**request.scope, "method": method}
-        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
-            allowed.append(method)
+    allowed = [m for m in _METHODS if route_serves(request.app.router, request.scope, m)]
     if "GET" in allowed and "HEAD" not in allowed:  # api.head.HeadAsGet serves it
         allowed.append("HEAD")
     return ", ".join(sorted(allowed))

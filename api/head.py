@@ -7,8 +7,17 @@ mirrors (same status and headers, ``Content-Length`` included) and the body is d
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+def route_serves(router: Any, scope: Scope, method: str) -> bool:
+    """Whether some route of ``router`` fully matches ``scope``'s path for ``method``: asked of
+    the routes as a request would be (included routers expose no ``methods`` to read)."""
+    probe = {**scope, "method": method}
+    return any(route.matches(probe)[0] is Match.FULL for route in router.routes)
 
 
 class HeadAsGet:
@@ -34,9 +43,5 @@ class HeadAsGet:
         await self.app({**scope, "method": "GET"}, receive, send_headers_only)
 
     def _serves_get(self, scope: Scope) -> bool:
-        app = scope.get("app")
-        router = getattr(app, "router", None)
-        if router is None:
-            return False
-        probe = {**scope, "method": "GET"}
-        return any(route.matches(probe)[0] is Match.FULL for route in router.routes)
+        router = getattr(scope.get("app"), "router", None)
+        return router is not None and route_serves(router, scope, "GET")

@@ -30,7 +30,7 @@ def slot_dir_name(slot: str) -> str:
     return f"{safe}-{hashlib.sha256(slot.encode()).hexdigest()[:8]}"
 
 
-def _corrupted(path: Path, why: str) -> StorageError:
+def corrupted_pointer(path: Path, why: str) -> StorageError:
     return StorageError(
         f"generator pointer {path} is corrupted: {why}", code="generator_corrupted", path=str(path)
     )
@@ -67,12 +67,12 @@ class GeneratorStore:
         try:
             doc = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise _corrupted(path, f"not readable JSON ({exc})") from None
+            raise corrupted_pointer(path, f"not readable JSON ({exc})") from None
         if not isinstance(doc, dict):
-            raise _corrupted(path, f"expected a JSON object, got {type(doc).__name__}")
+            raise corrupted_pointer(path, f"expected a JSON object, got {type(doc).__name__}")
         version = doc.get("version")
         if not isinstance(version, str) or not re.fullmatch(r"[0-9a-f]{64}", version):
-            raise _corrupted(path, f"'version' is not a sha256 hex digest: {version!r}")
+            raise corrupted_pointer(path, f"'version' is not a sha256 hex digest: {version!r}")
         return dict(doc)
 
     def get(self, slot: str, version: str) -> bytes:

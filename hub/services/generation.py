@@ -31,7 +31,7 @@ from hub.core.names import AdapterRef
 from hub.services.generation_lowrank import realize
 from hub.services.provenance import software_versions
 from hub.services.registry import AddResult, RegistryService, as_published
-from storage.generator_store import GeneratorStore
+from storage.generator_store import GeneratorStore, corrupted_pointer
 from storage.peft_format import peft_config_for
 
 MAX_DESCRIPTION = 2000  # characters, like search queries: MiniLM reads 256 tokens anyway
@@ -213,15 +213,11 @@ class GeneratorService:
         )
         try:
             pointer = self.store.current(base_id)
+            problem = None if pointer is None else _pointer_problem(pointer)
+            if problem:
+                raise corrupted_pointer(self.store.pointer_path(base_id), problem)
         except StorageError as exc:
             raise StorageError(exc.message + repair, code="generator_corrupted") from None
-        problem = None if pointer is None else _pointer_problem(pointer)
-        if problem:
-            path = self.store.pointer_path(base_id)
-            raise StorageError(
-                f"generator pointer {path} is corrupted: {problem}{repair}",
-                code="generator_corrupted",
-            )
         return pointer
 
     def _base_for_status(self, base: str | None) -> str:

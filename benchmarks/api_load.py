@@ -21,6 +21,7 @@ machine takes CPU from the server, so the figures are only comparable on an idle
     python benchmarks/api_load.py --processes 2     # `loradex serve --processes 2`
     python benchmarks/api_load.py --url http://127.0.0.1:8000 --pid PID   # a running server
     LORADEX_TEXT_EMBEDDER_BACKEND=torch python benchmarks/api_load.py     # MiniLM on torch
+    LORADEX_TEXT_EMBEDDER=minilm-int8 python benchmarks/api_load.py      # int8 MiniLM
 """
 
 from __future__ import annotations
@@ -239,8 +240,10 @@ async def load(
 def report(rows: list[dict], concurrency: int, load_before: float, processes: int | None) -> None:
     load_after = os.getloadavg()[0]
     served = f"`serve --processes {processes}`, " if processes else ""
+    embedder = os.environ.get("LORADEX_TEXT_EMBEDDER", "minilm")
     backend = os.environ.get("LORADEX_TEXT_EMBEDDER_BACKEND", "auto")
-    print(f"text embedder backend {backend} (LORADEX_TEXT_EMBEDDER_BACKEND), ", end="")
+    print(f"text embedder {embedder} (LORADEX_TEXT_EMBEDDER), backend {backend} ", end="")
+    print("(LORADEX_TEXT_EMBEDDER_BACKEND), ", end="")
     print(f"{served}{concurrency} concurrent clients, loopback, {os.cpu_count()} CPUs, ", end="")
     print(f"load average {load_before:.1f} before / {load_after:.1f} after")
     print(

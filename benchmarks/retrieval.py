@@ -1,6 +1,7 @@
 """Retrieval quality on the zoo (issue 4 quality bar); prints one table.
 
     .venv/bin/python benchmarks/retrieval.py [--zoo ../shared/zoo] [--folds 5] [--probes 128]
+    .venv/bin/python benchmarks/retrieval.py --embedder minilm-int8   # the int8 text model
 
 - text: cards hold descriptions[c], queries use another paraphrase q != c (all 6 ordered pairs);
   recall@1 of the product's card embedding (retrieval/cards.py, what `import-zoo` stores: name,
@@ -27,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retrieval.cards import Card, CardEmbedder, name_words  # noqa: E402
-from retrieval.embedders import MiniLMEmbedder  # noqa: E402
+from retrieval.embedders import get_embedder  # noqa: E402
 from retrieval.weight_encoder import LeastSquaresMap, TrainConfig, train_encoder  # noqa: E402
 from retrieval.weight_features import FeatureSpec, SlotLayout, adapter_features  # noqa: E402
 from storage.peft_format import read_peft_dir  # noqa: E402
@@ -193,6 +194,7 @@ def main() -> None:
     ap.add_argument("--features", default="in,out", help="comma list of sv,in,out")
     ap.add_argument("--hidden", type=int, default=TrainConfig().hidden)
     ap.add_argument("--steps", type=int, default=TrainConfig().steps)
+    ap.add_argument("--embedder", default="minilm", help="minilm or minilm-int8")
     args = ap.parse_args()
     use = set(args.features.split(","))
     spec = FeatureSpec(
@@ -202,7 +204,7 @@ def main() -> None:
 
     records, adapters = load_zoo(args.zoo)
     families = np.array([r["family"] for r in records])
-    embedder = MiniLMEmbedder()
+    embedder = get_embedder(args.embedder)
     texts = [embedder.embed(r["descriptions"]) for r in records]  # 3 x (384,) per task
     n = len(records)
 
@@ -217,7 +219,8 @@ def main() -> None:
     sim_held = similar_held_out(adapters, texts, folds, families, spec, cfg, embedder.embedder_id)
 
     print(
-        f"zoo: {n} adapters, {args.folds}-fold by task, features={sorted(use)} "
+        f"zoo: {n} adapters, text embedder {embedder.embedder_id}, {args.folds}-fold by task, "
+        f"features={sorted(use)} "
         f"probes={args.probes} hidden={args.hidden} steps={args.steps}"
     )
     pairs = " ".join(f"c{c}q{q}" for c, q in PAIRS)

@@ -189,8 +189,9 @@ def run(n: int, n_queries: int, rebuild: bool) -> list[str]:
         container.catalog.versions_fingerprint()
         fp_ms.append((time.perf_counter() - t0) * 1e3)
     lines.append(
-        f"  of which: query embedding ({service.cards.embedder.backend_used}; "
-        "LORADEX_TEXT_EMBEDDER_BACKEND=torch|onnx picks one) p50 "
+        f"  of which: query embedding ({container.settings.text_embedder} on "
+        f"{service.cards.embedder.backend_used}; LORADEX_TEXT_EMBEDDER=minilm|minilm-int8 and "
+        "LORADEX_TEXT_EMBEDDER_BACKEND=torch|onnx pick them) p50 "
         f"{np.percentile(embed_ms, 50):.1f} ms / p95 "
         f"{np.percentile(embed_ms, 95):.1f} ms; catalog fingerprint p50 "
         f"{np.percentile(fp_ms, 50):.1f} ms ({load()})"

@@ -46,8 +46,11 @@ class Settings(BaseSettings):
     )
     text_embedder: str = Field(
         default="minilm",
-        description="Text embedder for search: `minilm` (all-MiniLM-L6-v2, offline) or `hash` "
-        "(a tiny deterministic one for tests).",
+        description="Text embedder for search: `minilm` (all-MiniLM-L6-v2, offline), "
+        "`minilm-int8` (the same model with int8 weights on ONNX Runtime, CPU only: a query ~3x "
+        "sooner, vectors ~0.99 cosine to `minilm`'s; switching runs `loradex reindex`, "
+        "`encoder train` and `generator train` again) or `hash` (a tiny deterministic one for "
+        "tests).",
     )
     text_embedder_backend: Literal["auto", "torch", "onnx"] = Field(
         default="auto",

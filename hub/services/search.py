@@ -133,6 +133,10 @@ class SearchService(IndexSync):
     def _device(self) -> str:
         if self.device in (None, "auto"):
             from hub.runtime.devices import auto_device
+            from retrieval.embedders import EMBEDDERS
+
+            if getattr(EMBEDDERS.get(self.embedder_name), "cpu_only", False):
+                return "cpu"  # a quantized CPU model: "auto" must not pick a GPU it cannot use
 
             return auto_device()
         return str(self.device)
@@ -377,6 +381,7 @@ class SearchService(IndexSync):
         """Train on every adapter with a description (zoo adapters bring three paraphrases)."""
         from retrieval.weight_encoder import train_encoder
 
+        self.sync()  # a stale text index refuses here, before the saved encoder is replaced
         items, _ = self.registry.ls(limit=10**9)
         # mixtures have no weights of their own to learn from (they are embedded as their experts)
         described = [i for i in items if i.description.strip() and i.source != "mixture"]

@@ -76,6 +76,10 @@ def test_spectra_are_cached_per_digest_on_disk_and_recomputed_when_damaged(tmp_p
     cached.write_text('{"format": 1, "digest": "' + digest + '", "modules": [{"name": 1}]}')
     again = SpectraService(c.registry, cached.parent).for_version(ref)
     assert again == first and json.loads(cached.read_text())["modules"][0]["name"] != 1
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")  # a cache dir that cannot be made: computed anyway
+    assert SpectraService(c.registry, blocked / "spectra").for_version(ref) == first
+    assert blocked.read_text() == "not a directory"
     c.catalog.close()
 
 

@@ -13,11 +13,10 @@ memory (a small LRU) and as JSON under the cache directory (derived data: safe t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import os
 import re
-import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import numpy as np
 
 from hub.core.lora import LoraModule
 from hub.core.names import AdapterRef
+from hub.runtime.files import atomic_write
 from hub.services.registry import RegistryService
 
 CACHE_FORMAT = 1  # bump when the cached JSON changes meaning
@@ -158,15 +158,9 @@ class SpectraService:
                 for m in spectra.modules
             ],
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
         # temp file + rename: a reader never sees half a file; concurrent writers agree anyway.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".spectra-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(doc, fh)
-            os.replace(tmp, path)
-        except OSError:
-            Path(tmp).unlink(missing_ok=True)  # a read-only cache dir only costs recomputation
+        with contextlib.suppress(OSError):  # a read-only cache dir only costs recomputation
+            atomic_write(path, json.dumps(doc).encode())
 
 
 def _module_from(doc: dict[str, Any]) -> ModuleSpectrum:

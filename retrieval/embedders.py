@@ -98,6 +98,7 @@ class MiniLMEmbedder:
     dim = 384
     max_tokens = 256
     cpu_only = False
+    onnx_run_size = 8  # texts per graph run on ONNX Runtime (see OnnxMiniLM)
     without_onnx = "LORADEX_TEXT_EMBEDDER_BACKEND=torch"  # what to set when ONNX Runtime is out
 
     def __init__(
@@ -125,7 +126,7 @@ class MiniLMEmbedder:
         self.batch_size = batch_size
         self.backend = backend
         self.cache_dir = cache_dir
-        self.threads = threads  # CPU threads for a batch on ONNX Runtime; 0: one per core
+        self.threads = threads  # worker threads for a batch on ONNX Runtime; 0: one per core
         self.backend_used: str | None = None  # set at load
         self.embedder_id = f"minilm/{MINILM_VERSION}/{self.dim}"
         self._load_lock = threading.Lock()
@@ -186,7 +187,9 @@ class MiniLMEmbedder:
 
         try:
             graph = self._graph(self.cache_dir or default_cache_dir())
-            self._onnx = OnnxMiniLM(graph, self.tokenizer, bulk_threads=self.threads)
+            self._onnx = OnnxMiniLM(
+                graph, self.tokenizer, workers=self.threads, run_size=self.onnx_run_size
+            )
         except Exception as exc:  # noqa: BLE001 - auto falls back; onnx says why it cannot
             if self.backend == "onnx":
                 if isinstance(exc, StorageError):
@@ -214,10 +217,11 @@ class MiniLMEmbedder:
             self._load()
         # A query (a few texts) on one thread: two OpenMP threads that wait for each other make
         # it ~25x slower on a busy 2-core box; on an idle one, one thread is as fast.
+        if self._onnx is not None:
+            result: np.ndarray = self._onnx.embed(texts)
+            return result
         few = len(texts) <= SINGLE_THREAD_MAX_TEXTS
         batches = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
-        if self._onnx is not None:
-            return np.concatenate([self._onnx.embed_batch(b, bulk=not few) for b in batches])
         with torch_threads(1 if few else None, self.device):
             chunks = [self._batch(b) for b in batches]
         return np.concatenate(chunks)
@@ -244,6 +248,10 @@ class MiniLMInt8Embedder(MiniLMEmbedder):
 
     cpu_only = True
     without_onnx = "LORADEX_TEXT_EMBEDDER=minilm"
+    # One text per run: dynamic quantization scales each activation tensor by its own range, so
+    # in a padded batch a text's vector would depend on its neighbours (cosine 0.979 to itself
+    # alone, measured); alone, a vector is a function of its text, and no slower.
+    onnx_run_size = 1
 
     def __init__(self, device: str = "cpu", backend: str = "auto", **options: Any):
         """``options`` as for ``MiniLMEmbedder`` (batch_size, model_dir, cache_dir, threads)."""
@@ -268,25 +276,6 @@ class MiniLMInt8Embedder(MiniLMEmbedder):
         from retrieval.onnx_int8 import ensure_int8_graph
 
         return ensure_int8_graph(self.path, cache_dir)
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """One text per graph run, on one-thread sessions, a worker per core. Dynamic
-        quantization scales each activation tensor by its own range, so in a padded batch a
-        text's vector would depend on its neighbours (cosine ~0.98 to itself alone): one text
-        at a time makes the vector a function of the text, and is faster too (no padding; on
-        the dev box 1,377 texts/s on two workers vs 837 in batches of 64)."""
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        if self._onnx is None:
-            self._load()
-        one = self._onnx.embed_batch
-        if len(texts) <= SINGLE_THREAD_MAX_TEXTS:
-            return np.concatenate([one([t], bulk=False) for t in texts])
-        from concurrent.futures import ThreadPoolExecutor
-
-        workers = min(self.threads or len(os.sched_getaffinity(0)), len(texts))
-        with ThreadPoolExecutor(workers, thread_name_prefix="minilm-int8") as pool:
-            return np.concatenate(list(pool.map(lambda t: one([t], bulk=False), texts)))
 
 
 def _quietly(load: Callable[[], Any]) -> Any:

@@ -3,7 +3,7 @@
 ONNX Runtime's dynamic quantization stores the 36 weight matrices of the six layers' matrix
 products as int8, one scale per output channel, and quantizes each activation on the fly; the
 products then run as int8 dot products (VNNI where the CPU has it). On the 2-core dev box a
-query costs ~1.5 ms instead of ~4.4 ms for the fp32 graph, and ~1.7x the sentences/s
+query costs ~1.4 ms instead of ~4.0 ms for the fp32 graph, and ~2x the sentences/s
 (``benchmarks/embedder_speed.py``). The vectors move: cosine to the fp32 ones 0.994 on average,
 0.985 at worst, over the zoo's task descriptions (one scale per tensor instead: 0.965 on
 average, so per channel it is), and the zoo's text r@1 goes from 0.874 to 0.847

@@ -122,6 +122,7 @@ def test_switching_a_catalog_to_int8_refuses_its_index_until_reindex(tmp_path, m
         src = write_adapter_dir(tmp_path / f"src{i}", seed=i)
         container.registry.add_path(src, AdapterMeta(name=name, description=desc))
     assert top_names(container.search, "capital of a country", k=1) == ["capitals"]
+    container.search.saver.flush()  # the index is saved in the background: on disk now
     # a GPU seen by "auto" does not send the CPU-only model there
     monkeypatch.setattr("hub.runtime.devices.auto_device", lambda: "cuda")
     switched = make_container(home, text_embedder="minilm-int8")

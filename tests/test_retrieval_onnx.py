@@ -45,7 +45,7 @@ def graph_dir(tmp_path_factory):
 
 def test_onnx_vectors_equal_torch_vectors(graph_dir, torch_vectors):
     e = MiniLMEmbedder(backend="onnx", cache_dir=graph_dir)
-    many = e.embed(TEXTS)  # the bulk session
+    many = e.embed(TEXTS)  # runs of 8 on worker threads
     few = np.concatenate([e.embed([t]) for t in TEXTS[:5]])  # the one-thread query session
     assert e.backend_used == "onnx" and many.dtype == np.float32
     np.testing.assert_allclose(many, torch_vectors, atol=1e-5)

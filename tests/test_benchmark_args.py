@@ -58,11 +58,14 @@ def test_embedder_speed_reports_sentences_per_second_from_a_model_dir(tmp_path):
     assert out.returncode == 0, out.stderr
     rates = [ln for ln in out.stdout.splitlines() if "sentences/s;" in ln]
     assert rates and all(float(ln.split(": ")[1].split()[0].replace(",", "")) > 0 for ln in rates)
-    assert any(ln.startswith("MiniLM torch CPU") for ln in rates)
+    assert any(ln.startswith("minilm on torch, CPU") for ln in rates)
     if importlib.util.find_spec("onnxruntime"):  # the same model dir on ONNX Runtime, and ratios
-        assert any(ln.startswith("MiniLM onnx CPU") for ln in rates)
-        ratios = [ln for ln in out.stdout.splitlines() if "onnx vs torch" in ln]
-        assert ratios and all(float(ln.split(": ")[1].split("x")[0]) > 0 for ln in ratios)
+        assert any(ln.startswith("minilm on onnx, CPU") for ln in rates)
+        assert any(ln.startswith("minilm-int8 on onnx, CPU") for ln in rates)
+        ratios = [ln for ln in out.stdout.splitlines() if " vs minilm " in ln]
+        assert len(ratios) >= 3 and all(float(ln.split(": ")[1].split("x")[0]) > 0 for ln in ratios)
+        (runner,) = [ln for ln in out.stdout.splitlines() if "over one-thread workers" in ln]
+        assert float(runner.split("(")[1].split("x")[0]) > 0  # vs the one-session baseline
 
 
 def test_cli_latency_refuses_zero_runs_and_times_both_backends():

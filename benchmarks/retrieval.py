@@ -181,6 +181,25 @@ def similar_chance(families: np.ndarray) -> float:
     return float(sum(c * (c - 1) for c in counts) / (len(families) * (len(families) - 1)))
 
 
+def agreement_with_minilm(embedder, records) -> str:
+    """For another text model (``--embedder minilm-int8``): its vectors' cosine to ``minilm``'s
+    on the zoo's descriptions, and, for int8, how far padded batches of 64 would move a text's
+    vector from its vector alone (why ``minilm-int8`` runs one text at a time)."""
+    from retrieval.onnx_minilm import OnnxMiniLM
+
+    texts = [d for r in records for d in r["descriptions"]]
+    ours = embedder.embed(texts)
+    cosines = (ours * get_embedder("minilm").embed(texts)).sum(1)
+    line = f"vectors vs minilm's, {len(texts)} descriptions: cosine mean {cosines.mean():.4f}, "
+    line += f"min {cosines.min():.4f}"
+    runner = getattr(embedder, "_onnx", None)
+    if isinstance(runner, OnnxMiniLM) and runner.run_size == 1:
+        batched = OnnxMiniLM(runner.graph, runner.tokenize, workers=1, run_size=64).embed(texts)
+        drift = (ours * batched).sum(1).min()
+        line += f"; in padded batches of 64 vs alone: cosine min {drift:.4f}"
+    return line
+
+
 def task_folds(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
     perm = np.random.default_rng(seed).permutation(n)
     return [np.sort(perm[i::k]) for i in range(k)]
@@ -246,6 +265,8 @@ def main() -> None:
     print(f"{'similar@3 same family: weight features (product)':44s} {sim_feat:6.3f}")
     print(f"{'  same, held-out fold, span of the rest':44s} {sim_held:6.3f}")
     print(f"{'similar@3 same family: chance':44s} {similar_chance(families):6.3f}")
+    if args.embedder != "minilm":
+        print(agreement_with_minilm(embedder, records))
     print(
         f"encoder train time per fold {train_s:.1f}s; full-zoo loss {losses[0]:.3f} -> "
         f"{losses[-1]:.3f}; version {full.version}"

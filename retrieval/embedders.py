@@ -215,11 +215,11 @@ class MiniLMEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self._model is None and self._onnx is None:
             self._load()
-        # A query (a few texts) on one thread: two OpenMP threads that wait for each other make
-        # it ~25x slower on a busy 2-core box; on an idle one, one thread is as fast.
         if self._onnx is not None:
             result: np.ndarray = self._onnx.embed(texts)
             return result
+        # A query (a few texts) on one thread: two OpenMP threads that wait for each other make
+        # it ~25x slower on a busy 2-core box; on an idle one, one thread is as fast.
         few = len(texts) <= SINGLE_THREAD_MAX_TEXTS
         batches = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
         with torch_threads(1 if few else None, self.device):

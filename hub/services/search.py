@@ -227,13 +227,15 @@ class SearchService(IndexSync):
             specs.append(("features", self.encoder.feature_id, self.encoder.feature_dim))
         sides = {}
         for kind, embedder_id, dim in specs:
-            side = IndexSide(
-                kind, self.index_dir / f"{kind}.faiss", embedder_id, dim, self.index_params
-            )
+            side = self._side(kind, embedder_id, dim)
             if load:
                 side.load()
             sides[kind] = side
         return sides
+
+    def _side(self, kind: str, embedder_id: str, dim: int) -> IndexSide:
+        path = self.index_dir / f"{kind}.faiss"
+        return IndexSide(kind, path, embedder_id, dim, self.index_params)
 
     # -- queries --------------------------------------------------------------------------
     def search(
@@ -381,7 +383,10 @@ class SearchService(IndexSync):
         """Train on every adapter with a description (zoo adapters bring three paraphrases)."""
         from retrieval.weight_encoder import train_encoder
 
-        self.sync()  # a stale text index refuses here, before the saved encoder is replaced
+        if "text" not in self._sides:  # in memory it was loaded for this text model already
+            # A text index saved by another text model (or damaged) refuses here, with
+            # index_stale, before the saved encoder is replaced and the final sync would.
+            self._side("text", self.cards.embedder_id, self.cards.dim).load()
         items, _ = self.registry.ls(limit=10**9)
         # mixtures have no weights of their own to learn from (they are embedded as their experts)
         described = [i for i in items if i.description.strip() and i.source != "mixture"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,34 +47,29 @@ def ensure_int8_graph(model_dir: Path, cache_dir: Path) -> Path:
 
 
 def quantize_graph(source: Path, dest: Path, model_dir: Path) -> None:
-    """Write the int8 graph of ``source`` to ``dest`` (atomically, after the cosine check)."""
+    """Write the int8 graph of ``source`` to ``dest``, then check its vectors against the
+    source's (``cached_graph`` gives a temporary name and publishes it only if this returns)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    prepared = dest.with_name(f".{dest.name}.pre.{os.getpid()}.tmp")  # swept if we die
-    try:
-        with _root_logging_untouched():
-            # ONNX Runtime's recommended first step (graph optimisation + shape inference);
-            # symbolic shape inference is skipped: the exporter's shapes are already symbolic.
-            quant_pre_process(source, prepared, skip_symbolic_shape=True)
-            quantize_dynamic(
-                prepared,
-                tmp,
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                op_types_to_quantize=["MatMul"],  # the weight products; Gather stays fp32
-            )
-        worst = min_cosine(source, tmp, model_dir)
-        if not worst >= MIN_COSINE:  # NaN fails too
-            raise RuntimeError(
-                f"the int8 text model's vectors are only {worst:.4f} cosine-close to the fp32 "
-                f"model's (at least {MIN_COSINE} expected)"
-            )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-        prepared.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="loradex-int8-") as work, _root_logging_untouched():
+        prepared = Path(work) / "prepared.onnx"
+        # ONNX Runtime's recommended first step (graph optimisation + shape inference);
+        # symbolic shape inference is skipped: the exporter's shapes are already symbolic.
+        quant_pre_process(source, prepared, skip_symbolic_shape=True)
+        quantize_dynamic(
+            prepared,
+            dest,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],  # the weight products; Gather stays fp32
+        )
+    worst = min_cosine(source, dest, model_dir)
+    if not worst >= MIN_COSINE:  # NaN fails too
+        raise RuntimeError(
+            f"the int8 text model's vectors are only {worst:.4f} cosine-close to the fp32 "
+            f"model's (at least {MIN_COSINE} expected)"
+        )
 
 
 def min_cosine(reference: Path, candidate: Path, model_dir: Path) -> float:

@@ -74,7 +74,8 @@ def export_key(model_dir: Path) -> str:
 
 
 def export_graph(model_dir: Path, dest: Path) -> None:
-    """Export MiniLM + mean pooling + L2 normalisation to ``dest`` (overwritten atomically)."""
+    """Export MiniLM + mean pooling + L2 normalisation to ``dest``, then check it against torch
+    (``cached_graph`` gives a temporary name and publishes it only if this returns)."""
     import torch
     from torch.export import Dim
     from transformers import AutoModel
@@ -114,13 +115,8 @@ def export_graph(model_dir: Path, dest: Path) -> None:
         )
     if program is None:  # only when given a file name, which this call does not pass
         raise RuntimeError("torch.onnx.export returned no program")
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        program.save(str(tmp))
-        _check_against_torch(tmp, Pooled(model).eval(), model_dir)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    program.save(str(dest))
+    _check_against_torch(dest, Pooled(model).eval(), model_dir)
 
 
 def _check_against_torch(graph: Path, pooled: Any, model_dir: Path) -> None:
@@ -164,9 +160,10 @@ def ensure_graph(model_dir: Path, cache_dir: Path) -> Path:
 def cached_graph(
     model_dir: Path, cache_dir: Path, variant: str, build: Callable[[Path], None]
 ) -> Path:
-    """``minilm-KEY{variant}.onnx`` in ``cache_dir``, made by ``build(dest)`` (which must write
-    ``dest`` atomically, after its own checks) under a file lock when absent or torn; a sidecar
-    records its sha256. ``variant`` names graphs derived from the export (the int8 one)."""
+    """``minilm-KEY{variant}.onnx`` in ``cache_dir``, made when absent or torn, under a file
+    lock, by ``build(tmp)``: it writes and checks a temporary file (raising when the check
+    fails), which is then renamed into place and recorded, sha256 in a sidecar. ``variant``
+    names graphs derived from the export (the int8 one)."""
     from filelock import FileLock
 
     cache_dir = Path(cache_dir)
@@ -182,7 +179,12 @@ def cached_graph(
                 return graph
             if graph.exists():
                 log.warning("cached text model graph %s failed its checksum: remaking it", graph)
-            build(graph)
+            tmp = graph.with_name(f".{graph.name}.{os.getpid()}.tmp")  # swept if we die
+            try:
+                build(tmp)
+                os.replace(tmp, graph)
+            finally:
+                tmp.unlink(missing_ok=True)
             record = {"sha256": sha256_file(graph), "model_dir": str(model_dir), "key": key}
             atomic_write(sidecar, json.dumps(record).encode())
             _prune_superseded(cache_dir, Path(model_dir), key)

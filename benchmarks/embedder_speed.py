@@ -54,9 +54,9 @@ def embedder_speed(
     for threads in sorted({1, torch.get_num_threads()}) if device == "cpu" else [0]:
         if threads:
             torch.set_num_threads(threads)
-        # ONNX Runtime's pool is fixed when its session is made: one embedder per count
+        # the ONNX runner's worker count is fixed when it is made: one embedder per count
         e = get_embedder(name, device=device, model_dir=model_dir, backend=backend, threads=threads)
-        e.embed(texts[:8])  # warm-up (the one-off export or quantization, the bulk session)
+        e.embed(texts[:8])  # warm-up (the one-off export or quantization, the worker pool)
         t0 = time.perf_counter()
         e.embed(texts)
         dt = time.perf_counter() - t0
@@ -106,6 +106,7 @@ def onnx_runner_vs_one_session(n: int, model_dir: Path | None = None) -> str:
 
     from retrieval.embedders import MiniLMEmbedder
     from retrieval.onnx_minilm import OUTPUT
+    from retrieval.tokenization import FIELDS
 
     e = MiniLMEmbedder(backend="onnx", model_dir=model_dir)
     texts = _mixed_texts(n)
@@ -119,9 +120,7 @@ def onnx_runner_vs_one_session(n: int, model_dir: Path | None = None) -> str:
     def one_session() -> None:
         for i in range(0, n, 64):
             enc = runner.tokenize(texts[i : i + 64])
-            session.run(
-                [OUTPUT], {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-            )
+            session.run([OUTPUT], {k: enc[k] for k in FIELDS})
 
     rates = {}
     for label, run in (

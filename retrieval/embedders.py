@@ -192,8 +192,10 @@ class MiniLMEmbedder:
             )
         except Exception as exc:  # noqa: BLE001 - auto falls back; onnx says why it cannot
             if self.backend == "onnx":
-                if isinstance(exc, StorageError):
-                    raise
+                if isinstance(exc, StorageError):  # the cache: its fix, and this model's other way
+                    raise StorageError(
+                        f"{exc.message} (or {self.without_onnx})", code=exc.code, **exc.details
+                    ) from exc
                 why = f"{type(exc).__name__}: {exc}"[:400]
                 raise StorageError(
                     f"the onnx text embedder backend is unavailable: {why}",

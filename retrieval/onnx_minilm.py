@@ -192,8 +192,7 @@ def cached_graph(
     except OSError as exc:
         raise StorageError(
             f"cannot write the ONNX export of the text model under {cache_dir}: {exc}; set "
-            "LORADEX_EMBEDDER_CACHE_DIR to a writable directory or "
-            "LORADEX_TEXT_EMBEDDER_BACKEND=torch",
+            "LORADEX_EMBEDDER_CACHE_DIR to a writable directory",
             code="embedder_unavailable",
         ) from exc
 

@@ -103,10 +103,17 @@ def test_int8_is_refused_where_it_cannot_run(monkeypatch, tmp_path):
     assert exc.value.code == "embedder_backend_invalid"
     with pytest.raises(BadInputError, match="ONNX Runtime only, not 'torch'"):
         MiniLMInt8Embedder(backend="torch")
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    with pytest.raises(StorageError, match="writable directory") as unwritable:
+        MiniLMInt8Embedder(cache_dir=blocked / "onnx").embed(["x"])
+    assert "(or LORADEX_TEXT_EMBEDDER=minilm)" in unwritable.value.message  # not "=torch"
+    assert unwritable.value.code == "embedder_unavailable"
     monkeypatch.setattr(onnx_minilm, "onnx_runtime_available", lambda: False)
     with pytest.raises(StorageError, match="LORADEX_TEXT_EMBEDDER=minilm") as missing:
         MiniLMInt8Embedder(cache_dir=tmp_path).embed(["x"])
-    assert missing.value.code == "embedder_unavailable" and not list(tmp_path.iterdir())
+    assert missing.value.code == "embedder_unavailable"
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]  # nothing written
 
 
 def test_switching_a_catalog_to_int8_refuses_its_index_until_reindex(tmp_path, monkeypatch):

@@ -112,6 +112,7 @@ def test_an_unwritable_cache_is_an_error_for_onnx_and_a_fallback_for_auto(tmp_pa
     with pytest.raises(StorageError, match="LORADEX_EMBEDDER_CACHE_DIR") as exc:
         MiniLMEmbedder(backend="onnx", cache_dir=blocked / "onnx").embed(["x"])
     assert exc.value.code == "embedder_unavailable" and str(blocked) in str(exc.value)
+    assert "(or LORADEX_TEXT_EMBEDDER_BACKEND=torch)" in exc.value.message
     with caplog.at_level(logging.WARNING):
         e = MiniLMEmbedder(backend="auto", cache_dir=blocked / "onnx")
         e.embed(["x"])

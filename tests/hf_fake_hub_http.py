@@ -221,8 +221,10 @@ class Handler(BaseHTTPRequestHandler):
         owner = doc.get("organization") or self.user
         repo_id = f"{owner}/{doc['name']}"
         self._writer(repo_id)
-        if self.hub.exists(repo_id):
-            raise HubError(409, "You already created this model repo")
+        if self.hub.exists(repo_id):  # the Hub's 409 names the repo: create_repo(exist_ok) reads it
+            error = "You already created this model repo"
+            self._json({"error": error, "url": f"{self.hub.url}/{repo_id}"}, 409)
+            return
         private = doc.get("visibility") == "private" or bool(doc.get("private"))
         self.hub.create(repo_id, private=private)
         self._json({"url": f"{self.hub.url}/{repo_id}", "name": repo_id})

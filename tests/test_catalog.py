@@ -104,7 +104,13 @@ def test_lineage_and_recipe_survive_parent_deletion(catalog):
     assert lineage.recipe == recipe
     catalog.delete("p1")
     after = catalog.get_detail("merged").lineage
-    assert [(p.name, p.version) for p in after.parents] == [("p1", 1), ("p2", 1)]
+    assert [(p.name, p.version, p.deleted) for p in after.parents] == [
+        ("p1", 1, True),
+        ("p2", 1, False),
+    ]
+    catalog.register_version(meta("p1"), nv(4))  # the name again: another adapter's p1@1
+    again = catalog.get_detail("merged").lineage
+    assert [(p.name, p.version, p.deleted) for p in again.parents][0] == ("p1", 1, True)
 
 
 def test_unknown_parent_is_refused_and_nothing_written(catalog):

@@ -102,6 +102,15 @@ def test_pushed_merge_has_merge_relation_lineage_and_recipe(fake_hub, hf_contain
     )
     assert recipe["method"] == "linear" and recipe["weights"] == [0.6, 0.4]
 
+    # A deleted parent reads "deleted", even after its name is registered again: the card must
+    # not credit the newcomer (whose left@1 is another file).
+    hf_container.registry.rm(AdapterRef("left"))
+    newcomer = write_adapter_dir(tmp_path / "newcomer", seed=30)
+    hf_container.registry.add_path(newcomer, AdapterMeta(name="left"))
+    report = hf_container.sync.push(AdapterRef(merged.name), "alice/both")
+    text = fake_hub.files_at("alice/both", report.revision)["README.md"].decode()
+    assert "| `left@1` | merge | 0.6 | `deleted` |" in text
+
 
 def test_push_then_pull_round_trips(fake_hub, hf_container, qa, tmp_path):
     pushed = hf_container.sync.push(AdapterRef("qa"), "alice/qa-lora", private=True)

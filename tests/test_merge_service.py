@@ -103,6 +103,20 @@ def test_rmm_merge_then_revert_rebuilds_the_member(home, tmp_path):
     # the artifact blob is referenced: gc keeps it, and removing the merge frees it
     assert cli(home, "gc", "--grace", "0", "--json").json()["removed_blobs"] == []
 
+    # A deleted member is still a member: the merge names it as deleted, and rebuilds it
+    assert cli(home, "rm", "b").code == 0
+    shown = cli(home, "show", "r")
+    assert "b@1 (merge, weight 1.0, deleted)" in shown.stdout
+    assert "a@1 (merge, weight 1.0)" in shown.stdout
+    parents = cli(home, "show", "r", "--json").json()["lineage"]["parents"]
+    assert [(p["name"], p["deleted"]) for p in parents] == [("a", False), ("b", True), ("c", False)]
+    back = cli(home, "revert", "r", "--member", "b", "--name", "b.again", "--json")
+    assert back.code == 0, back.stderr
+    cli(home, "export", "b.again", tmp_path / "again")
+    again = deltas(tmp_path / "again")
+    for module in orig:
+        np.testing.assert_allclose(again[module], orig[module], atol=1e-4)
+
 
 def test_bad_merges_exit_2_and_register_nothing(home, tmp_path):
     other = write_adapter_dir(tmp_path / "other", seed=50, config=peft_config(base="another-model"))

@@ -121,8 +121,26 @@ def test_lineage_graph_walks_both_ways_and_remembers_deleted_parents(tmp_path, c
 
     c.registry.rm(AdapterRef("root2"))
     g = lineage_graph(c.registry, AdapterRef("leaf"))
-    assert g.nodes["root2@1"].exists is False and g.nodes["root1@1"].exists
-    assert g.nodes["root2@1"].depth == -2
+    gone = g.nodes["root2@1 (deleted)"]
+    assert (gone.exists, gone.label, gone.depth) == (False, "root2@1", -2)
+    assert g.nodes["root1@1"].exists and "root2@1" not in g.nodes
+
+    # The name registered again, here as a child of mid (as when a deleted member is restored
+    # by reverting the merge under its old name): mid@1 then has a deleted parent root2@1 and a
+    # live child root2@1. They are two nodes; the parent's ancestry is not looked up by name.
+    add_tiny(c, tmp_path, "root2", seed=7, parents=(("mid", "revert", None),))
+    g = lineage_graph(c.registry, AdapterRef("mid"))
+    assert [(n.key, n.exists) for n, _ in g.parents_of("mid@1")] == [
+        ("root1@1", True),
+        ("root2@1 (deleted)", False),
+    ]
+    assert [(n.key, n.depth, n.source) for n, _ in g.children_of("mid@1")] == [
+        ("leaf@1", 1, "upload"),
+        ("leaf2@1", 1, "upload"),
+        ("root2@1", 1, "upload"),
+    ]
+    links = {(e.parent, e.child, e.relation) for e in g.links}
+    assert {("root2@1 (deleted)", "mid@1", "merge"), ("mid@1", "root2@1", "revert")} <= links
 
     small = lineage_graph(c.registry, AdapterRef("root1"), max_nodes=3)
     assert small.truncated and len(small.nodes) == 3

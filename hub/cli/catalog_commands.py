@@ -153,7 +153,8 @@ def show(
     if recipe.get("method"):
         out.print(f"  recipe       {recipe['method']} {recipe.get('params', {})}", highlight=False)
     for p in detail.lineage.parents:
-        out.print(f"  parent       {p.name}@{p.version} ({p.relation}, weight {p.weight})")
+        gone = ", deleted" if p.deleted else ""
+        out.print(f"  parent       {p.name}@{p.version} ({p.relation}, weight {p.weight}{gone})")
     for e in detail.evaluations:
         out.print(
             f"  eval         {e.task}: {e.accuracy:.3f} on {e.n} ({e.details.get('source', '')})"

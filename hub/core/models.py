@@ -65,6 +65,10 @@ class ParentRef(BaseModel):
     version: int
     relation: str
     weight: float | None = None
+    # The parent version was deleted. Its name and version are kept for the record, but they may
+    # since name another adapter (a deleted name can be registered again, from version 1), so
+    # nothing may look the parent up by name when this is set.
+    deleted: bool = False
 
 
 class Lineage(BaseModel):

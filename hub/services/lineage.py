@@ -1,7 +1,8 @@
 """The lineage graph around one version: ancestors (up) and descendants (down), bounded.
 
 Parents come from each version's lineage edges (which keep the name and version of a parent
-even after it is deleted: such a node is shown as gone); children from the reverse query in
+even after it is deleted: such a node is shown as gone, and never looked up by name, which may
+have been registered again since); children from the reverse query in
 ``storage.catalog.lineage``. Breadth-first, so a version reachable at two distances sits at the
 nearer one, and capped in depth and node count so a hub adapter with thousands of derivatives
 still renders.
@@ -28,8 +29,14 @@ class LineageNode:
     source: str | None = None
 
     @property
-    def key(self) -> str:
+    def label(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def key(self) -> str:
+        """Unique in a graph. A deleted parent's name@version may be a live adapter's in the same
+        graph, e.g. a member restored by reverting this very merge under its old name."""
+        return self.label if self.exists else f"{self.label} (deleted)"
 
 
 @dataclass(frozen=True)
@@ -84,15 +91,17 @@ def _walk(
         if abs(node.depth) >= limit or not node.exists:
             continue
         for link in _neighbours(registry, node, direction):
-            other = f"{link.name}@{link.version}"
-            edge = (node.key, other) if direction > 0 else (other, node.key)
+            other = f"{link.name}@{link.version}" + (" (deleted)" if link.deleted else "")
             if other not in graph.nodes:
                 if len(graph.nodes) >= max_nodes:
                     graph.truncated = True
                     return
                 new = _node(registry, link, node.depth + direction)
-                graph.nodes[other] = new
-                queue.append(new)
+                other = new.key  # differs only if deleted since the edge was read
+                if other not in graph.nodes:
+                    graph.nodes[other] = new
+                    queue.append(new)
+            edge = (node.key, other) if direction > 0 else (other, node.key)
             graph.links.append(LineageLink(*edge, link.relation, link.weight))
 
 
@@ -104,8 +113,10 @@ def _neighbours(registry: RegistryService, node: LineageNode, direction: int) ->
 
 
 def _node(registry: RegistryService, link: ParentRef, depth: int) -> LineageNode:
+    if link.deleted:  # never look it up by name: a new adapter may hold that name@version now
+        return LineageNode(link.name, link.version, depth, exists=False)
     try:
         item = registry.catalog.get_item(link.name, link.version)
-    except NotFoundError:  # a deleted parent: its edge remembers it, the catalog does not
+    except NotFoundError:  # deleted since the edge was read
         return LineageNode(link.name, link.version, depth, exists=False)
     return LineageNode(item.name, item.version, depth, True, item.source)

@@ -294,6 +294,8 @@ class SyncService:
         return PushReport(item, repo_id, commit.sha, commit.url, sorted(files), private)
 
     def _source_of(self, parent: ParentRef) -> str:
+        if parent.deleted:  # its name@version may now be another adapter's
+            return "deleted"
         try:
             return self.registry.catalog.get_item(parent.name, parent.version).source
         except NotFoundError:

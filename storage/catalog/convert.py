@@ -62,7 +62,11 @@ def to_detail(s: Session, v: AdapterVersion, a: Adapter) -> AdapterDetail:
     ).all()
     parents = [
         ParentRef(
-            name=e.parent_name, version=e.parent_version, relation=e.relation, weight=e.weight
+            name=e.parent_name,
+            version=e.parent_version,
+            relation=e.relation,
+            weight=e.weight,
+            deleted=e.parent_version_id is None,
         )
         for e in edges
     ]

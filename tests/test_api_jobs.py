@@ -174,6 +174,30 @@ def test_restart_fails_running_jobs_and_resumes_queued_ones(container, token, tm
         assert_error(client.get("/adapters/ab"), 404)  # the crashed merge published nothing
 
 
+def test_a_queued_job_never_runs_on_an_input_replaced_while_it_waited(container, token, tmp_path):
+    """Inputs are pinned to NAME@VERSION and its digest at submit time. Deleted and registered
+    again under its name, "a" restarts at a@1 with other weights: the job must not merge those."""
+    with api_client(container, run_jobs=False) as client:  # jobs wait in the queue
+        seed_adapters(client, token, tmp_path, ["a", "b", "c"])
+        replaced = client.post("/merges", headers=auth(token), json=MERGE).json()["job_id"]
+        bc = {**MERGE, "adapters": ["b", "c"], "name": "bc"}
+        deleted = client.post("/merges", headers=auth(token), json=bc).json()["job_id"]
+        spec = client.get(f"/jobs/{replaced}").json()["spec"]
+        assert set(spec["pinned_digests"]) == {"a@1", "b@1"}
+        for name in ("a", "c"):
+            assert client.delete(f"/adapters/{name}", headers=auth(token)).status_code == 204
+        newcomer = write_adapter_dir(tmp_path / "newcomer", seed=99)
+        assert upload(client, token, "a", newcomer).json()["version"] == 1
+
+    with api_client(container) as client:  # a worker picks them up
+        job = poll_job(client, replaced)
+        assert job["state"] == "failed" and job["error"].startswith("input_changed: a@1 is not")
+        job = poll_job(client, deleted)
+        assert job["state"] == "failed" and job["error"].startswith("input_deleted: c@1 was")
+        assert_error(client.get("/adapters/ab"), 404)
+        assert_error(client.get("/adapters/bc"), 404)
+
+
 def _merged(client, token, body) -> dict:
     return poll_job(client, client.post("/merges", headers=auth(token), json=body).json()["job_id"])
 

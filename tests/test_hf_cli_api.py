@@ -127,6 +127,8 @@ def test_rest_sync_pull_and_push_jobs(fake_hub, api, tmp_path):
     job = poll_job(client, push.json()["job_id"])
     assert job["state"] == "succeeded" and job["result"] == "alice--qa@1"
     assert job["spec"]["adapter"] == "alice--qa@1"  # pinned at submit time
+    digest = client.get("/adapters/alice--qa").json()["digest"]
+    assert job["spec"]["pinned_digests"] == {"alice--qa@1": digest}
     assert (
         job["message"]
         == f"pushed alice--qa@1 to hf://alice/copy@{fake_hub.refs('alice/copy')['main']}"

@@ -35,6 +35,7 @@ def test_post_mixtures_runs_a_job_that_publishes_the_mixture(setup, token):
         job = poll_job(client, job_id, timeout=300)
         assert (job["state"], job["kind"], job["result"]) == ("succeeded", "mixture", "mx@1"), job
         assert job["spec"]["experts"] == labels  # pinned at submit time
+        assert list(job["spec"]["pinned_digests"]) == labels
         zoo = container.models.zoo_dir / "tasks"
         pinned = [f"{lab}={zoo / t}.json" for lab, t in zip(labels, body["tasks"], strict=True)]
         assert job["spec"]["tasks"] == pinned

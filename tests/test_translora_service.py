@@ -211,6 +211,8 @@ def test_post_transfers_accepts_and_validates(container, token, source):
         spec = job["spec"]
         assert (job["kind"], job["state"], spec["adapter"]) == ("transfer", "queued", "src@1")
         assert spec["task_resolved"].endswith("t.json")
+        digest = client.get("/adapters/src").json()["digest"]
+        assert spec["pinned_digests"] == {"src@1": digest}
         assert_error(client.post("/transfers", json=SPEC), 401)
         cases = [
             ({"adapter": "missing"}, 404, "not_found"),

@@ -2,6 +2,12 @@
 
 A spec that fails its pydantic model is bad input (``invalid_spec``, HTTP 400 / exit 2) naming
 each problem; a job whose work ends in a registered adapter version reports that version.
+
+Adapter references are pinned at submit time to NAME@VERSION and, under ``PINNED_DIGESTS``, to
+the digest that version had. NAME@VERSION names the same bytes only while that adapter exists:
+deleted and registered again under the same name, it starts from version 1 with other weights.
+``check_pins`` runs before every job, so a job that waited through that runs on nothing it was
+not submitted with.
 """
 
 from __future__ import annotations
@@ -11,8 +17,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, TypeAdapter, ValidationError
 
-from hub.core.errors import BadInputError
+from hub.core.errors import BadInputError, ConflictError, NotFoundError
 from hub.core.models import AdapterItem
+from hub.core.names import AdapterRef
 from hub.services.job_kinds import JobOutcome
 
 if TYPE_CHECKING:
@@ -63,3 +70,37 @@ def published(container: Container, item: AdapterItem, message: str) -> JobOutco
     """The outcome of a job that registered ``item``: ``message`` names it (``{ref}``)."""
     version_id = container.catalog.version_id(item.name, item.version)
     return JobOutcome(version_id, message.format(ref=f"{item.name}@{item.version}"))
+
+
+PINNED_DIGESTS = "pinned_digests"  # spec key: {"NAME@VERSION": sha256} of the pinned inputs
+
+
+def with_pins(container: Container, spec: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+    """``spec`` plus the digest of each pinned ``NAME@VERSION`` in ``labels``."""
+    pins = {}
+    for label in labels:
+        ref = AdapterRef.parse(label)
+        pins[label] = container.registry.catalog.get_item(ref.name, ref.version).digest
+    return {**spec, PINNED_DIGESTS: pins}
+
+
+def check_pins(container: Container, spec: dict[str, Any]) -> None:
+    """Refuse to run when a pinned input is gone or is no longer the adapter it was at submit
+    time. Specs stored before pins existed carry none and are not checked."""
+    for label, digest in (spec.get(PINNED_DIGESTS) or {}).items():
+        ref = AdapterRef.parse(label)
+        try:
+            now = container.registry.catalog.get_item(ref.name, ref.version).digest
+        except NotFoundError:
+            raise NotFoundError(
+                f"{label} was deleted after this job was submitted; register it again and "
+                "resubmit the job",
+                code="input_deleted",
+            ) from None
+        if now != digest:
+            raise ConflictError(
+                f"{label} is not the adapter this job was submitted with (digest {now[:12]}…, "
+                f"was {digest[:12]}…): it was deleted and its name registered again; resubmit "
+                "the job to use the new one",
+                code="input_changed",
+            )

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hub.core.errors import ConflictError, HubError, UnknownNameError
 from hub.core.models import OPEN_JOB_STATES, TERMINAL_JOB_STATES, JobRecord
 from hub.services.job_kinds import get_job_kind, load_job_modules
+from hub.services.job_specs import check_pins
 from hub.services.jobs_runner import QueueWatcher, RunnerLock
 
 if TYPE_CHECKING:
@@ -116,6 +117,7 @@ def execute_job(
     try:
         if job.spec.get(CANCEL_KEY):
             raise JobCancelled(job_id)
+        check_pins(container, job.spec)
         outcome = get_job_kind(job.kind).run(container, job.spec, ctx)
     except JobCancelled:
         return catalog.update_job(job_id, state="cancelled", message="cancelled")

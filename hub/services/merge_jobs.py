@@ -16,7 +16,7 @@ from hub.core.errors import BadInputError, NotMergeableError
 from hub.core.models import MAX_TAG
 from hub.core.names import AdapterRef, validate_name
 from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
-from hub.services.job_specs import JsonObject, parse_job_spec, published
+from hub.services.job_specs import JsonObject, parse_job_spec, published, with_pins
 from hub.services.jobs import JobContext
 from hub.services.merge import check_same_base
 
@@ -93,7 +93,7 @@ def validate_merge(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
     # module sets, shapes and rank limits from the catalog: the codes the worker would raise
     shapes = [Shapes({m.name: m for m in item.modules}) for item in items]
     merging.precheck(shapes, spec.method, spec.params, pinned)
-    return {**spec.model_dump(mode="json"), "adapters": pinned}
+    return with_pins(container, {**spec.model_dump(mode="json"), "adapters": pinned}, pinned)
 
 
 def run_merge(container: Container, raw: dict[str, Any], ctx: JobContext) -> JobOutcome:

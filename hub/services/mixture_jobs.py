@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 from hub.core.errors import BadInputError
 from hub.core.names import AdapterRef, validate_name
 from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
-from hub.services.job_specs import parse_job_spec, published
+from hub.services.job_specs import parse_job_spec, published, with_pins
 from hub.services.jobs import JobContext
 from hub.services.merge_jobs import MAX_TAGS, NAME_PATTERN, NO_NUL, Ref, Tag
 from hub.services.mixture import GateOptions
@@ -94,7 +94,8 @@ def validate_mixture(container: Container, raw: dict[str, Any]) -> dict[str, Any
         )
     plan = container.mixtures.plan([AdapterRef.parse(e) for e in spec.experts], spec.tasks)
     tasks = [f"{label}={task}" for label, task in zip(plan.labels, plan.tasks, strict=True)]
-    return {**spec.model_dump(mode="json"), "experts": plan.labels, "tasks": tasks}
+    stored = {**spec.model_dump(mode="json"), "experts": plan.labels, "tasks": tasks}
+    return with_pins(container, stored, list(plan.labels))
 
 
 def run_mixture(container: Container, raw: dict[str, Any], ctx: JobContext) -> JobOutcome:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 
 from hub.core.names import AdapterRef
 from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
-from hub.services.job_specs import parse_job_spec
+from hub.services.job_specs import parse_job_spec, with_pins
 from hub.services.jobs import JobContext
 from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, REF_PATTERN, Tag
 
@@ -83,7 +83,8 @@ def validate_sync(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
     validate_repo_id(spec.repo)
     ref = AdapterRef.parse(spec.adapter)
     item = container.registry.catalog.get_item(ref.name, ref.version)
-    return {**spec.model_dump(mode="json"), "adapter": f"{item.name}@{item.version}"}
+    label = f"{item.name}@{item.version}"
+    return with_pins(container, {**spec.model_dump(mode="json"), "adapter": label}, [label])
 
 
 def _targets(spec: SyncPull) -> PullTargets:

@@ -15,7 +15,7 @@ from pydantic import Field
 from generation.translora.params import TransferParams
 from hub.core.names import AdapterRef, validate_name
 from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
-from hub.services.job_specs import parse_job_spec, published
+from hub.services.job_specs import parse_job_spec, published, with_pins
 from hub.services.jobs import JobContext
 from hub.services.merge_jobs import MAX_TAGS, NAME_PATTERN, NO_NUL, Ref, Tag
 from hub.services.transfer import DEFAULT_GENERATOR
@@ -68,7 +68,7 @@ def validate_transfer(container: Container, raw: dict[str, Any]) -> dict[str, An
     # The adapter is pinned; ``task`` stays as given (the service resolves the same one again
     # from the pinned version) and the resolved reference is recorded for people.
     pinned = {"adapter": plan.source_label, "task_resolved": plan.task_ref}
-    return {**spec.model_dump(mode="json"), **pinned}
+    return with_pins(container, {**spec.model_dump(mode="json"), **pinned}, [plan.source_label])
 
 
 def run_transfer(container: Container, raw: dict[str, Any], ctx: JobContext) -> JobOutcome:

@@ -147,6 +147,12 @@ UPLOAD_FIELDS: dict[str, dict[str, Any]] = {
         "maxLength": MAX_BASE_MODEL_ID,
         "description": "Overrides the config's base model.",
     },
+    "sha256": {
+        "type": "string",
+        "pattern": "^[0-9a-fA-F]{64}$",
+        "description": "sha256 of adapter_model.safetensors as sent: checked on arrival "
+        "(mismatch: 400 digest_mismatch, nothing stored).",
+    },
     "adapter_config.json": {"type": "string", "format": "binary"},
     "adapter_model.safetensors": {"type": "string", "format": "binary"},
 }
@@ -161,6 +167,7 @@ UPLOAD_BODY: dict[str, Any] = {
                     "type": "object",
                     "required": ["name", "adapter_config.json", "adapter_model.safetensors"],
                     "properties": UPLOAD_FIELDS,
+                    "additionalProperties": False,
                 }
             }
         },

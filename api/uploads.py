@@ -3,10 +3,17 @@
 The declared Content-Length is checked first; the byte count is then enforced on the stream
 itself, so a chunked or lying client is cut off at the limit instead of filling the disk.
 python-multipart spools file parts to temporary files (not memory) past 1 MiB.
+
+A form field this endpoint does not know, or a single-valued one sent twice, is refused by name
+rather than dropped: a misspelt ``descripton`` would otherwise register an adapter without its
+description. An optional ``sha256`` (the client's digest of the weights file) is checked against
+the bytes that arrived, as OCI registries check a pushed blob's digest; a mismatch stores nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 
 from starlette.datastructures import FormData, UploadFile
@@ -20,7 +27,9 @@ from hub.core.models import AdapterMeta
 
 CONFIG_FIELD = "adapter_config.json"
 WEIGHTS_FIELD = "adapter_model.safetensors"
-TEXT_FIELDS = ("name", "description", "license", "base_model")
+TEXT_FIELDS = ("name", "description", "license", "base_model", "sha256")
+KNOWN_FIELDS = (*TEXT_FIELDS, "tags", CONFIG_FIELD, WEIGHTS_FIELD)
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")  # either case: Windows' Get-FileHash prints upper
 
 
 @dataclass
@@ -85,7 +94,38 @@ async def _file(form: FormData, key: str, missing_code: str) -> bytes:
     return await value.read()
 
 
+def _check_fields(form: FormData) -> None:
+    for key in dict.fromkeys(form.keys()):
+        if key not in KNOWN_FIELDS:
+            raise BadInputError(
+                f"unknown form field {key!r}; the fields are {', '.join(KNOWN_FIELDS)}",
+                code="invalid_request",
+            )
+        if key != "tags" and len(form.getlist(key)) > 1:
+            raise BadInputError(
+                f"form field {key!r} is sent more than once", code="invalid_request"
+            )
+
+
+def _check_digest(claimed: str | None, weights: bytes) -> None:
+    if claimed is None:
+        return
+    if not _SHA256.fullmatch(claimed):
+        raise BadInputError(
+            f"form field 'sha256' must be 64 hex digits, got {claimed[:80]!r}",
+            code="invalid_request",
+        )
+    actual = hashlib.sha256(weights).hexdigest()
+    if actual != claimed.lower():
+        raise BadInputError(
+            f"{WEIGHTS_FIELD} arrived with sha256 {actual}, not the {claimed} sent with it "
+            "(damaged or truncated in transit?); nothing was stored",
+            code="digest_mismatch",
+        )
+
+
 async def _parse(form: FormData) -> Upload:
+    _check_fields(form)
     texts = {k: _text(form, k) for k in TEXT_FIELDS}
     if not texts["name"]:
         raise BadInputError("form field 'name' is required", code="invalid_request")
@@ -96,9 +136,7 @@ async def _parse(form: FormData) -> Upload:
         tags=[t for t in tags if t.strip()],
         license=texts["license"] or None,
     )
-    return Upload(
-        meta,
-        await _file(form, CONFIG_FIELD, "config_missing"),
-        await _file(form, WEIGHTS_FIELD, "weights_missing"),
-        base_model=texts["base_model"] or None,
-    )
+    config = await _file(form, CONFIG_FIELD, "config_missing")
+    weights = await _file(form, WEIGHTS_FIELD, "weights_missing")
+    _check_digest(texts["sha256"], weights)
+    return Upload(meta, config, weights, base_model=texts["base_model"] or None)

@@ -222,6 +222,42 @@ def test_bad_form_inputs_get_specific_codes(client, container, token, tmp_path):
     assert stored_state(client, container.settings.home) == ([], [])
 
 
+def test_unknown_or_repeated_form_fields_are_refused_by_name(client, container, token, tmp_path):
+    src = write_adapter_dir(tmp_path / "a", seed=1)
+    r = upload(client, token, "x", src, descripton="A typo must not drop the description.")
+    assert "'descripton'" in assert_error(r, 400, "invalid_request")["message"]
+    r = client.post(
+        "/adapters",
+        headers=auth(token),
+        data={"name": ["x", "y"]},
+        files=upload_files(src),
+    )
+    assert "'name' is sent more than once" in assert_error(r, 400, "invalid_request")["message"]
+    assert stored_state(client, container.settings.home) == ([], [])
+    r = client.post(
+        "/adapters",
+        headers=auth(token),
+        data={"name": "x", "tags": ["a", "b,c"]},  # tags may repeat
+        files=upload_files(src),
+    )
+    assert r.status_code == 201 and r.json()["tags"] == ["a", "b", "c"]
+
+
+def test_a_sha256_sent_with_the_upload_is_checked_on_arrival(client, container, token, tmp_path):
+    src = write_adapter_dir(tmp_path / "a", seed=1)
+    weights = (src / "adapter_model.safetensors").read_bytes()
+    right = hashlib.sha256(weights).hexdigest()
+    damaged = hashlib.sha256(weights[:-1]).hexdigest()  # as if the client hashed a short copy
+    r = upload(client, token, "x", src, sha256=damaged)
+    error = assert_error(r, 400, "digest_mismatch")
+    assert right in error["message"] and damaged in error["message"]
+    for bad in ("abc", "g" * 64, right + "0"):
+        assert_error(upload(client, token, "x", src, sha256=bad), 400, "invalid_request")
+    assert stored_state(client, container.settings.home) == ([], [])
+    r = upload(client, token, "x", src, sha256=right.upper())  # either case, as tools print it
+    assert r.status_code == 201 and r.json()["digest"] == right
+
+
 def test_head_answers_like_get_without_a_body(client, container, token):
     """curl -I, link checkers and health probes send HEAD: it mirrors GET's status and
     headers, sends no body, and writes nothing."""

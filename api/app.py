@@ -28,7 +28,7 @@ from api.routers import (
     transfers,
 )
 from api.routers import sync as sync_router
-from hub.config import load_settings
+from hub.config import load_settings, misspelt_settings
 from hub.services.container import Container
 from hub.services.jobs import JobService
 from hub.services.tokens import TokenService
@@ -92,6 +92,8 @@ def create_app(
 
 
 def app_from_env() -> FastAPI:
+    for note in misspelt_settings():
+        log.warning("%s", note)
     container = Container(load_settings())
     container.init_home()
     return create_app(container, warm=True, served=True)

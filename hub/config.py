@@ -6,7 +6,9 @@ Environment variables use the ``LORADEX_`` prefix (``LORADEX_HOME``, ``LORADEX_D
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -189,3 +191,23 @@ class Settings(BaseSettings):
 def load_settings(data_dir: Path | None = None) -> Settings:
     """``--data-dir`` wins over ``LORADEX_HOME``, which wins over the per-user default."""
     return Settings(home=data_dir) if data_dir is not None else Settings()
+
+
+def misspelt_settings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One message per ``LORADEX_*`` variable that is not a setting but nearly spells one.
+
+    Settings read only the variables they know, so ``LORADEX_TEXT_EMBEDER=minilm-int8`` would
+    leave the default in place without a word. Names far from every setting (a wrapper's own
+    ``LORADEX_TEST_*``) are left alone: only a likely typo is worth a warning.
+    """
+    env = os.environ if environ is None else environ
+    known = [f"LORADEX_{name.upper()}" for name in Settings.model_fields]
+    notes = []
+    for key in sorted(env):
+        upper = key.upper()  # pydantic-settings matches names case-insensitively
+        if not upper.startswith("LORADEX_") or upper in known:
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.85)
+        if close:
+            notes.append(f"{key} is not a setting and is ignored; did you mean {close[0]}?")
+    return notes

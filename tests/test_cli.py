@@ -269,6 +269,33 @@ def test_data_dir_precedence(tmp_path):
     assert (xdg / "loradex" / "catalog.db").exists()
 
 
+def test_a_misspelt_setting_variable_is_named_once_on_stderr(tmp_path):
+    """Settings read only the variables they know: a typo would silently keep the default."""
+    env = {"LORADEX_TEXT_EMBEDER": "minilm-int8", "LORADEX_TEST_WRAPPER_FLAG": "1"}
+    run = cli_proc("--data-dir", tmp_path, "ls", "--json", env=env)
+    assert run.code == 0 and json.loads(run.stdout)["data"] == []  # stdout stays pure JSON
+    assert run.stderr.splitlines() == [
+        "warning: LORADEX_TEXT_EMBEDER is not a setting and is ignored; did you mean "
+        "LORADEX_TEXT_EMBEDDER?"
+    ]  # once, and nothing about a name that resembles no setting
+    clean = cli_proc("--data-dir", tmp_path, "ls", "--json", env={"LORADEX_TEXT_EMBEDDER": "hash"})
+    assert clean.code == 0 and clean.stderr == ""
+
+
+def test_misspelt_settings_matches_names_as_settings_do():
+    from hub.config import misspelt_settings
+
+    env = {
+        "loradex_serch_device": "cpu",  # settings read names in any case; so does the check
+        "LORADEX_HOME": "/x",
+        "LORADEX_TEST_PG_URL": "postgresql://",
+        "PATH": "/bin",
+    }
+    assert misspelt_settings(env) == [
+        "loradex_serch_device is not a setting and is ignored; did you mean LORADEX_SEARCH_DEVICE?"
+    ]
+
+
 def test_subprocess_json_stdout_is_pure_and_errors_have_no_traceback(tmp_path):
     home = tmp_path / "p"
     run = cli_proc("--data-dir", home, "ls", "--json")

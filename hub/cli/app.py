@@ -19,7 +19,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
-from hub.config import load_settings
+from hub.config import load_settings, misspelt_settings
 from hub.core.errors import HubError
 from hub.core.models import AdapterItem
 from hub.services.container import Container
@@ -43,6 +43,7 @@ EXIT_CODES = {"bad_input": 2, "not_found": 2, "conflict": 1, "failure": 1}
 class _State:
     data_dir: Path | None = None
     debug: bool = False
+    settings_checked = False  # misspelt LORADEX_* variables are reported once per process
 
 
 STATE = _State()
@@ -52,6 +53,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def container() -> Container:
+    if not STATE.settings_checked:
+        STATE.settings_checked = True
+        for note in misspelt_settings():
+            err.print(f"warning: {note}", markup=False, highlight=False)
     return Container(load_settings(STATE.data_dir))
 
 

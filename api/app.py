@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 import hub
+from api.deps import StrictQuery
 from api.errors import install_error_handlers
 from api.head import HeadAsGet
 from api.routers import (
@@ -83,7 +84,7 @@ def create_app(
     app.state.tokens = TokenService(container.catalog)
     routers = (health, adapters, methods, merges, mixtures, generations, transfers, sync_router)
     for module in (*routers, jobs, search):
-        app.include_router(module.router)
+        app.include_router(module.router, dependencies=[StrictQuery])
     # The web catalog: a sibling delivery layer, so mounted by module name, never imported.
     importlib.import_module("web").mount(app)
     install_error_handlers(app)

@@ -6,6 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from hub.config import Settings
@@ -71,3 +74,41 @@ async def read_access(request: Request, settings: SettingsDep, tokens: TokensDep
 
 WriteAuth = Annotated[TokenRecord, Depends(require_token)]
 ReadAccess = Depends(read_access)
+
+
+def _query_names(dependant: Dependant) -> frozenset[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return frozenset(names)
+
+
+_ROUTE_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+async def reject_unknown_query(request: Request) -> None:
+    """422 for a query parameter the route does not take. FastAPI ignores them, so a filter
+    typo (``GET /adapters?tags=sql`` for ``tag``) would answer with the unfiltered list."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = _ROUTE_QUERY_NAMES.get(id(route))
+    if known is None:
+        known = _ROUTE_QUERY_NAMES.setdefault(id(route), _query_names(route.dependant))
+    unknown = [key for key in dict.fromkeys(request.query_params) if key not in known]
+    if unknown:
+        takes = ", ".join(sorted(known)) or "none"
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", key),
+                    "msg": f"unknown query parameter (this route takes: {takes})",
+                    "input": request.query_params[key],
+                }
+                for key in unknown
+            ]
+        )
+
+
+StrictQuery = Depends(reject_unknown_query)

@@ -74,6 +74,15 @@ def test_list_filters_and_paging(client, token, tmp_path):
     assert [i["name"] for i in tagged["data"]] == ["d"]
     assert client.get("/adapters", params={"source": "merge"}).json()["total"] == 0
     assert_error(client.get("/adapters", params={"limit": 0}), 422, "invalid_request")
+    # A filter typo must not answer with the unfiltered list: unknown parameters are named.
+    error = assert_error(client.get("/adapters", params={"tags": "special"}), 422)
+    assert error["details"]["errors"][0]["loc"] == ["query", "tags"]
+    takes = "this route takes: all_versions, base_model, limit, offset, source, tag"
+    assert takes in error["message"]
+    for path in ("/health", "/methods", "/adapters/a", "/jobs"):
+        assert_error(client.get(path, params={"verbose": "1"}), 422, "invalid_request")
+    assert client.head("/adapters", params={"tags": "x"}).status_code == 422  # HEAD: no body
+    assert_error(client.get("/search", params={"q": "x", "kk": 3}), 422, "invalid_request")
 
 
 def _write_routes(job_id: str):

@@ -13,6 +13,7 @@ not submitted with.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, TypeAdapter, ValidationError
@@ -75,13 +76,9 @@ def published(container: Container, item: AdapterItem, message: str) -> JobOutco
 PINNED_DIGESTS = "pinned_digests"  # spec key: {"NAME@VERSION": sha256} of the pinned inputs
 
 
-def with_pins(container: Container, spec: dict[str, Any], labels: list[str]) -> dict[str, Any]:
-    """``spec`` plus the digest of each pinned ``NAME@VERSION`` in ``labels``."""
-    pins = {}
-    for label in labels:
-        ref = AdapterRef.parse(label)
-        pins[label] = container.registry.catalog.get_item(ref.name, ref.version).digest
-    return {**spec, PINNED_DIGESTS: pins}
+def with_pins(spec: dict[str, Any], inputs: Sequence[AdapterItem]) -> dict[str, Any]:
+    """``spec`` plus the digest of each input version, as validated at submit time."""
+    return {**spec, PINNED_DIGESTS: {f"{i.name}@{i.version}": i.digest for i in inputs}}
 
 
 def check_pins(container: Container, spec: dict[str, Any]) -> None:

@@ -93,7 +93,7 @@ def validate_merge(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
     # module sets, shapes and rank limits from the catalog: the codes the worker would raise
     shapes = [Shapes({m.name: m for m in item.modules}) for item in items]
     merging.precheck(shapes, spec.method, spec.params, pinned)
-    return with_pins(container, {**spec.model_dump(mode="json"), "adapters": pinned}, pinned)
+    return with_pins({**spec.model_dump(mode="json"), "adapters": pinned}, items)
 
 
 def run_merge(container: Container, raw: dict[str, Any], ctx: JobContext) -> JobOutcome:

@@ -95,7 +95,7 @@ def validate_mixture(container: Container, raw: dict[str, Any]) -> dict[str, Any
     plan = container.mixtures.plan([AdapterRef.parse(e) for e in spec.experts], spec.tasks)
     tasks = [f"{label}={task}" for label, task in zip(plan.labels, plan.tasks, strict=True)]
     stored = {**spec.model_dump(mode="json"), "experts": plan.labels, "tasks": tasks}
-    return with_pins(container, stored, list(plan.labels))
+    return with_pins(stored, plan.experts)
 
 
 def run_mixture(container: Container, raw: dict[str, Any], ctx: JobContext) -> JobOutcome:

@@ -84,7 +84,7 @@ def validate_sync(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
     ref = AdapterRef.parse(spec.adapter)
     item = container.registry.catalog.get_item(ref.name, ref.version)
     label = f"{item.name}@{item.version}"
-    return with_pins(container, {**spec.model_dump(mode="json"), "adapter": label}, [label])
+    return with_pins({**spec.model_dump(mode="json"), "adapter": label}, [item])
 
 
 def _targets(spec: SyncPull) -> PullTargets:

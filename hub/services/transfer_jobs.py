@@ -68,7 +68,7 @@ def validate_transfer(container: Container, raw: dict[str, Any]) -> dict[str, An
     # The adapter is pinned; ``task`` stays as given (the service resolves the same one again
     # from the pinned version) and the resolved reference is recorded for people.
     pinned = {"adapter": plan.source_label, "task_resolved": plan.task_ref}
-    return with_pins(container, {**spec.model_dump(mode="json"), **pinned}, [plan.source_label])
+    return with_pins({**spec.model_dump(mode="json"), **pinned}, [plan.source])
 
 
 def run_transfer(container: Container, raw: dict[str, Any], ctx: JobContext) -> JobOutcome:

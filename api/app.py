@@ -92,9 +92,14 @@ def create_app(
     return app
 
 
+_SETTINGS_CHECKED: list[bool] = []  # uvicorn may call the factory twice in one process
+
+
 def app_from_env() -> FastAPI:
-    for note in misspelt_settings():
-        log.warning("%s", note)
+    if not _SETTINGS_CHECKED:
+        _SETTINGS_CHECKED.append(True)
+        for note in misspelt_settings():
+            log.warning("%s", note)
     container = Container(load_settings())
     container.init_home()
     return create_app(container, warm=True, served=True)

@@ -24,6 +24,7 @@ def test_serve_answers_over_http_with_the_cli_token(tmp_path):
     token = cli(home, "token", "create", "--json").json()["token"]
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "LORADEX_DATABASE_URL"}
+    env["LORADEX_JOBS_WORKER"] = "4"  # a typo of LORADEX_JOBS_WORKERS: named once in the log
     cmd = [sys.executable, "-m", "hub.cli", "--data-dir", str(home), "serve", "--port", str(port)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -46,3 +47,6 @@ def test_serve_answers_over_http_with_the_cli_token(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    log = proc.stdout.read().decode() if proc.stdout else ""
+    assert log.count("LORADEX_JOBS_WORKER is not a setting") == 1, log
+    assert "did you mean LORADEX_JOBS_WORKERS?" in log

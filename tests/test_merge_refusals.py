@@ -76,6 +76,7 @@ BAD = [
     (["a", "b"], "svd", ["--param", "rank=4.0"], "valid integer"),
     (["a", "b"], "rmm", ["--param", "basis=true"], "valid integer"),
     (["a", "b"], "svd", ["--rank", "4", "--param", "rank=5"], "disagree"),
+    (["a", "b"], "ties", ["--param", "density=0.5", "--param", "density=0.7"], "given twice"),
     (["a", "b"], "ties", ["--density", "nan"], "finite number"),
     (["a", "b"], "ties", ["--density", "inf"], "finite number"),
     (["a", "b"], "dare_linear", ["--density", "-inf"], "finite number"),

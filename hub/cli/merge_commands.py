@@ -29,6 +29,8 @@ def _parse_params(pairs: list[str]) -> dict[str, object]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise BadInputError(f"--param expects key=value, got {pair!r}")
+        if key in params:  # which one was meant? the last silently winning hides a slip
+            raise BadInputError(f"--param {key} is given twice; give it once")
         try:
             params[key] = json.loads(value)
         except ValueError:

@@ -123,6 +123,12 @@ class MixtureService:
             key, sep, value = text.partition("=")
             hits = [i for i, d in enumerate(experts) if key in (d.name, f"{d.name}@{d.version}")]
             if sep and hits:
+                if chosen[hits[0]] is not None:  # the last silently winning would hide a slip
+                    raise BadInputError(
+                        f"expert {key}'s task is given twice ({chosen[hits[0]]!r} and "
+                        f"{value!r}); give it once",
+                        code="mixture_task_twice",
+                    )
                 chosen[hits[0]] = value
             else:
                 plain.append(text)

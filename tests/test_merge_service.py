@@ -75,6 +75,11 @@ def test_cat_merge_registers_lineage_recipe_and_exact_delta(home, tmp_path):
     for module, got in dab.items():
         np.testing.assert_allclose(got, 0.5 * da[module] + 2.0 * db[module], atol=1e-5)
 
+    # The same merge again: the same bytes, so the same version, and the CLI says so.
+    again = cli(home, "merge", "a", "b@1", "--method", "cat", "--weights", "0.5,2", "--name", "ab")
+    assert again.code == 0 and again.stdout.startswith("same result as the registered ab@1 ")
+    assert cli(home, "show", "ab", "--json").json()["version"] == 1
+
 
 def test_svd_merge_has_the_requested_rank(home):
     run = cli(

@@ -124,7 +124,10 @@ def merge(
         )
     else:
         secs = outcome.report.get("seconds", 0.0)
-        out.print(f"merged into {item.name}@{item.version} (rank {item.rank}, {secs:.2f} s)")
+        # Merges are deterministic: the same inputs, method, params and seed give the same bytes,
+        # which the catalog already holds (adding is idempotent); say so rather than imply news.
+        verb = "merged into" if outcome.added.created else "same result as the registered"
+        out.print(f"{verb} {item.name}@{item.version} (rank {item.rank}, {secs:.2f} s)")
 
 
 @app.command()

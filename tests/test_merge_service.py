@@ -77,7 +77,8 @@ def test_cat_merge_registers_lineage_recipe_and_exact_delta(home, tmp_path):
 
     # The same merge again: the same bytes, so the same version, and the CLI says so.
     again = cli(home, "merge", "a", "b@1", "--method", "cat", "--weights", "0.5,2", "--name", "ab")
-    assert again.code == 0 and again.stdout.startswith("same result as the registered ab@1 ")
+    assert again.code == 0
+    assert again.stdout.startswith("merged into ab@1, already registered with these weights (")
     assert cli(home, "show", "ab", "--json").json()["version"] == 1
 
 
@@ -117,6 +118,8 @@ def test_rmm_merge_then_revert_rebuilds_the_member(home, tmp_path):
     assert [(p["name"], p["deleted"]) for p in parents] == [("a", False), ("b", True), ("c", False)]
     back = cli(home, "revert", "r", "--member", "b", "--name", "b.again", "--json")
     assert back.code == 0, back.stderr
+    twice = cli(home, "revert", "r", "--member", "b", "--name", "b.again")
+    assert twice.stdout == "reverted b as b.again@1, already registered with these weights\n"
     cli(home, "export", "b.again", tmp_path / "again")
     again = deltas(tmp_path / "again")
     for module in orig:

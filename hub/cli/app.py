@@ -66,6 +66,14 @@ def emit_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def registered_ref(item: AdapterItem, created: bool) -> str:
+    """NAME@VERSION of a command's result, saying when it was already in the catalog: merges,
+    reverts and seeded training are deterministic and adding is idempotent, so the same request
+    again returns the existing version, and the human line must not imply a new one."""
+    ref = f"{item.name}@{item.version}"
+    return ref if created else f"{ref}, already registered with these weights"
+
+
 def emit_list(items: list[AdapterItem], total: int | None = None) -> None:
     data = [i.model_dump(mode="json") for i in items]
     emit_json(

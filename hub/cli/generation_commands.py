@@ -6,7 +6,16 @@ from typing import Annotated, Any
 
 import typer
 
-from hub.cli.app import JsonOpt, app, container, emit_json, err, handles_errors, out
+from hub.cli.app import (
+    JsonOpt,
+    app,
+    container,
+    emit_json,
+    err,
+    handles_errors,
+    out,
+    registered_ref,
+)
 
 generator_app = typer.Typer(
     help="The SG-LoRA generator that writes adapters for unseen tasks.", no_args_is_help=True
@@ -144,7 +153,8 @@ def generate_adapter(
             }
         )
         return
-    out.print(f"generated {item.name}@{item.version} (rank {item.rank}); drew on:", highlight=False)
+    ref = registered_ref(item, outcome.added.created)
+    out.print(f"generated {ref} (rank {item.rank}); drew on:", highlight=False)
     for d in drew:
         out.print(
             f"  {d['weight']:.3f}  {d['name']}@{d['version']}  (similarity {d['similarity']:.3f})",

@@ -6,7 +6,16 @@ from typing import Annotated, Any
 
 import typer
 
-from hub.cli.app import JsonOpt, app, container, emit_json, err, handles_errors, out
+from hub.cli.app import (
+    JsonOpt,
+    app,
+    container,
+    emit_json,
+    err,
+    handles_errors,
+    out,
+    registered_ref,
+)
 from hub.core.errors import BadInputError
 from hub.core.names import AdapterRef
 
@@ -124,10 +133,8 @@ def merge(
         )
     else:
         secs = outcome.report.get("seconds", 0.0)
-        # Merges are deterministic: the same inputs, method, params and seed give the same bytes,
-        # which the catalog already holds (adding is idempotent); say so rather than imply news.
-        verb = "merged into" if outcome.added.created else "same result as the registered"
-        out.print(f"{verb} {item.name}@{item.version} (rank {item.rank}, {secs:.2f} s)")
+        ref = registered_ref(item, outcome.added.created)
+        out.print(f"merged into {ref} (rank {item.rank}, {secs:.2f} s)")
 
 
 @app.command()
@@ -143,4 +150,4 @@ def revert(
     if as_json:
         emit_json({**added.item.model_dump(mode="json"), "created": added.created})
     else:
-        out.print(f"reverted {member} as {added.item.name}@{added.item.version}")
+        out.print(f"reverted {member} as {registered_ref(added.item, added.created)}")

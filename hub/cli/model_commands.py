@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from hub.cli.app import JsonOpt, app, container, emit_json, err, handles_errors, out
+from hub.cli.app import (
+    JsonOpt,
+    app,
+    container,
+    emit_json,
+    err,
+    handles_errors,
+    out,
+    registered_ref,
+)
 from hub.core.names import AdapterRef
 
 models_app = typer.Typer(
@@ -111,6 +120,6 @@ def train(
         emit_json({**item.model_dump(mode="json"), "created": added.created})
     else:
         out.print(
-            f"trained {item.name}@{item.version} (final loss "
+            f"trained {registered_ref(item, added.created)} (final loss "
             f"{item.metadata.get('final_loss', '?')})"
         )

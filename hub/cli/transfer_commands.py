@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from hub.cli.app import JsonOpt, app, container, emit_json, err, handles_errors, out
+from hub.cli.app import (
+    JsonOpt,
+    app,
+    container,
+    emit_json,
+    err,
+    handles_errors,
+    out,
+    registered_ref,
+)
 from hub.core.names import AdapterRef
 
 
@@ -88,7 +97,7 @@ def transfer(
     else:
         kept = item.metadata.get("synthetic_kept")
         out.print(
-            f"transferred {adapter} to {item.base_model} as {item.name}@{item.version} "
+            f"transferred {adapter} to {item.base_model} as {registered_ref(item, added.created)} "
             f"({kept} synthetic inputs kept)",
             highlight=False,
         )

@@ -29,6 +29,7 @@ from api.routers import (
     transfers,
 )
 from api.routers import sync as sync_router
+from api.strict_json import RejectDuplicateJsonKeys
 from hub.config import load_settings, misspelt_settings
 from hub.services.container import Container
 from hub.services.jobs import JobService
@@ -89,6 +90,7 @@ def create_app(
     importlib.import_module("web").mount(app)
     install_error_handlers(app)
     app.add_middleware(HeadAsGet)
+    app.add_middleware(RejectDuplicateJsonKeys)
     return app
 
 

@@ -101,6 +101,30 @@ def test_non_finite_numbers_are_refused_not_stored_as_null(client, token, fragme
     assert client.get("/jobs").json()["count"] == 0
 
 
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ('{"adapters": ["a", "b"], "params": {"rank": 2, "rank": 3}, "name": "x"}', "rank"),
+        ('{"adapters": ["a", "b"], "name": "x", "name": "y"}', "name"),
+    ],
+)
+def test_a_key_twice_in_a_json_object_is_refused(client, token, body, key):
+    """Python's JSON reader keeps the last of two equal keys: which one was meant is unknown."""
+    for media in ("application/json", "application/json; charset=utf-8"):
+        headers = {**auth(token), "content-type": media}
+        error = assert_error(client.post("/merges", headers=headers, content=body), 422)
+        assert (
+            error["code"] == "invalid_request"
+            and f"key {key!r} appears twice" in (error["message"])
+        )
+    assert client.get("/jobs").json()["count"] == 0
+    # the same body without the repeat is taken, read through the replayed stream
+    once = body.replace(', "rank": 3', "").replace(', "name": "y"', "")
+    r = client.post("/merges", headers={**auth(token), "content-type": "application/json"},
+                    content=once)  # fmt: skip
+    assert r.status_code == 202, r.text
+
+
 def test_a_non_finite_weight_gets_the_engines_code(client, token):
     body = '{"adapters": ["a", "b"], "name": "nan-merge", "weights": [1, NaN]}'
     headers = {**auth(token), "content-type": "application/json"}

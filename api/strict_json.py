@@ -39,8 +39,8 @@ def duplicate_key(body: bytes) -> str | None:
         json.loads(body, object_pairs_hook=_no_duplicates)
     except _DuplicateKey as exc:
         return exc.key
-    except ValueError:  # not JSON (or not UTF-8): the route reports it
-        return None
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep: the route
+        return None  # reports it in its own words
     return None
 
 

@@ -125,6 +125,14 @@ def test_a_key_twice_in_a_json_object_is_refused(client, token, body, key):
     assert r.status_code == 202, r.text
 
 
+def test_json_the_duplicate_check_cannot_read_goes_to_the_route_as_before(client, token):
+    headers = {**auth(token), "content-type": "application/json"}
+    deep = b"[" * 100_000 + b"]" * 100_000  # the parser's recursion limit, not a crash
+    for body in (deep, b"\xff{"):  # too deep for the parser; not UTF-8
+        assert_error(client.post("/merges", headers=headers, content=body), 400, "bad_request")
+    assert client.get("/jobs").json()["count"] == 0
+
+
 def test_a_non_finite_weight_gets_the_engines_code(client, token):
     body = '{"adapters": ["a", "b"], "name": "nan-merge", "weights": [1, NaN]}'
     headers = {**auth(token), "content-type": "application/json"}

@@ -15,6 +15,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
+from hub.core.errors import JSON_ERRORS
 
 
 class _DuplicateKey(Exception):
@@ -39,8 +40,8 @@ def duplicate_key(body: bytes) -> str | None:
         json.loads(body, object_pairs_hook=_no_duplicates)
     except _DuplicateKey as exc:
         return exc.key
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep: the route
-        return None  # reports it in its own words
+    except JSON_ERRORS:  # not JSON, not UTF-8, or nested too deep: the route reports it
+        return None
     return None
 
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hub.core.errors import BadInputError, UnknownNameError
+from hub.core.errors import JSON_ERRORS, BadInputError, UnknownNameError
 
 ZOO_PROMPT = "### Instruction:\n{description}\n### Input:\n{input}\n### Output:\n"
 MAX_TASK_BYTES = 64 << 20
@@ -136,8 +136,8 @@ def _read_text(path: Path) -> str:
 def _parse_json(text: str, where: str) -> Any:
     try:
         return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadInputError(f"{where} is not valid JSON: {exc}") from None
+    except JSON_ERRORS as exc:
+        raise BadInputError(f"{where} is not valid JSON: {str(exc)[:200]}") from None
 
 
 def _from_jsonl(text: str, path: Path) -> Task:

@@ -231,6 +231,16 @@ def test_base_add_refuses_an_invalid_config(home, tmp_path, override, fragment):
     assert cli(home, "base", "ls", "--json").json()["count"] == 0
 
 
+@pytest.mark.parametrize("text", ["{not json", "[" * 100_000 + "]" * 100_000])
+def test_base_add_refuses_an_unreadable_config_file(home, tmp_path, text):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(text)
+    run = cli(home, "base", "add", TINY_BASE, "--config", cfg)
+    assert run.code == 2 and run.stderr.startswith(f"error [bad_input]: cannot read config {cfg}")
+    assert len(run.stderr.splitlines()) == 1
+    assert cli(home, "base", "ls", "--json").json()["count"] == 0
+
+
 def test_base_config_must_be_a_json_object():
     from hub.core.architectures import validate_base_config
     from hub.core.errors import BadInputError

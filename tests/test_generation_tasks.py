@@ -105,6 +105,8 @@ def test_bad_task_fields(change, message):
     ("name", "content", "message"),
     [
         ("t.json", "{not json", "is not valid JSON"),
+        ("t.json", "[" * 100_000 + "]" * 100_000, "is not valid JSON: maximum recursion depth"),
+        ("t.jsonl", "[" * 100_000, "line 1 (header) is not valid JSON"),
         ("t.json", "[1, 2]", "expected a JSON object"),
         ("t.jsonl", "", "is empty"),
         ("t.jsonl", '{"name": "t"', "line 1 (header) is not valid JSON"),

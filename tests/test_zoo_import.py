@@ -91,3 +91,11 @@ def test_import_zoo_refuses_a_malformed_manifest(tmp_path, manifest, expected):
     assert run.code == 2, run.stderr
     assert "zoo_manifest_invalid" in run.stderr and expected in run.stderr
     assert cli(home, "base", "ls", "--json").json()["count"] == 0
+
+
+def test_import_zoo_refuses_a_manifest_nested_past_the_json_readers_limit(tmp_path):
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    run = cli(tmp_path / "h", "import-zoo", zoo)
+    assert run.code == 2 and "zoo_manifest_invalid" in run.stderr and "recursion" in run.stderr

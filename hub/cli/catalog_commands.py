@@ -256,12 +256,12 @@ def base_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Register a base model so `add` checks adapters' module names and shapes against it."""
-    from hub.core.errors import BadInputError
+    from hub.core.errors import JSON_ERRORS, BadInputError
 
     try:
         cfg = json.loads(Path(config).read_text())
-    except (OSError, ValueError) as exc:
-        raise BadInputError(f"cannot read config {config}: {exc}") from exc
+    except (OSError, *JSON_ERRORS) as exc:
+        raise BadInputError(f"cannot read config {config}: {str(exc)[:200]}") from None
     info = container().registry.register_base_model(
         model_id, cfg, revision=revision, fingerprint=fingerprint
     )

@@ -16,7 +16,7 @@ from hub.cli.app import (
     out,
     registered_ref,
 )
-from hub.core.errors import BadInputError
+from hub.core.errors import JSON_ERRORS, BadInputError
 from hub.core.names import AdapterRef
 
 
@@ -42,7 +42,7 @@ def _parse_params(pairs: list[str]) -> dict[str, object]:
             raise BadInputError(f"--param {key} is given twice; give it once")
         try:
             params[key] = json.loads(value)
-        except ValueError:
+        except JSON_ERRORS:
             params[key] = value
     return params
 

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hub.core.errors import BadInputError
+from hub.core.errors import JSON_ERRORS, BadInputError
 from hub.core.models import AdapterItem, AdapterMeta, EvaluationRecord
 from hub.services.registry import RegistryService
 from storage.peft_format import ParsedAdapter, read_peft_dir
@@ -29,7 +29,7 @@ def read_manifest(zoo_dir: Path) -> dict[str, Any]:
         raise BadInputError(f"{zoo_dir} is not a zoo: {path.name} is missing")
     try:
         manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, *JSON_ERRORS) as exc:
         raise BadInputError(
             f"{path} is not a valid zoo manifest: not readable JSON: {exc}",
             code="zoo_manifest_invalid",
@@ -135,7 +135,7 @@ def _task_examples(zoo_dir: Path, record: dict[str, Any], n: int = 3) -> list[di
     try:
         train = json.loads(path.read_text()).get("train", [])
         return [{"input": str(e["input"]), "output": str(e["output"])} for e in train[:n]]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, *JSON_ERRORS, KeyError, TypeError, AttributeError):
         return []
 
 

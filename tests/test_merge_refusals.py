@@ -79,6 +79,8 @@ BAD = [
     (["a", "b"], "ties", ["--param", "density=0.5", "--param", "density=0.7"], "given twice"),
     # too deep for the JSON reader: taken as a string, then refused by the params model
     (["a", "b"], "svd", ["--param", "rank=" + "[" * 100_000], "valid integer"),
+    (["a", "b"], "dare_ties", ["--seed", "-1"], "seed must be 0..2147483647, got -1"),
+    (["a", "b"], "dare_ties", ["--seed", str(2**31)], "seed must be 0..2147483647"),
     (["a", "b"], "ties", ["--density", "nan"], "finite number"),
     (["a", "b"], "ties", ["--density", "inf"], "finite number"),
     (["a", "b"], "dare_linear", ["--density", "-inf"], "finite number"),

@@ -86,7 +86,7 @@ def merge(
     description: Annotated[str, typer.Option(help="Description of the result.")] = "",
     tag: Annotated[list[str] | None, typer.Option(help="Tag (repeatable).")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    seed: Annotated[int, typer.Option(help="Seed (DARE's random masks).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed (DARE's random masks), 0..2^31-1.")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Merge adapters into a new one, with lineage and the full recipe."""

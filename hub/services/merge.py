@@ -26,6 +26,7 @@ from storage.peft_format import ParsedAdapter, peft_config_for
 from storage.safetensors_io import parse_safetensors, serialize_safetensors
 
 ARTIFACT_META_KEY = "loradex.artifact"
+MAX_SEED = 2**31 - 1  # the seeds every interface (CLI, REST's JSON schema) accepts alike
 # Codes the merge service (and `loradex merge` / `revert`) adds to the engine's MERGE_CODES.
 SERVICE_CODES: dict[str, str] = {
     "incompatible_base_model": "an input (or the result) does not fit the registered base model",
@@ -63,6 +64,8 @@ class MergeService:
     ) -> MergeOutcome:
         import merging  # torch is heavy: only commands that compute pay for it
 
+        if not 0 <= seed <= MAX_SEED:  # the recipe's seed must replay through every interface
+            raise BadInputError(f"seed must be 0..{MAX_SEED}, got {seed}", code="seed_out_of_range")
         meta = AdapterMeta(name=name, description=description, tags=list(tags))
         weights = list(weights) if weights is not None else [1.0] * len(refs)
         inputs = [self.registry.show(ref) for ref in refs]

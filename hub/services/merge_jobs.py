@@ -18,7 +18,7 @@ from hub.core.names import AdapterRef, validate_name
 from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
 from hub.services.job_specs import JsonObject, parse_job_spec, published, with_pins
 from hub.services.jobs import JobContext
-from hub.services.merge import check_same_base
+from hub.services.merge import MAX_SEED, check_same_base
 
 if TYPE_CHECKING:
     from hub.services.container import Container
@@ -54,7 +54,7 @@ class MergeJobSpec(BaseModel):
     )
     description: str = Field(default="", max_length=10_000, pattern=NO_NUL)
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed (DARE's masks).")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed (DARE's masks).")
     device: str = Field(
         default="auto",
         pattern=r"^(auto|cpu|cuda(:[0-9]{1,2})?)$",

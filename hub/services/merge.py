@@ -35,6 +35,9 @@ SERVICE_CODES: dict[str, str] = {
     "param_conflict": "a shortcut option (--rank, --density, --basis, --modules) and --param "
     "give the same parameter different values",
     "invalid_name": "the result's name (CLI --name) is not a valid adapter name",
+    "seed_out_of_range": "a seed outside 0..2^31-1 (the range every interface accepts)",
+    "input_changed": "a queued merge's input was deleted and its name registered again",
+    "input_deleted": "a queued merge's input was deleted before the job ran",
 }
 
 

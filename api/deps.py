@@ -83,7 +83,8 @@ def _query_names(dependant: Dependant) -> frozenset[str]:
     return frozenset(names)
 
 
-_ROUTE_QUERY_NAMES: dict[int, frozenset[str]] = {}
+_QUERY_NAMES_ATTR = "_loradex_query_names"  # cached on the route object itself: an id()-keyed
+# cache could hand a new route (tests build many apps) the names of a collected one
 
 
 async def reject_unknown_query(request: Request) -> None:
@@ -92,9 +93,10 @@ async def reject_unknown_query(request: Request) -> None:
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
-    known = _ROUTE_QUERY_NAMES.get(id(route))
+    known: frozenset[str] | None = getattr(route, _QUERY_NAMES_ATTR, None)
     if known is None:
-        known = _ROUTE_QUERY_NAMES.setdefault(id(route), _query_names(route.dependant))
+        known = _query_names(route.dependant)
+        setattr(route, _QUERY_NAMES_ATTR, known)
     unknown = [key for key in dict.fromkeys(request.query_params) if key not in known]
     if unknown:
         takes = ", ".join(sorted(known)) or "none"

@@ -10,12 +10,12 @@ and JSON that does not parse (the route's own 422 reports that), pass through un
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import NoReturn
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
-from hub.core.errors import JSON_ERRORS
+from hub.core.json_input import JSON_ERRORS, unique_keys
 
 
 class _DuplicateKey(Exception):
@@ -24,20 +24,15 @@ class _DuplicateKey(Exception):
         self.key = key
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise _DuplicateKey(key)
-        seen[key] = value
-    return seen
+def _repeated(key: str) -> NoReturn:
+    raise _DuplicateKey(key)
 
 
 def duplicate_key(body: bytes) -> str | None:
     """The first key found twice in one object of ``body``; None when there is none, or when the
     body is not JSON at all."""
     try:
-        json.loads(body, object_pairs_hook=_no_duplicates)
+        json.loads(body, object_pairs_hook=unique_keys(_repeated))
     except _DuplicateKey as exc:
         return exc.key
     except JSON_ERRORS:  # not JSON, not UTF-8, or nested too deep: the route reports it

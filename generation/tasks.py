@@ -27,7 +27,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hub.core.errors import JSON_ERRORS, BadInputError, UnknownNameError
+from hub.core.errors import BadInputError, UnknownNameError
+from hub.core.json_input import JSON_ERRORS
 
 ZOO_PROMPT = "### Instruction:\n{description}\n### Input:\n{input}\n### Output:\n"
 MAX_TASK_BYTES = 64 << 20

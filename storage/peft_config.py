@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from hub.core.errors import InvalidAdapterError
+from hub.core.json_input import JSON_ERRORS, unique_keys
 from hub.core.lora import LoraAdapter
 from storage.regex_guard import UnsafeRegex, check_regex
 
@@ -30,13 +31,11 @@ def _invalid(message: str, code: str = "config_invalid") -> NoReturn:
     raise InvalidAdapterError(message, code=code)
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            _invalid(f"adapter_config.json repeats key {key!r}")
-        out[key] = value
-    return out
+def _repeated_key(key: str) -> NoReturn:
+    _invalid(f"adapter_config.json repeats key {key!r}")
+
+
+_no_duplicates = unique_keys(_repeated_key)
 
 
 def _no_constant(name: str) -> NoReturn:
@@ -63,7 +62,7 @@ def parse_config_bytes(raw: bytes) -> dict[str, Any]:
         )
     except InvalidAdapterError:
         raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+    except JSON_ERRORS as exc:  # UnicodeDecodeError is a ValueError
         _invalid(f"adapter_config.json is not valid JSON: {str(exc)[:200]}")
     if not isinstance(parsed, dict):
         _invalid(f"adapter_config.json must be a JSON object, got {type(parsed).__name__}")

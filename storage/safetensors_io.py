@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from hub.core.errors import InvalidAdapterError, InvalidSafetensorsError, PickleRefusedError
+from hub.core.json_input import JSON_ERRORS, unique_keys
 
 # Wire dtype -> (numpy dtype of the stored bytes, item size).
 _WIRE: dict[str, tuple[str, int]] = {"F16": ("<f2", 2), "BF16": ("<u2", 2), "F32": ("<f4", 4)}
@@ -129,13 +130,11 @@ def _header_bounds(data: bytes, max_header_bytes: int) -> int:
     return n
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            _fail("safetensors_duplicate_key", f"header repeats key {key!r}")
-        out[key] = value
-    return out
+def _repeated_key(key: str) -> NoReturn:
+    _fail("safetensors_duplicate_key", f"header repeats key {key!r}")
+
+
+_no_duplicates = unique_keys(_repeated_key)
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -151,7 +150,7 @@ def _decode_header(raw: bytes) -> dict[str, Any]:
         parsed = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except InvalidSafetensorsError:
         raise
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, int digit limit, deep nesting
+    except JSON_ERRORS as exc:  # JSONDecodeError, int digit limit, deep nesting
         _fail("safetensors_header_not_json", f"header is not valid JSON: {str(exc)[:200]}")
     if not isinstance(parsed, dict):
         _fail("safetensors_header_not_object", f"header is a JSON {type(parsed).__name__}")

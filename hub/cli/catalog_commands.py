@@ -256,7 +256,8 @@ def base_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Register a base model so `add` checks adapters' module names and shapes against it."""
-    from hub.core.errors import JSON_ERRORS, BadInputError
+    from hub.core.errors import BadInputError
+    from hub.core.json_input import JSON_ERRORS
 
     try:
         cfg = json.loads(Path(config).read_text())

@@ -16,7 +16,8 @@ from hub.cli.app import (
     out,
     registered_ref,
 )
-from hub.core.errors import JSON_ERRORS, BadInputError
+from hub.core.errors import BadInputError
+from hub.core.json_input import JSON_ERRORS
 from hub.core.names import AdapterRef
 
 

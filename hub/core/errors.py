@@ -156,9 +156,3 @@ ADAPTER_CODES: dict[str, str] = {
     "target_modules_unmatched": "a module is not matched by target_modules",
     "unknown_tensor": "a tensor key is not a LoRA factor or a known PEFT extra",
 }
-
-
-# What json.loads raises for bad input: JSONDecodeError and the integer-digits limit are
-# ValueErrors, and nesting deeper than the interpreter's recursion limit is a RecursionError (a
-# 200 kB "[[[...]]]" is enough). Code that parses JSON someone handed it catches all of them.
-JSON_ERRORS = (ValueError, RecursionError)

@@ -14,7 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hub.core.errors import JSON_ERRORS, BadInputError
+from hub.core.errors import BadInputError
+from hub.core.json_input import JSON_ERRORS
 from hub.core.models import AdapterItem, AdapterMeta, EvaluationRecord
 from hub.services.registry import RegistryService
 from storage.peft_format import ParsedAdapter, read_peft_dir

@@ -1,0 +1,33 @@
+"""Reading JSON that someone handed us: what the reader raises, and repeated keys.
+
+Python's ``json.loads`` keeps the last of two equal keys in one object without a word, so which
+value was meant is unknown; every reader of untrusted JSON here refuses them through
+``unique_keys``, each with its own error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+# What json.loads raises for bad input: JSONDecodeError and the integer-digits limit are
+# ValueErrors, and nesting deeper than the interpreter's recursion limit is a RecursionError (a
+# 200 kB "[[[...]]]" is enough). Code that parses JSON someone handed it catches all of them.
+JSON_ERRORS = (ValueError, RecursionError)
+
+
+def unique_keys(
+    on_repeat: Callable[[str], NoReturn],
+) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """An ``object_pairs_hook`` for ``json.loads`` that calls ``on_repeat(key)`` (which raises)
+    for a key given twice in one object."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                on_repeat(key)
+            out[key] = value
+        return out
+
+    return hook

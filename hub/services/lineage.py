@@ -34,9 +34,13 @@ class LineageNode:
 
     @property
     def key(self) -> str:
-        """Unique in a graph. A deleted parent's name@version may be a live adapter's in the same
-        graph, e.g. a member restored by reverting this very merge under its old name."""
-        return self.label if self.exists else f"{self.label} (deleted)"
+        return node_key(self.name, self.version, exists=self.exists)
+
+
+def node_key(name: str, version: int, *, exists: bool) -> str:
+    """Unique in a graph. A deleted parent's name@version may be a live adapter's in the same
+    graph, e.g. a member restored by reverting this very merge under its old name."""
+    return f"{name}@{version}" if exists else f"{name}@{version} (deleted)"
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ def _walk(
         if abs(node.depth) >= limit or not node.exists:
             continue
         for link in _neighbours(registry, node, direction):
-            other = f"{link.name}@{link.version}" + (" (deleted)" if link.deleted else "")
+            other = node_key(link.name, link.version, exists=not link.deleted)
             if other not in graph.nodes:
                 if len(graph.nodes) >= max_nodes:
                     graph.truncated = True

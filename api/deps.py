@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -76,41 +77,62 @@ WriteAuth = Annotated[TokenRecord, Depends(require_token)]
 ReadAccess = Depends(read_access)
 
 
-def _query_names(dependant: Dependant) -> frozenset[str]:
-    names = {param.alias for param in dependant.query_params}
+def _query_params(dependant: Dependant) -> dict[str, bool]:
+    """Each query parameter's name -> whether it takes several values (a list-typed one)."""
+    params = {
+        param.alias: _takes_many(param.field_info.annotation) for param in dependant.query_params
+    }
     for sub in dependant.dependencies:
-        names |= _query_names(sub)
-    return frozenset(names)
+        params.update(_query_params(sub))
+    return params
 
 
-_QUERY_NAMES_ATTR = "_loradex_query_names"  # cached on the route object itself: an id()-keyed
-# cache could hand a new route (tests build many apps) the names of a collected one
+def _takes_many(annotation: Any) -> bool:
+    if get_origin(annotation) in (Union, UnionType):  # list[str] | None
+        return any(_takes_many(arg) for arg in get_args(annotation))
+    return get_origin(annotation) in (list, tuple, set, frozenset)
+
+
+_QUERY_PARAMS_ATTR = "_loradex_query_params"  # cached on the route object itself: an id()-keyed
+# cache could hand a new route (tests build many apps) the parameters of a collected one
 
 
 async def reject_unknown_query(request: Request) -> None:
-    """422 for a query parameter the route does not take. FastAPI ignores them, so a filter
-    typo (``GET /adapters?tags=sql`` for ``tag``) would answer with the unfiltered list."""
+    """422 for a query parameter the route does not take, or a single-valued one given twice.
+    FastAPI ignores an unknown one and keeps the last value of a repeated one, so a filter typo
+    (``GET /adapters?tags=sql`` for ``tag``) would answer with the unfiltered list and
+    ``?tag=a&tag=b`` with the ``b`` list alone."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
-    known: frozenset[str] | None = getattr(route, _QUERY_NAMES_ATTR, None)
+    known: dict[str, bool] | None = getattr(route, _QUERY_PARAMS_ATTR, None)
     if known is None:
-        known = _query_names(route.dependant)
-        setattr(route, _QUERY_NAMES_ATTR, known)
-    unknown = [key for key in dict.fromkeys(request.query_params) if key not in known]
-    if unknown:
-        takes = ", ".join(sorted(known)) or "none"
-        raise RequestValidationError(
-            [
-                {
-                    "type": "extra_forbidden",
-                    "loc": ("query", key),
-                    "msg": f"unknown query parameter (this route takes: {takes})",
-                    "input": request.query_params[key],
-                }
-                for key in unknown
-            ]
-        )
+        known = _query_params(route.dependant)
+        setattr(route, _QUERY_PARAMS_ATTR, known)
+    query = request.query_params
+    takes = ", ".join(sorted(known)) or "none"
+    errors = [
+        {
+            "type": "extra_forbidden",
+            "loc": ("query", key),
+            "msg": f"unknown query parameter (this route takes: {takes})",
+            "input": query[key],
+        }
+        for key in dict.fromkeys(query)
+        if key not in known
+    ]
+    errors += [
+        {
+            "type": "too_many_values",
+            "loc": ("query", key),
+            "msg": "query parameter given more than once; it takes one value",
+            "input": query.getlist(key),
+        }
+        for key in dict.fromkeys(query)
+        if key in known and not known[key] and len(query.getlist(key)) > 1
+    ]
+    if errors:
+        raise RequestValidationError(errors)
 
 
 StrictQuery = Depends(reject_unknown_query)

@@ -335,6 +335,37 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path):
     assert cli_proc("--data-dir", home, "search", "").code == 2  # HubError exit codes kept
 
 
+def test_a_single_valued_option_given_twice_is_refused(home, tmp_path):
+    """click keeps the last value of a repeated option: `--tag letters --tag words` filtered by
+    `words` alone and `--name a --name b` registered `b`. Now a usage error, nothing written."""
+    src = write_adapter_dir(tmp_path / "a", seed=1)
+    assert cli(home, "add", src, "--name", "a").code == 0
+    before = state(home)
+    cases = [
+        (["add", src, "--name", "b", "--name", "c"], "'--name'"),
+        (["ls", "--limit", "1", "--limit", "5"], "'--limit'"),
+        (["search", "q", "--tag", "x", "--tag", "y"], "'--tag'"),
+        (["search", "q", "--k", "2", "--k", "3"], "'--k'"),
+        (["jobs", "ls", "--limit", "1", "--limit", "2"], "'--limit'"),
+        # a flag with a negative form: the two spellings contradict each other
+        (["mix", "a", "a", "--name", "m", "--layerwise", "--no-layerwise"], "--layerwise"),
+    ]
+    for args, fragment in cases:
+        run = cli_proc("--data-dir", home, *args)
+        lines = run.stderr.strip().splitlines()
+        assert run.code == 2 and run.stdout == "", (args, run)
+        assert len(lines) == 1 and lines[0].startswith("error [usage]: "), (args, run.stderr)
+        assert fragment in lines[0] and "given twice" in lines[0], (args, lines[0])
+    group = cli_proc("--data-dir", home, "--data-dir", tmp_path / "other", "ls")
+    assert group.code == 2 and "'--data-dir'" in group.stderr and "given twice" in group.stderr
+    assert not (tmp_path / "other").exists()
+    assert state(home) == before
+    # Repeating a plain flag asks for the same thing twice; list options take many values.
+    listed = cli(home, "ls", "--json", "--json")
+    assert listed.code == 0 and listed.json()["count"] == 1
+    assert cli(home, "show", "a", "--json", "--json").json()["name"] == "a"
+
+
 def test_concurrent_cli_adds_get_gapless_versions(home, tmp_path):
     """Several `loradex add` processes at once on the same name (SQLite and PostgreSQL)."""
     import subprocess

@@ -125,7 +125,8 @@ def test_train_refuses_bad_arguments_before_loading_a_model(
 
     monkeypatch.setattr(ModelService, "load", no_load)
     base_args = ["--base", "smollm2-135m-instruct", "--task", "capital_of", "--steps", "1"]
-    run = cli(home, "train", *base_args, "--rank", "4", *args)
+    rank = [] if "--rank" in args else ["--rank", "4"]  # an option given twice is a usage error
+    run = cli(home, "train", *base_args, *rank, *args)
     assert run.code == 2, run.stderr
     assert run.stderr.startswith(f"error [{code}]") and fragment in run.stderr, run.stderr
     assert cli(home, "ls", "--json").json()["count"] == 0

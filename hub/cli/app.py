@@ -19,20 +19,21 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
+from hub.cli.one_value_options import LoradexTyper
 from hub.config import load_settings, misspelt_settings
 from hub.core.errors import HubError
 from hub.core.models import AdapterItem
 from hub.services.container import Container
 from hub.services.job_specs import validation_problems
 
-app = typer.Typer(
+app = LoradexTyper(
     name="loradex",
     help="loradex: a registry, retrieval and merging hub for LoRA adapters.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-base_app = typer.Typer(help="Base models that adapters are checked against.", no_args_is_help=True)
+base_app = LoradexTyper(help="Base models that adapters are checked against.", no_args_is_help=True)
 app.add_typer(base_app, name="base")
 
 out = Console(soft_wrap=True)

@@ -16,8 +16,9 @@ from hub.cli.app import (
     out,
     registered_ref,
 )
+from hub.cli.one_value_options import LoradexTyper
 
-generator_app = typer.Typer(
+generator_app = LoradexTyper(
     help="The SG-LoRA generator that writes adapters for unseen tasks.", no_args_is_help=True
 )
 app.add_typer(generator_app, name="generator")

@@ -17,9 +17,10 @@ from hub.cli.app import (
     out,
     registered_ref,
 )
+from hub.cli.one_value_options import LoradexTyper
 from hub.core.names import AdapterRef
 
-models_app = typer.Typer(
+models_app = LoradexTyper(
     help="Base models loradex can load (GGUF from pip packages).", no_args_is_help=True
 )
 app.add_typer(models_app, name="models")

@@ -7,9 +7,10 @@ from typing import Annotated
 import typer
 
 from hub.cli.app import JsonOpt, app, container, emit_json, err, handles_errors, out
+from hub.cli.one_value_options import LoradexTyper
 from hub.core.names import AdapterRef
 
-encoder_app = typer.Typer(
+encoder_app = LoradexTyper(
     help="The weight encoder that embeds adapters by their weights.", no_args_is_help=True
 )
 app.add_typer(encoder_app, name="encoder")

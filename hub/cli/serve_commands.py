@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from hub.cli.app import STATE, JsonOpt, app, container, emit_json, handles_errors, out
+from hub.cli.one_value_options import LoradexTyper
 from hub.core.errors import BadInputError, ConflictError
 from hub.core.models import JobRecord, JobState
 
@@ -22,8 +23,10 @@ class LogLevel(StrEnum):
     trace = "trace"
 
 
-token_app = typer.Typer(help="API bearer tokens (writes over REST need one).", no_args_is_help=True)
-jobs_app = typer.Typer(
+token_app = LoradexTyper(
+    help="API bearer tokens (writes over REST need one).", no_args_is_help=True
+)
+jobs_app = LoradexTyper(
     help="Jobs: merges and other long work run by the server.", no_args_is_help=True
 )
 app.add_typer(token_app, name="token")

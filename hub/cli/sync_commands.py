@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from hub.cli.app import EXIT_CODES, JsonOpt, app, container, emit_json, err, handles_errors, out
+from hub.cli.one_value_options import LoradexTyper
 from hub.core.names import AdapterRef
 
 if TYPE_CHECKING:
     from hub.services.sync import PullReport
 
-sync_app = typer.Typer(help="Sync adapters with the Hugging Face Hub.", no_args_is_help=True)
+sync_app = LoradexTyper(help="Sync adapters with the Hugging Face Hub.", no_args_is_help=True)
 app.add_typer(sync_app, name="sync")
 
 

@@ -110,29 +110,23 @@ async def reject_unknown_query(request: Request) -> None:
         known = _query_params(route.dependant)
         setattr(route, _QUERY_PARAMS_ATTR, known)
     query = request.query_params
-    takes = ", ".join(sorted(known)) or "none"
-    errors = [
-        {
-            "type": "extra_forbidden",
-            "loc": ("query", key),
-            "msg": f"unknown query parameter (this route takes: {takes})",
-            "input": query[key],
-        }
-        for key in dict.fromkeys(query)
-        if key not in known
-    ]
-    errors += [
-        {
-            "type": "too_many_values",
-            "loc": ("query", key),
-            "msg": "query parameter given more than once; it takes one value",
-            "input": query.getlist(key),
-        }
-        for key in dict.fromkeys(query)
-        if key in known and not known[key] and len(query.getlist(key)) > 1
-    ]
+    if not query:
+        return
+    errors = []
+    for key in dict.fromkeys(query):
+        if key not in known:
+            takes = ", ".join(sorted(known)) or "none"
+            msg = f"unknown query parameter (this route takes: {takes})"
+            errors.append(_problem("extra_forbidden", key, msg, query[key]))
+        elif not known[key] and len(values := query.getlist(key)) > 1:
+            msg = "query parameter given more than once; it takes one value"
+            errors.append(_problem("too_many_values", key, msg, values))
     if errors:
         raise RequestValidationError(errors)
+
+
+def _problem(kind: str, key: str, msg: str, value: Any) -> dict[str, Any]:
+    return {"type": kind, "loc": ("query", key), "msg": msg, "input": value}
 
 
 StrictQuery = Depends(reject_unknown_query)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from hub.core.models import MAX_BASE_MODEL_ID, MAX_TAG, AdapterItem, JobRecord
 from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, REF_PATTERN, MergeJobSpec
 from hub.services.mixture_jobs import MixtureJobSpec
+from hub.services.registry import MAX_CARD_DESCRIPTION, MAX_LICENSE, MAX_TAGS
 from hub.services.transfer_jobs import TransferJobSpec
 
 
@@ -50,6 +51,35 @@ class AdapterList(BaseModel):
 class AdapterCreated(AdapterItem):
     created: bool = Field(description="False when these exact weights were already registered.")
     warnings: list[str] = Field(default_factory=list)
+
+
+class CardEdit(BaseModel):
+    """The body of ``PATCH /adapters/{name}`` (JSON merge patch, RFC 7396): a field left out
+    stays as it is, ``null`` clears it (as does ``""`` or ``[]``)."""
+
+    model_config = {"extra": "forbid"}
+
+    description: str | None = Field(
+        default=None, max_length=MAX_CARD_DESCRIPTION, pattern=NO_NUL, description="What it does."
+    )
+    tags: list[Annotated[str, Field(min_length=1, max_length=MAX_TAG)]] | None = Field(
+        default=None, max_length=MAX_TAGS, description="The whole tag set (replaces it)."
+    )
+    license: str | None = Field(
+        default=None, max_length=MAX_LICENSE, pattern=NO_NUL, description="License id."
+    )
+
+    def changes(self) -> dict[str, Any]:
+        """Keyword arguments for ``RegistryService.edit_card``: only the fields sent."""
+        cleared: dict[str, Any] = {"description": "", "tags": [], "license": ""}
+        return {
+            f: cleared[f] if getattr(self, f) is None else getattr(self, f)
+            for f in self.model_fields_set
+        }
+
+
+class CardEdited(AdapterItem):
+    changed: bool = Field(description="False when the card already said this (nothing written).")
 
 
 class MethodParam(BaseModel):

@@ -9,8 +9,9 @@
    cores would take an hour and does not change query latency).
 3. Opens the real SearchService with the real MiniLM embedder and measures: first sync (load +
    catalog diff), query text -> embedding -> top-10 with catalog metadata (p50/p95/p99), the
-   same with a ``--tag`` filter, and adding one real adapter through the registry until a
-   search returns it. ``--rebuild`` also runs ``reindex`` in a thread while querying.
+   same with a ``--tag`` filter, adding one real adapter through the registry until a search
+   returns it, and editing one card until a search for its new text returns it first.
+   ``--rebuild`` also runs ``reindex`` in a thread while querying.
 """
 
 from __future__ import annotations
@@ -148,6 +149,22 @@ def add_one_visible(container: Container) -> tuple[float, float]:
     return t_add, float("inf")
 
 
+def edit_one_visible(container: Container, n: int) -> tuple[float, float]:
+    """Rewrite one adapter's card (``loradex edit``), then search until the new text finds it
+    first: (edit s, visible s). The sync finds the edited card through the card-revision
+    index and re-embeds it alone; the catalog is not listed."""
+    name = f"synth-{n // 2:07d}"
+    desc = "Turn a recipe into a shopping list grouped by aisle."
+    t0 = time.perf_counter()
+    container.registry.edit_card(name, description=desc)
+    t_edit = time.perf_counter() - t0
+    while time.perf_counter() - t0 < 30:
+        hits = container.search.search(desc, k=1, mode="text")
+        if hits and hits[0].item.name == name:
+            return t_edit, time.perf_counter() - t0
+    return t_edit, float("inf")
+
+
 def rebuild_while_querying(service, queries: list[str]) -> str:
     done = threading.Event()
     worker = threading.Thread(target=lambda: (service.sync(rebuild=True), done.set()))
@@ -207,6 +224,11 @@ def run(n: int, n_queries: int, rebuild: bool) -> list[str]:
     lines.append(
         f"add one adapter: registered in {t_add * 1e3:.0f} ms, returned by search "
         f"{t_vis * 1e3:.0f} ms after the add started ({load()})"
+    )
+    t_edit, t_vis = edit_one_visible(container, n)
+    lines.append(
+        f"edit one card: written in {t_edit * 1e3:.0f} ms, its adapter first for the new text "
+        f"{t_vis * 1e3:.0f} ms after the edit started ({load()})"
     )
     if rebuild:
         lines.append(rebuild_while_querying(service, queries) + f" ({load()})")

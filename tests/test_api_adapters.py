@@ -316,7 +316,7 @@ def test_framework_errors_use_the_error_shape(client):
     assert r.headers["allow"] == "GET, HEAD, POST"  # both routes of the path (RFC 9110)
     r = client.put("/adapters/sentiment")
     assert_error(r, 405, "method_not_allowed")
-    assert r.headers["allow"] == "DELETE, GET, HEAD"
+    assert r.headers["allow"] == "DELETE, GET, HEAD, PATCH"
     assert client.post("/health").headers["allow"] == "GET, HEAD"
     assert_error(client.get(f"/jobs/{uuid.uuid4()}"), 404, "not_found")
     assert_error(client.get("/jobs/not-a-uuid"), 422, "invalid_request")

@@ -9,7 +9,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from storage.catalog import open_catalog
+from hub.core.models import AdapterMeta
+from storage.catalog import NewVersion, open_catalog
 from storage.catalog.engine import make_engine
 from storage.catalog.migrate import alembic_config, current_revision, head_revision, upgrade
 from storage.catalog.tables import Base
@@ -22,6 +23,7 @@ TABLES = {
     "base_models",
     "jobs",
     "api_tokens",
+    "catalog_counters",
 }
 
 
@@ -83,3 +85,36 @@ def test_concurrent_open_catalog_migrates_once(catalog_url):
             assert [r[0] for r in rows] == [head_revision()]
     finally:
         engine.dispose()
+
+
+def test_a_catalog_from_before_card_edits_upgrades_with_its_adapters(catalog_url):
+    """0001 -> 0002 on a catalog holding an adapter: it gets card revision 0 (so search
+    indexes saved before the upgrade keep their keys) and the counter row edits advance."""
+    engine = make_engine(catalog_url)
+    try:
+        upgrade(engine, "0001")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO adapters (name, description, tags, last_version, created_at) "
+                    "VALUES ('old', 'from before', '[]', 0, CURRENT_TIMESTAMP)"
+                )
+            )
+        upgrade(engine)
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT name, card_revision FROM adapters")).one()
+            assert tuple(row) == ("old", 0)
+            counter = conn.execute(text("SELECT name, value FROM catalog_counters")).one()
+            assert tuple(counter) == ("card_revision", 0)
+    finally:
+        engine.dispose()
+    catalog = open_catalog(catalog_url)
+    try:
+        item, _ = catalog.register_version(AdapterMeta(name="old"), NewVersion("0" * 64, 1))
+        assert (item.version, item.description) == (1, "from before")
+        assert catalog.versions_fingerprint()[4] == 0
+        assert catalog.edit_card("old", {"description": "edited"})[0].description == "edited"
+        assert catalog.versions_fingerprint()[4] == 1
+        assert catalog.edit_card("old", {"description": "edited"})[1] is False
+    finally:
+        catalog.close()

@@ -17,6 +17,8 @@ from api.schemas import (
     AdapterCreated,
     AdapterList,
     BaseModelFilter,
+    CardEdit,
+    CardEdited,
     RevertRequest,
     SourceFilter,
     TagFilter,
@@ -107,6 +109,21 @@ def revert_member(
     if not added.created:
         response.status_code = 200
     return AdapterCreated(**added.item.model_dump(), created=added.created, warnings=added.warnings)
+
+
+@router.patch("/{name}")
+def edit_card(name: Name, body: CardEdit, _: WriteAuth, registry: RegistryDep) -> CardEdited:
+    """Change the adapter's card (description, tags, license; shared by all its versions) and
+    return its latest version (``loradex edit``). Search re-embeds the edited card at once; the
+    weights and version numbers do not change. A body that changes nothing, ``{}`` included
+    (an empty merge patch), writes nothing: ``changed: false``."""
+    changes = body.changes()
+    if not changes:
+        return CardEdited(
+            **registry.catalog.get_item(validate_name(name)).model_dump(), changed=False
+        )
+    item, changed = registry.edit_card(validate_name(name), **changes)
+    return CardEdited(**item.model_dump(), changed=changed)
 
 
 @router.delete("/{name}", status_code=204)

@@ -1,4 +1,4 @@
-"""Catalog commands: init, add, ls, show, export, rm, gc, verify, import-zoo, base."""
+"""Catalog commands: init, add, edit, ls, show, export, rm, gc, verify, import-zoo, base."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from hub.cli.app import (
     handles_errors,
     out,
 )
+from hub.core.errors import BadInputError
 from hub.core.models import AdapterItem, AdapterMeta
 from hub.core.names import AdapterRef
 
@@ -86,6 +87,35 @@ def add(
     else:
         verb = "registered" if result.created else "already registered as"
         out.print(f"{verb} {result.item.name}@{result.item.version} ({result.item.digest[:12]})")
+
+
+@app.command()
+@handles_errors
+def edit(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    description: Annotated[str | None, typer.Option(help='New description ("" clears it).')] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option(help="Tag (repeatable): replaces the tag set.")
+    ] = None,
+    clear_tags: Annotated[bool, typer.Option("--clear-tags", help="Remove every tag.")] = False,
+    license: Annotated[str | None, typer.Option(help='License id ("" clears it).')] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change an adapter's card: description, tags, license (shared by all its versions).
+    Search re-embeds the card; the weights and versions do not change."""
+    if tag and clear_tags:
+        raise BadInputError("--tag and --clear-tags contradict each other; give one")
+    item, changed = container().registry.edit_card(
+        name,
+        description=description,
+        tags=[] if clear_tags else tag,
+        license=license,
+    )
+    if as_json:
+        emit_json({**item.model_dump(mode="json"), "changed": changed})
+    else:
+        verb = "edited the card of" if changed else "no change to the card of"
+        out.print(f"{verb} {item.name} (latest version {item.version})")
 
 
 @app.command("ls")
@@ -256,7 +286,6 @@ def base_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Register a base model so `add` checks adapters' module names and shapes against it."""
-    from hub.core.errors import BadInputError
     from hub.core.json_input import JSON_ERRORS
 
     try:

@@ -19,6 +19,7 @@ from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
 from hub.services.job_specs import JsonObject, parse_job_spec, published, with_pins
 from hub.services.jobs import JobContext
 from hub.services.merge import MAX_SEED, check_same_base
+from hub.services.registry import MAX_CARD_DESCRIPTION, MAX_TAGS
 
 if TYPE_CHECKING:
     from hub.services.container import Container
@@ -31,8 +32,7 @@ REF_PATTERN = r"^(?:\.?[A-Za-z0-9_-])+\.?(?:@[1-9][0-9]{0,8})?$"
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
 
 Ref = Annotated[str, StringConstraints(max_length=140, pattern=REF_PATTERN)]
-# Tags a job may give its result (each at most MAX_TAG characters).
-MAX_TAGS = 64
+# Tags a job may give its result: at most MAX_TAGS, each at most MAX_TAG characters.
 Tag = Annotated[str, StringConstraints(max_length=MAX_TAG, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")]
 
 
@@ -52,7 +52,7 @@ class MergeJobSpec(BaseModel):
     name: str = Field(
         max_length=128, pattern=NAME_PATTERN, description="Name of the merged adapter."
     )
-    description: str = Field(default="", max_length=10_000, pattern=NO_NUL)
+    description: str = Field(default="", max_length=MAX_CARD_DESCRIPTION, pattern=NO_NUL)
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed (DARE's masks).")
     device: str = Field(

@@ -86,6 +86,8 @@ class RegistryService:
     ) -> AddResult:
         new, warnings = self._new_version(parsed, **kwargs)
         item, created = self.catalog.register_version(meta, new, parents=list(parents))
+        if not created:
+            warnings.extend(_card_not_applied(meta, item))
         return AddResult(item, created, warnings)
 
     def add_many(
@@ -179,6 +181,46 @@ class RegistryService:
             )
 
     # -- reading ------------------------------------------------------------------------------
+    # -- the card ------------------------------------------------------------------------------
+    def edit_card(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: Sequence[str] | None = None,
+        license: str | None = None,
+    ) -> tuple[AdapterItem, bool]:
+        """Change adapter ``name``'s description, tags (the whole set; empty clears) or license
+        (empty clears); None leaves a field as it is. The card is the adapter's, shared by all
+        its versions, so a NAME@VERSION is refused. Returns the latest item and whether
+        anything changed."""
+        ref = AdapterRef.parse(name)
+        if ref.version is not None:
+            raise BadInputError(
+                f"a card belongs to adapter {ref.name!r}, shared by all its versions: "
+                f"pass {ref.name}, not {name}",
+                code="card_is_per_adapter",
+            )
+        fields: dict[str, Any] = {}
+        if description is not None:
+            fields["description"] = _card_text("description", description, MAX_CARD_DESCRIPTION)
+        if tags is not None:
+            if len(tags) > MAX_TAGS:
+                raise BadInputError(
+                    f"at most {MAX_TAGS} tags, got {len(tags)}", code="invalid_tags"
+                )
+            try:
+                fields["tags"] = AdapterMeta(name=ref.name, tags=list(tags)).tags
+            except ValueError as exc:
+                raise BadInputError(_first_problem(exc), code="invalid_tags") from None
+        if license is not None:
+            fields["license"] = _card_text("license", license, MAX_LICENSE) or None
+        if not fields:
+            raise BadInputError(
+                "nothing to edit: give a description, tags or a license", code="edit_nothing"
+            )
+        return self.catalog.edit_card(ref.name, fields)
+
     def show(self, ref: AdapterRef) -> AdapterDetail:
         return self.catalog.get_detail(ref.name, ref.version)
 
@@ -292,3 +334,35 @@ class RegistryService:
         )
         self.catalog.register_base_model(info)
         return info
+
+
+MAX_CARD_DESCRIPTION = 10_000  # characters (the REST schemas use these limits too)
+MAX_LICENSE = 128  # the catalog column's width
+MAX_TAGS = 64
+
+
+def _card_text(field: str, value: str, limit: int) -> str:
+    if len(value) > limit or "\x00" in value:  # PostgreSQL text cannot hold NUL
+        raise BadInputError(
+            f"{field} must be at most {limit} characters without NUL, got {len(value)}",
+            code=f"invalid_{field}",
+        )
+    return value.strip()
+
+
+def _first_problem(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    return str(errors()[0]["msg"]).removeprefix("Value error, ") if errors else str(exc)
+
+
+def _card_not_applied(meta: AdapterMeta, item: AdapterItem) -> list[str]:
+    """Adding weights already registered writes nothing, the card included: say so when the
+    request carried a card that differs, instead of dropping it without a word."""
+    given = {"description": meta.description, "tags": meta.tags, "license": meta.license}
+    differ = [f for f, v in given.items() if v and v != getattr(item, f)]
+    if not differ:
+        return []
+    return [
+        f"{item.name}@{item.version} already holds these weights, so nothing was written and "
+        f"its {' and '.join(differ)} did not change; to change them: loradex edit {item.name}"
+    ]

@@ -59,7 +59,7 @@ class IndexSide:
         self.dim = dim
         self.index_params = index_params
         self.index = VectorIndex(dim, embedder_id, **index_params)
-        self.keys: dict[int, str] = {}  # version id -> name@digest of the vector stored
+        self.keys: dict[int, str] = {}  # version id -> identity (key_of) of the vector stored
         self.hashes: dict[int, str] = {}  # version id -> card hash (text side only)
         self.unsaved_hashes: dict[int, str] = {}  # added since the last save
         self.by_name: dict[str, int] = {}  # adapter name -> its indexed version id
@@ -113,27 +113,33 @@ class IndexSide:
         return {i: h for i, h in fresh.items() if i in keys}
 
     # -- following the catalog --------------------------------------------------------------
+    def key_of(self, v: LatestVersion) -> str:
+        """What a stored vector was made from: the weights (``name@digest``) and, for card
+        texts, the card's edit revision too, so an edited card is embedded again."""
+        return v.card_key if self.kind == "text" else v.key
+
     def apply(
         self, latest: Sequence[LatestVersion], embed: EmbedFn, card_hash: HashFn | None = None
     ) -> dict[str, int]:
         """Make the index hold exactly ``latest``. Returns counts: added, reused, removed."""
         with self._lock:
-            want = {v.id: v for v in latest}
-            stale = [i for i, key in self.keys.items() if i not in want or want[i].key != key]
-            new = [v for v in latest if self.keys.get(v.id) != v.key]
+            want = {v.id: self.key_of(v) for v in latest}
+            stale = [i for i, key in self.keys.items() if want.get(i) != key]
+            new = [v for v in latest if self.keys.get(v.id) != want[v.id]]
             return self._replace(new, stale, embed, card_hash)
 
     def apply_new(
         self, fresh: Sequence[LatestVersion], embed: EmbedFn, card_hash: HashFn | None = None
     ) -> dict[str, int]:
-        """Only versions were added since the last sync (no deletes): each new one replaces its
-        adapter's previous latest. Costs O(new), not O(catalog): a 10^5 catalog is not listed."""
+        """Only versions were added or cards edited since the last sync (no deletes): each one
+        replaces its adapter's vector unless that was made from the same thing. Costs O(fresh),
+        not O(catalog): a 10^5 catalog is not listed."""
         with self._lock:
             newest: dict[str, LatestVersion] = {}
             for v in sorted(fresh, key=lambda v: v.id):
                 newest[v.name] = v  # several new versions of one adapter: the last one wins
-            new = list(newest.values())
-            stale = [self.by_name[n] for n in newest if n in self.by_name]
+            new = [v for v in newest.values() if self.keys.get(v.id) != self.key_of(v)]
+            stale = [self.by_name[v.name] for v in new if v.name in self.by_name]
             return self._replace(new, stale, embed, card_hash)
 
     def _replace(
@@ -170,7 +176,7 @@ class IndexSide:
             return
         self.index.add([v.id for v in versions], vecs)
         for pos, v in enumerate(versions):
-            self.keys[v.id] = v.key
+            self.keys[v.id] = self.key_of(v)
             self.by_name[v.name] = v.id
             if hashes:
                 self.hashes[v.id] = self.unsaved_hashes[v.id] = hashes[pos]

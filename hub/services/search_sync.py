@@ -77,15 +77,20 @@ class IndexSync:
     def _only_added(
         self, before: tuple[Any, ...] | None, now: tuple[Any, ...]
     ) -> list[LatestVersion] | None:
-        """The versions added since ``before`` when nothing was deleted meanwhile (the common
-        case: one new adapter), else None (then the full latest list is compared)."""
+        """The versions added and the adapters whose card was edited since ``before``, when
+        nothing was deleted meanwhile (the common case: one new adapter, one edit), else None
+        (then the full latest list is compared). A fingerprint is (count, newest row's id,
+        adapter id and digest, card revision)."""
         if before is None or before[1] is None or now[0] < before[0]:
             return None
         catalog = self.registry.catalog
-        if catalog.version_identity(before[1]) != tuple(before[1:]):
+        if catalog.version_identity(before[1]) != tuple(before[1:4]):
             return None  # the newest row then is gone (or its id was reused)
-        added = catalog.versions_after(before[1])
-        return added if before[0] + len(added) == now[0] else None
+        added = catalog.versions_after(before[1]) if tuple(now[:4]) != tuple(before[:4]) else []
+        if before[0] + len(added) != now[0]:
+            return None
+        edited = catalog.cards_edited_since(before[4]) if now[4] != before[4] else []
+        return added + edited
 
     def _apply(
         self, sides: dict[str, IndexSide], latest: list[LatestVersion], delta: bool = False

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, defer
 from hub.core.errors import NotFoundError
 from hub.core.models import AdapterDetail, AdapterItem, AdapterMeta, EvaluationRecord
 from storage.catalog.base import CatalogBase
+from storage.catalog.cards import CardEditsMixin
 from storage.catalog.convert import to_detail, to_item
 from storage.catalog.facet_queries import FacetQueriesMixin
 from storage.catalog.jobs import BaseModelsMixin, JobsMixin
@@ -65,7 +66,13 @@ class NewVersion:
 
 
 class Catalog(
-    JobsMixin, BaseModelsMixin, TokensMixin, SearchQueriesMixin, FacetQueriesMixin, CatalogBase
+    JobsMixin,
+    BaseModelsMixin,
+    TokensMixin,
+    SearchQueriesMixin,
+    FacetQueriesMixin,
+    CardEditsMixin,
+    CatalogBase,
 ):
     """Catalog operations; every method is one transaction and returns pydantic models."""
 

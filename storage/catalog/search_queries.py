@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from storage.catalog.base import CatalogBase
-from storage.catalog.tables import Adapter, AdapterVersion
+from storage.catalog.tables import CARD_REVISION, Adapter, AdapterVersion, CatalogCounter
 
 
 @dataclass(frozen=True)
@@ -29,18 +29,35 @@ class LatestVersion:
     name: str
     digest: str
     text_hash: str | None
+    card_revision: int = 0
 
     @property
     def key(self) -> str:
         """Identity of the bytes and the card owner: a reused row id never matches an old key."""
         return f"{self.name}@{self.digest}"
 
+    @property
+    def card_key(self) -> str:
+        """``key`` plus the card's edit revision (none before the first edit, so indexes saved
+        before cards could be edited stay valid): the text index's identity of a vector."""
+        return f"{self.key}#card{self.card_revision}" if self.card_revision else self.key
+
+
+_LATEST_COLUMNS = (
+    AdapterVersion.id,
+    Adapter.name,
+    AdapterVersion.digest,
+    AdapterVersion.text_hash,
+    Adapter.card_revision,
+)
+
 
 class SearchQueriesMixin(CatalogBase):
     def versions_fingerprint(self) -> tuple[Any, ...]:
-        """Changes whenever a version is added or deleted: (count, then id, adapter and digest
-        of the newest row). The newest row's identity catches SQLite reusing the max row id
-        after a delete. A count and a primary-key lookup: no scan of a non-indexed column."""
+        """Changes whenever a version is added or deleted or a card is edited: (count, then
+        id, adapter and digest of the newest row, then the card revision). The newest row's
+        identity catches SQLite reusing the max row id after a delete. A count and two
+        primary-key lookups: no scan of a non-indexed column."""
         newest = (
             select(AdapterVersion.id, AdapterVersion.adapter_id, AdapterVersion.digest)
             .order_by(AdapterVersion.id.desc())
@@ -50,14 +67,19 @@ class SearchQueriesMixin(CatalogBase):
         def run(s: Session) -> tuple[Any, ...]:
             count = s.scalar(select(func.count()).select_from(AdapterVersion)) or 0
             row = s.execute(newest).first()
-            return (count, *(tuple(row) if row else (None, None, None)))
+            revision = s.get(CatalogCounter, CARD_REVISION)
+            return (
+                count,
+                *(tuple(row) if row else (None, None, None)),
+                revision.value if revision else 0,
+            )
 
         return self._read(run)
 
     def versions_after(self, version_id: int) -> list[LatestVersion]:
         """Versions with a row id above ``version_id`` (added since), ordered by id."""
         q = (
-            select(AdapterVersion.id, Adapter.name, AdapterVersion.digest, AdapterVersion.text_hash)
+            select(*_LATEST_COLUMNS)
             .join(Adapter)
             .where(AdapterVersion.id > version_id)
             .order_by(AdapterVersion.id)
@@ -73,9 +95,17 @@ class SearchQueriesMixin(CatalogBase):
 
     def latest_versions(self) -> list[LatestVersion]:
         """The latest version of every adapter, ordered by version id."""
-        q = only_latest(
-            select(AdapterVersion.id, Adapter.name, AdapterVersion.digest, AdapterVersion.text_hash)
-        ).order_by(AdapterVersion.id)
+        q = only_latest(select(*_LATEST_COLUMNS)).order_by(AdapterVersion.id)
+        return self._read(lambda s: [LatestVersion(*row) for row in s.execute(q)])
+
+    def cards_edited_since(self, revision: int) -> list[LatestVersion]:
+        """The latest versions of adapters whose card was edited after ``revision`` (through
+        the card-revision index: O(edited), not O(catalog))."""
+        q = (
+            only_latest(select(*_LATEST_COLUMNS))
+            .where(Adapter.card_revision > revision)
+            .order_by(AdapterVersion.id)
+        )
         return self._read(lambda s: [LatestVersion(*row) for row in s.execute(q)])
 
     def latest_version_ids(

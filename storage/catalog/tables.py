@@ -59,6 +59,26 @@ class Adapter(Base):
     # NAME@N always means the same bytes.
     last_version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The catalog-wide card revision (catalog_counters) of this adapter's last card edit, 0 if
+    # never edited: the search indexes re-embed a card whose revision moved, and find the cards
+    # edited since a sync through this index without listing the catalog.
+    card_revision: Mapped[int] = mapped_column(
+        BigInteger, default=0, server_default="0", index=True
+    )
+
+
+CARD_REVISION = "card_revision"  # the catalog_counters row that card edits advance
+
+
+class CatalogCounter(Base):
+    """Catalog-wide counters, one row each. ``card_revision`` goes up by one per card edit
+    (``UPDATE ... SET value = value + 1``: edits in concurrent transactions get distinct values,
+    so a search index that saw revision N never misses an edit committed later)."""
+
+    __tablename__ = "catalog_counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class AdapterVersion(Base):

@@ -49,6 +49,7 @@ from retrieval.index_files import (
     sidecar_path,
     stale,
 )
+from retrieval.index_state import IndexState
 
 __all__ = ["BACKENDS", "FORMAT_VERSION", "IndexMismatchError", "VectorIndex"]
 
@@ -57,6 +58,10 @@ _DEFAULT_THREADS = faiss.omp_get_max_threads()
 _SINGLE_QUERY_BATCH = 8  # below this many queries, 1 OpenMP thread is faster (PERF A1 obs. 2)
 _TUNE_MIN = 2_000  # smaller indexes are flat (exact) under the default policy anyway
 _TUNE_QUERIES = 200
+# Vectors added to an approximate index since its build are scored exactly at each search;
+# past max(_LATE_MIN, min(5 % of the index, _LATE_MAX)) of them a background rebuild folds them
+# in (20,000 x 384 floats is ~1 ms of exact scan per query on 2 cores).
+_LATE_MIN, _LATE_MAX = 2_000, 20_000
 
 
 @contextlib.contextmanager
@@ -99,61 +104,6 @@ def _as_ids(ids: Iterable[int]) -> np.ndarray:
     return out
 
 
-class _State:
-    """One immutable-by-convention generation: a backend plus its label -> id table."""
-
-    def __init__(self, backend: Backend, ids: np.ndarray | None = None) -> None:
-        self.backend = backend
-        self.ids = ids if ids is not None else np.zeros(0, dtype=np.int64)  # label -> id / -1
-        self.label_of: dict[int, int] = {int(i): lab for lab, i in enumerate(self.ids) if i >= 0}
-
-    @property
-    def dead(self) -> int:
-        return len(self.ids) - len(self.label_of)
-
-    def add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
-        self.remove(ids)  # update = tombstone the old vector, append the new one
-        self.backend.add(vecs)
-        start = len(self.ids)
-        self.ids = np.concatenate([self.ids, ids])
-        for off, i in enumerate(ids):
-            self.label_of[int(i)] = start + off
-
-    def remove(self, ids: Iterable[int]) -> int:
-        removed = 0
-        for i in ids:
-            label = self.label_of.pop(int(i), None)
-            if label is not None:
-                self.ids[label] = -1
-                removed += 1
-        return removed
-
-    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        alive = len(self.label_of)
-        fetch = min(k + self.dead, len(self.ids))  # over-fetch past tombstones
-        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
-        out = np.full((len(q), k), -1, dtype=np.int64)
-        if alive == 0 or fetch == 0:
-            return scores, out
-        raw_s, raw_l = self.backend.search(q, fetch)
-        for row in range(len(q)):
-            labels = raw_l[row]
-            ok = labels >= 0
-            ids = np.where(ok, self.ids[np.where(ok, labels, 0)], -1)
-            keep = ids >= 0
-            n = min(k, int(keep.sum()))
-            scores[row, :n] = raw_s[row][keep][:n]
-            out[row, :n] = ids[keep][:n]
-        return scores, out
-
-    def live(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vecs) of the live entries, label order."""
-        labels = np.flatnonzero(self.ids >= 0)
-        if len(labels) == 0:
-            return self.ids[labels], np.zeros((0, self.backend.dim), dtype=np.float32)
-        return self.ids[labels], self.backend.reconstruct_all()[labels]
-
-
 class VectorIndex:
     """The eight verbs: add, remove, search, count, save, load, rebuild (+ contains/ids)."""
 
@@ -180,7 +130,7 @@ class VectorIndex:
         self._lock = ReadWriteLock()  # searches and saves share; mutations are exclusive
         self._rebuild_lock = threading.Lock()
         self._journal: list[tuple[str, np.ndarray, np.ndarray | None]] | None = None
-        self._state = _State(self._new_backend(0))
+        self._state = IndexState(self._new_backend(0))
 
     def _choose(self, n: int) -> str:
         """``auto``: exact flat below ``ann_threshold``; above it, exact on the GPU when one is
@@ -199,9 +149,16 @@ class VectorIndex:
         return self._state.backend.name
 
     def outgrown(self) -> bool:
-        """Under the ``auto`` policy: the index grew past the threshold (or a GPU index was
-        loaded where no GPU is) and a rebuild would switch to the backend the policy picks."""
-        n = self.count
+        """A rebuild is due: under the ``auto`` policy the index grew past the threshold (or a
+        GPU index was loaded where no GPU is) and would switch to the backend the policy picks;
+        or an approximate index holds so many vectors added since its build that scoring them
+        exactly at each search (see ``IndexState``) costs more than it should. False while a
+        rebuild runs: one at a time, and the next check sees its result."""
+        if self._rebuild_lock.locked():
+            return False
+        n, late = self.count, self._state.late
+        if late > max(_LATE_MIN, min(n // 20, _LATE_MAX)):
+            return True
         if self.backend_name != "auto" or n < self.ann_threshold:
             return False
         return self.backend in ("flat", "gpu-flat") and self.backend != self._choose(n)
@@ -235,7 +192,7 @@ class VectorIndex:
         with self._lock.read() if shared else self._lock.write(), _omp_threads(threads):
             return self._state.search(q, k)
 
-    def _build_tuned(self, fresh: _State, ids: np.ndarray, vecs: np.ndarray) -> None:
+    def _build_tuned(self, fresh: IndexState, ids: np.ndarray, vecs: np.ndarray) -> None:
         """Add everything to ``fresh``; with a recall target, first hold out a sample, tune
         search parameters with it as queries (they are not in the graph, like real queries;
         a stored vector would find itself and its graph neighbours at any efSearch), then
@@ -299,10 +256,11 @@ class VectorIndex:
                 ids, vecs = self._state.live()
                 self._journal = []
             try:
-                fresh = _State(self._new_backend(len(ids), backend))
+                fresh = IndexState(self._new_backend(len(ids), backend))
                 if len(ids):
                     fresh.backend.train(vecs)
                     self._build_tuned(fresh, ids, vecs)
+                fresh.built = len(fresh.ids)  # the journal's adds below are late ones
             except BaseException:
                 with self._lock.write():
                     self._journal = None
@@ -332,6 +290,7 @@ class VectorIndex:
             "target_recall": self.target_recall,
             "params": {**self.params, **self._state.backend.params},
             "count": int(len(live)),
+            "built": int(self._state.built),
             "ids_digest": hashlib.sha256(live.tobytes()).hexdigest(),
             "index_sha256": index_sha,
             "ids_sha256": ids_sha,
@@ -377,12 +336,14 @@ class VectorIndex:
                 **meta["params"],
             )
             ids = np.load(io.BytesIO(ids_bytes), allow_pickle=False)
+            built = int(meta.get("built", len(ids)))  # older sidecars: every label is built
             backend = backend_class(meta["backend"]).from_bytes(index.dim, data, **meta["params"])
         except RuntimeError as exc:  # FAISS raises RuntimeError on bad bytes
             raise stale(path, f"FAISS cannot read it ({exc})") from exc
         except (HubError, TypeError, ValueError, AttributeError) as exc:
             why = exc.message if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}"
             raise stale(path, f"sidecar settings are invalid ({why})") from exc
-        index._state = _State(backend, ids.astype(np.int64))
+        check(0 <= built <= len(ids), path, f"built {built} is not within 0..{len(ids)}")
+        index._state = IndexState(backend, ids.astype(np.int64), built)
         check(index.count == meta["count"], path, "count differs from the sidecar")
         return index

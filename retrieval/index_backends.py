@@ -21,6 +21,7 @@ class Backend:
 
     name: ClassVar[str]
     concurrent_search: ClassVar[bool] = True  # read-only CPU searches may run in parallel
+    exact: ClassVar[bool] = True  # finds every stored vector (flat); False: approximate
 
     def __init__(self, dim: int, index: Any | None = None, **params: Any) -> None:
         self.dim = dim
@@ -81,6 +82,7 @@ class HNSWBackend(Backend):
     keeps the smallest efSearch that reaches the target recall, persisted in the sidecar."""
 
     name = "hnsw"
+    exact = False
     EF_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
     def _make(self, dim: int) -> Any:
@@ -113,6 +115,8 @@ class HNSWBackend(Backend):
 
 class IVFBackend(Backend):
     """IVF-Flat with ~4 sqrt(n) lists; nprobe trades recall for speed."""
+
+    exact = False
 
     name = "ivf"
 

@@ -182,7 +182,7 @@ def test_rebuild_swaps_without_blocking_queries(monkeypatch):
     built = threading.Event()
     import retrieval.index as mod
 
-    real_add = mod._State.add
+    real_add = mod.IndexState.add
 
     def slow_add(self, ids, vecs):
         if self is not ix._state and len(ids) > 1:  # the fresh state during rebuild
@@ -190,7 +190,7 @@ def test_rebuild_swaps_without_blocking_queries(monkeypatch):
             built.set()
         return real_add(self, ids, vecs)
 
-    monkeypatch.setattr(mod._State, "add", slow_add)
+    monkeypatch.setattr(mod.IndexState, "add", slow_add)
     t = ix.rebuild(backend="hnsw", background=True)
     latencies = []
     while not built.is_set():
@@ -245,3 +245,75 @@ def test_outgrown_flat_index_asks_for_a_rebuild():
     assert ix.outgrown() and ix.backend == "flat"
     ix.rebuild()
     assert ix.backend == "hnsw" and not ix.outgrown()
+
+
+# -- vectors added after an approximate build ----------------------------------------------------
+def _late_outlier(seed: int) -> tuple[VectorIndex, np.ndarray]:
+    """An HNSW graph built over one tight cluster, then one vector unlike it added: its
+    neighbours keep their closer links, so the graph often has no edge into it."""
+    rng = np.random.default_rng(seed)
+    centre = rng.standard_normal(DIM)
+    x = centre + 0.3 * rng.standard_normal((3000, DIM))
+    ix = VectorIndex(DIM, EMB, backend="hnsw", ef_search=16)
+    ix.add(np.arange(3000), (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
+    ix.rebuild()
+    outlier = rng.standard_normal(DIM).astype(np.float32)
+    return ix, outlier / np.linalg.norm(outlier)
+
+
+def test_a_vector_added_after_the_build_is_always_found():
+    """Before, about one such vector in five was unreachable (the raw HNSW search missed it
+    at k = 10): an adapter added, or a card edited, at catalog scale could not be found."""
+    for seed in range(12):
+        ix, outlier = _late_outlier(seed)
+        ix.add([99_999], outlier[None])
+        _, ids = ix.search(outlier, 10)
+        assert ids[0, 0] == 99_999, seed
+        assert len(set(ids[0].tolist())) == 10  # found by the graph too: listed once
+
+
+def _graph_never_reaches_late_labels(ix: VectorIndex, monkeypatch) -> None:
+    state = ix._state
+    real = state.backend.search
+
+    def search(q, k):
+        scores, labels = real(q, k)
+        return np.where(labels >= state.built, -np.inf, scores), np.where(
+            labels >= state.built, -1, labels
+        )
+
+    monkeypatch.setattr(state.backend, "search", search)
+
+
+def test_late_vectors_are_scored_exactly_with_tombstones_and_updates(monkeypatch, tmp_path):
+    ix, outlier = _late_outlier(0)
+    ix.add([5_000, 5_001, 5_002], np.stack([outlier, -outlier, outlier]))
+    ix.remove([5_002])  # a late tombstone is never returned
+    ix.add([5_001], outlier[None])  # an update: the old late vector is tombstoned
+    _graph_never_reaches_late_labels(ix, monkeypatch)
+    scores, ids = ix.search(outlier, 3)
+    assert sorted(ids[0, :2].tolist()) == [5_000, 5_001] and 5_002 not in ids[0]
+    assert scores[0, :2] == pytest.approx([1.0, 1.0], abs=1e-5)
+    assert ix._state.late == 4  # labels appended since the build, tombstones included
+    # The build boundary is saved: after a reload the late labels are still scanned exactly.
+    ix.save(tmp_path / "i.faiss")
+    again = VectorIndex.load(tmp_path / "i.faiss", EMB)
+    assert again._state.built == 3000 and again._state.late == 4
+    _graph_never_reaches_late_labels(again, monkeypatch)
+    assert sorted(again.search(outlier, 2)[1][0].tolist()) == [5_000, 5_001]
+
+
+def test_many_late_vectors_ask_for_a_rebuild_that_folds_them_in(monkeypatch):
+    import retrieval.index as mod
+
+    monkeypatch.setattr(mod, "_LATE_MIN", 5)
+    monkeypatch.setattr(mod, "_LATE_MAX", 5)
+    ix, outlier = _late_outlier(1)
+    ix.add(np.arange(10_000, 10_005), np.repeat(outlier[None], 5, 0))
+    assert not ix.outgrown()  # 5 late: at the limit, not past it
+    ix.add([10_005], outlier[None])
+    assert ix.outgrown()
+    ix.rebuild()
+    assert ix._state.late == 0 and ix._state.built == 3006 and not ix.outgrown()
+    assert ix.search(outlier, 1)[0][0, 0] == pytest.approx(1.0, abs=1e-5)
+    assert VectorIndex(DIM, EMB, backend="flat")._state.late == 0  # exact backends: none

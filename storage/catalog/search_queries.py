@@ -52,27 +52,29 @@ _LATEST_COLUMNS = (
 )
 
 
+def _of_newest_version(column: Any) -> Any:
+    return select(column).order_by(AdapterVersion.id.desc()).limit(1).scalar_subquery()
+
+
+_FINGERPRINT = select(
+    select(func.count()).select_from(AdapterVersion).scalar_subquery(),
+    _of_newest_version(AdapterVersion.id),
+    _of_newest_version(AdapterVersion.adapter_id),
+    _of_newest_version(AdapterVersion.digest),
+    select(CatalogCounter.value).where(CatalogCounter.name == CARD_REVISION).scalar_subquery(),
+)
+
+
 class SearchQueriesMixin(CatalogBase):
     def versions_fingerprint(self) -> tuple[Any, ...]:
         """Changes whenever a version is added or deleted or a card is edited: (count, then
         id, adapter and digest of the newest row, then the card revision). The newest row's
-        identity catches SQLite reusing the max row id after a delete. A count and two
-        primary-key lookups: no scan of a non-indexed column."""
-        newest = (
-            select(AdapterVersion.id, AdapterVersion.adapter_id, AdapterVersion.digest)
-            .order_by(AdapterVersion.id.desc())
-            .limit(1)
-        )
+        identity catches SQLite reusing the max row id after a delete. One statement: a count
+        and primary-key lookups, no scan of a non-indexed column."""
 
         def run(s: Session) -> tuple[Any, ...]:
-            count = s.scalar(select(func.count()).select_from(AdapterVersion)) or 0
-            row = s.execute(newest).first()
-            revision = s.get(CatalogCounter, CARD_REVISION)
-            return (
-                count,
-                *(tuple(row) if row else (None, None, None)),
-                revision.value if revision else 0,
-            )
+            count, vid, adapter_id, digest, revision = s.execute(_FINGERPRINT).one()
+            return (count or 0, vid, adapter_id, digest, revision or 0)
 
         return self._read(run)
 
@@ -101,12 +103,22 @@ class SearchQueriesMixin(CatalogBase):
     def cards_edited_since(self, revision: int) -> list[LatestVersion]:
         """The latest versions of adapters whose card was edited after ``revision`` (through
         the card-revision index: O(edited), not O(catalog))."""
-        q = (
-            only_latest(select(*_LATEST_COLUMNS))
-            .where(Adapter.card_revision > revision)
-            .order_by(AdapterVersion.id)
+        # Per edited adapter, its highest version (through the (adapter_id, version) unique
+        # index): ``only_latest`` would group every adapter's versions first, O(catalog).
+        newest = (
+            select(func.max(AdapterVersion.version))
+            .where(AdapterVersion.adapter_id == Adapter.id)
+            .correlate(Adapter)
+            .scalar_subquery()
         )
-        return self._read(lambda s: [LatestVersion(*row) for row in s.execute(q)])
+        q = (
+            select(*_LATEST_COLUMNS)
+            .select_from(Adapter)
+            .join(AdapterVersion, AdapterVersion.adapter_id == Adapter.id)
+            .where(Adapter.card_revision > revision, AdapterVersion.version == newest)
+        )  # no ORDER BY: SQLite would then scan the versions in id order instead of the index
+        rows = self._read(lambda s: [LatestVersion(*row) for row in s.execute(q)])
+        return sorted(rows, key=lambda v: v.id)
 
     def latest_version_ids(
         self, *, base_model: str | None = None, tag: str | None = None, source: str | None = None

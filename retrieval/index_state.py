@@ -17,7 +17,7 @@ class IndexState:
     to its nearest neighbours, but they keep their own closer links, so a node unlike the rest
     (a new kind of card among 10^5 others) gets no incoming edge and no search reaches it. So
     labels from ``built`` on (added since the build) are also scored exactly at every search,
-    and ``rebuild`` (see ``wants_compaction``) folds them into a fresh graph."""
+    and ``VectorIndex.rebuild`` (due per ``VectorIndex.outgrown``) folds them into a new graph."""
 
     def __init__(
         self, backend: Backend, ids: np.ndarray | None = None, built: int | None = None

@@ -14,7 +14,9 @@ if [ -z "${LORADEX_TEST_PG_URL:-}" ]; then
   fi
   if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     PGDIR=$(mktemp -d /tmp/loradex-pg.XXXXXX)
-    PGPORT=${LORADEX_TEST_PG_PORT:-55432}
+    # A free loopback port unless one is given: a fixed one fails when another server (a
+    # developer's own `scripts/pg.sh start`) already listens there.
+    PGPORT=${LORADEX_TEST_PG_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
     LORADEX_TEST_PG_URL=$(scripts/pg.sh start "$PGDIR" "$PGPORT" | tail -n 1)
     export LORADEX_TEST_PG_URL
     trap 'scripts/pg.sh stop "$PGDIR" >/dev/null 2>&1 || true' EXIT

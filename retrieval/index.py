@@ -28,6 +28,7 @@ import json
 import os
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -296,15 +297,18 @@ class VectorIndex:
             "ids_sha256": ids_sha,
         }
 
+    def snapshot(self) -> IndexSnapshot:
+        """The index as it is now, to be written by ``IndexSnapshot.write`` while it changes.
+        Under the read lock (searches go on) only a copy is taken: a change to the index waits
+        for the copy, not for serialising, hashing and writing it."""
+        with self._lock.read():
+            backend = self._state.backend
+            return IndexSnapshot(
+                backend, backend.snapshot(), self._state.ids.copy(), self.sidecar()
+            )
+
     def save(self, path: str | os.PathLike[str]) -> None:
-        path = Path(path)
-        with self._lock.read():  # serialising a large index must not stop searches
-            data = self._state.backend.to_bytes()
-            ids_bytes = npy_bytes(self._state.ids)
-            meta = self.sidecar(sha(data), sha(ids_bytes))
-        atomic_write(path, data)
-        atomic_write(ids_path(path), ids_bytes)
-        atomic_write(sidecar_path(path), json.dumps(meta, indent=2, sort_keys=True).encode())
+        self.snapshot().write(path)
 
     @classmethod
     def load(
@@ -347,3 +351,24 @@ class VectorIndex:
         index._state = IndexState(backend, ids.astype(np.int64), built)
         check(index.count == meta["count"], path, "count differs from the sidecar")
         return index
+
+
+@dataclass
+class IndexSnapshot:
+    """A copy of an index taken by ``VectorIndex.snapshot``, written without any lock."""
+
+    backend: Backend
+    raw: Any  # the backend's copy of its FAISS index
+    ids: np.ndarray
+    meta: dict[str, Any]
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """``path`` (FAISS bytes), ``path.ids.npy``, then the sidecar, each atomically."""
+        path = Path(path)
+        data = self.backend.serialize(self.raw)
+        self.raw = None  # the copy can go before the files are written
+        ids_bytes = npy_bytes(self.ids)
+        meta = {**self.meta, "index_sha256": sha(data), "ids_sha256": sha(ids_bytes)}
+        atomic_write(path, data)
+        atomic_write(ids_path(path), ids_bytes)
+        atomic_write(sidecar_path(path), json.dumps(meta, indent=2, sort_keys=True).encode())

@@ -175,6 +175,35 @@ def test_save_is_atomic_no_temp_left(tmp_path):
     ]
 
 
+def test_a_change_waits_for_the_copy_of_a_save_not_for_its_serialising(monkeypatch, tmp_path):
+    """A save used to hold the read lock while it serialised and hashed the index (~0.5 s at
+    10^5 HNSW vectors), and every add or remove waited that long. Now it copies under the lock
+    and serialises the copy: an add during a slow serialisation is not held up, and the file
+    holds the index as it was when the copy was taken."""
+    import retrieval.index_backends as backends
+
+    ix, x = filled("hnsw", 300)
+    real = backends.faiss.serialize_index
+    copied = threading.Event()
+
+    def slow_serialize(index):
+        copied.set()
+        time.sleep(1.0)
+        return real(index)
+
+    monkeypatch.setattr(backends.faiss, "serialize_index", slow_serialize)
+    saver = threading.Thread(target=ix.save, args=(tmp_path / "i.faiss",))
+    saver.start()
+    assert copied.wait(10)
+    t0 = time.perf_counter()
+    ix.add([99_999], x[:1])
+    waited = time.perf_counter() - t0
+    saver.join()
+    assert waited < 0.5, waited
+    assert ix.count == 301
+    assert VectorIndex.load(tmp_path / "i.faiss", EMB).count == 300  # the copy, not the add
+
+
 def test_rebuild_swaps_without_blocking_queries(monkeypatch):
     """Queries and adds during a (slowed-down) rebuild are served by the old index; the adds
     are replayed into the new one before the swap."""

@@ -97,16 +97,17 @@ class IndexSide:
         """Index files first, entries last (a reader pairs them; a mismatch heals on load).
         Returns the card hashes this save made durable for the first time."""
         with _files_locked(self.path, exclusive=True):
-            with self._lock:
+            with self._lock:  # a consistent copy; applies wait for it, not for the writing
                 keys, hashes = dict(self.keys), dict(self.hashes)
                 fresh, self.unsaved_hashes = self.unsaved_hashes, {}
-                self.index.save(self.path)
+                snapshot = self.index.snapshot()
             doc = {"format": ENTRIES_FORMAT, "embedder_id": self.embedder_id, "keys": keys}
             if hashes:
                 doc["hashes"] = hashes
             try:
+                snapshot.write(self.path)
                 atomic_write(self.entries_path, json.dumps(doc).encode())
-            except BaseException:
+            except BaseException:  # not durable after all: the next save writes them again
                 with self._lock:
                     self.unsaved_hashes = {**fresh, **self.unsaved_hashes}
                 raise

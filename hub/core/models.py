@@ -51,13 +51,19 @@ class AdapterMeta(BaseModel):
     @field_validator("tags")
     @classmethod
     def _tags(cls, v: list[str]) -> list[str]:
-        out = []
-        for t in v:
-            t = t.strip()
-            if not t or len(t) > MAX_TAG or "\x00" in t:
-                raise ValueError(f"invalid tag {t!r}: 1-{MAX_TAG} characters, no NUL")
-            out.append(t)
-        return sorted(set(out))
+        return clean_tags(v)
+
+
+def clean_tags(tags: list[str]) -> list[str]:
+    """Tags as the catalog stores them: stripped, without repeats, sorted. A ValueError names
+    the first bad one."""
+    out = []
+    for t in tags:
+        t = t.strip()
+        if not t or len(t) > MAX_TAG or "\x00" in t:
+            raise ValueError(f"invalid tag {t!r}: 1-{MAX_TAG} characters, no NUL")
+        out.append(t)
+    return sorted(set(out))
 
 
 class ParentRef(BaseModel):

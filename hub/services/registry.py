@@ -26,6 +26,7 @@ from hub.core.models import (
     AdapterMeta,
     BaseModelInfo,
     check_base_model_id,
+    clean_tags,
 )
 from hub.core.names import AdapterRef
 from storage.blobs import LocalBlobStore
@@ -210,9 +211,9 @@ class RegistryService:
                     f"at most {MAX_TAGS} tags, got {len(tags)}", code="invalid_tags"
                 )
             try:
-                fields["tags"] = AdapterMeta(name=ref.name, tags=list(tags)).tags
+                fields["tags"] = clean_tags(list(tags))
             except ValueError as exc:
-                raise BadInputError(_first_problem(exc), code="invalid_tags") from None
+                raise BadInputError(str(exc), code="invalid_tags") from None
         if license is not None:
             fields["license"] = _card_text("license", license, MAX_LICENSE) or None
         if not fields:
@@ -348,11 +349,6 @@ def _card_text(field: str, value: str, limit: int) -> str:
             code=f"invalid_{field}",
         )
     return value.strip()
-
-
-def _first_problem(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    return str(errors()[0]["msg"]).removeprefix("Value error, ") if errors else str(exc)
 
 
 def _card_not_applied(meta: AdapterMeta, item: AdapterItem) -> list[str]:

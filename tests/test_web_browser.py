@@ -11,6 +11,7 @@ printed). Outside CI a machine without Chromium skips; with ``CI=true`` that is 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -236,3 +237,58 @@ def test_job_page_follows_progress_live(server, page, transport):
     assert link.get_attribute("href") == "/ui/adapters/antonym/versions/1"
     assert page.locator("#job-cancel").is_hidden()
     catalog.close()
+
+
+def test_edit_card_on_the_adapter_page(server, page):
+    """The adapter page's card editor: a refused save (bad token) shows the API's error and
+    changes nothing; a save sends only the changed fields, the reloaded page shows the new
+    card, and search finds the adapter by its new description."""
+    url, token, _ = server
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    patches: list[str] = []
+    page.on("request", lambda r: patches.append(r.post_data or "") if r.method == "PATCH" else None)
+    before = httpx.get(f"{url}/adapters/sentiment").json()
+
+    page.goto(f"{url}/ui/adapters/sentiment")
+    page.click("#card-edit > summary")
+    assert page.locator("#card-description").input_value() == before["description"]
+    page.click("#card-submit")  # nothing edited: no request at all
+    assert page.locator("#card-status").inner_text() == "Nothing changed."
+    assert patches == []
+
+    new_text = "Grade a movie critic's verdict as thumbs up or thumbs down."
+    page.fill("#card-description", new_text)
+    page.fill("#card-token", "ldx_not-a-real-token")
+    page.click("#card-submit")
+    page.locator("#card-error").wait_for()
+    assert "unauthorized" in page.locator("#card-error").inner_text().lower()
+    assert httpx.get(f"{url}/adapters/sentiment").json() == before  # nothing written
+    problems.clear()  # the browser logs the refused request (401) as a console error
+
+    page.fill("#card-token", token)
+    page.fill("#card-tags", "reviews, zoo")  # the family tag dropped, one added
+    page.fill("#card-license", "")
+    shot(page, "09-card-form")
+    with page.expect_navigation():  # a saved card reloads the page
+        page.click("#card-submit")
+    assert page.locator("#description").inner_text() == new_text
+    assert page.locator("#tags").inner_text().split() == ["reviews", "zoo"]
+    assert page.locator("#license").inner_text() == "unspecified"
+    sent = [json.loads(p) for p in patches]
+    assert sent[-1] == {"description": new_text, "tags": ["reviews", "zoo"], "license": None}
+    after = httpx.get(f"{url}/adapters/sentiment").json()
+    assert (after["description"], after["tags"], after["version"]) == (
+        new_text,
+        ["reviews", "zoo"],
+        before["version"],
+    )
+    shot(page, "10-card-edited")
+
+    page.fill("#search-q", new_text)
+    page.select_option('select[name="mode"]', "text")
+    page.click("#search-go")
+    page.wait_for_url(re.compile(r".*/ui/search\?.*"))
+    assert page.locator("#search-results .adapter-link").first.inner_text() == "sentiment"
+    assert problems == []

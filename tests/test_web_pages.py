@@ -205,6 +205,20 @@ def test_adapter_page_shows_card_files_ranks_spectra_lineage_and_similar(client)
     )  # two generations up
 
 
+def test_adapter_page_card_editor_holds_the_current_card(client):
+    """The form starts from the card as stored (loradex.js sends only what differs from it),
+    on a version page too, since the card is the adapter's."""
+    html = client.get("/ui/adapters/gamma/versions/1").text
+    form = re.search(r'<form id="card-form" [^>]*data-name="([^"]+)"[^>]*>(.*?)</form>', html, re.S)
+    assert form[1] == "gamma"
+    assert 'maxlength="10000">add two numbers</textarea>' in form[2]
+    assert '<input id="card-tags" value="numbers">' in form[2]
+    assert '<input id="card-license" maxlength="128" value="apache-2.0">' in form[2]
+    bare = client.get("/ui/adapters/delta").text  # no description, no license
+    assert 'maxlength="10000"></textarea>' in bare
+    assert '<input id="card-license" maxlength="128" value="">' in bare
+
+
 def test_search_page_finds_by_card_and_reports_problems(client):
     html = client.get("/ui/search", params={"q": "reverse the letters", "mode": "text"}).text
     first = re.search(r'id="search-results">.*?data-name="([^"]+)"', html, re.S)

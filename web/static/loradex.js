@@ -1,4 +1,4 @@
-// loradex web catalog: the API token, the merge form and live job progress.
+// loradex web catalog: the API token, the merge form, the card editor and live job progress.
 // No framework and no inline handlers: the page's CSP allows scripts from this origin only.
 // Everything user-supplied is written with textContent / attributes, never innerHTML.
 (() => {
@@ -48,8 +48,10 @@
   function showTokenState() {
     const state = $("token-state");
     if (state) state.textContent = getToken() ? "API token ✓" : "API token";
-    const mergeToken = $("merge-token");
-    if (mergeToken && !mergeToken.value) mergeToken.value = getToken();
+    for (const id of ["merge-token", "card-token"]) {
+      const input = $(id);
+      if (input && !input.value) input.value = getToken();
+    }
   }
 
   function initTokenWidget() {
@@ -109,28 +111,41 @@
     return body;
   }
 
-  async function submitMerge(form, ev) {
-    ev.preventDefault();
-    const error = $("merge-error");
-    const button = $("merge-submit");
+  // A form's write: save the token typed into it, send ``payload`` as JSON with the token, and
+  // hand the reply to ``done``; a refusal shows the API's "code: message" under the form.
+  async function sendForm({ prefix, method, url, payload, expect, done }) {
+    const error = $(`${prefix}-error`);
+    const button = $(`${prefix}-submit`);
     error.hidden = true;
-    const token = $("merge-token").value.trim();
+    const token = $(`${prefix}-token`).value.trim();
     if (token) setToken(token);
     button.disabled = true;
     try {
-      const response = await fetch("/merges", {
-        method: "POST",
+      const response = await fetch(url, {
+        method,
         headers: { "Content-Type": "application/json", ...authHeaders() },
-        body: JSON.stringify(mergeBody(form)),
+        body: JSON.stringify(payload),
       });
       const body = await response.json().catch(() => null);
-      if (response.status !== 202) throw new Error(errorText(body, response.status));
-      window.location.assign(`${uiBase()}/jobs/${encodeURIComponent(body.job_id)}`);
+      if (response.status !== expect) throw new Error(errorText(body, response.status));
+      done(body);
     } catch (err) {
       error.textContent = err.message;
       error.hidden = false;
       button.disabled = false;
     }
+  }
+
+  function submitMerge(form, ev) {
+    ev.preventDefault();
+    sendForm({
+      prefix: "merge",
+      method: "POST",
+      url: "/merges",
+      payload: mergeBody(form),
+      expect: 202,
+      done: (job) => window.location.assign(`${uiBase()}/jobs/${encodeURIComponent(job.job_id)}`),
+    });
   }
 
   function initMergeForm() {
@@ -140,6 +155,55 @@
     method.addEventListener("change", () => showMethod(form, method.value));
     showMethod(form, method.value);
     form.addEventListener("submit", (ev) => submitMerge(form, ev));
+  }
+
+  // -- card editor (adapter page) ------------------------------------------------------------
+  // A JSON merge patch of the fields the user changed only: a field left as rendered is not
+  // sent, so an edit made elsewhere since the page loaded is not overwritten with stale text.
+  function sameTags(a, b) {
+    const norm = (text) => Array.from(new Set(splitList(text))).sort().join("\n");
+    return norm(a) === norm(b);
+  }
+
+  function cardPatch() {
+    const patch = {};
+    const description = $("card-description");
+    if (description.value !== description.defaultValue) {
+      patch.description = description.value.trim() === "" ? null : description.value;
+    }
+    const tags = $("card-tags");
+    if (!sameTags(tags.value, tags.defaultValue)) patch.tags = splitList(tags.value);
+    const license = $("card-license");
+    if (license.value.trim() !== license.defaultValue.trim()) {
+      patch.license = license.value.trim() === "" ? null : license.value.trim();
+    }
+    return patch;
+  }
+
+  function submitCard(form, ev) {
+    ev.preventDefault();
+    const status = $("card-status");
+    status.hidden = true;
+    const patch = cardPatch();
+    if (Object.keys(patch).length === 0) {
+      $("card-error").hidden = true;
+      status.textContent = "Nothing changed.";
+      status.hidden = false;
+      return;
+    }
+    sendForm({
+      prefix: "card",
+      method: "PATCH",
+      url: `/adapters/${encodeURIComponent(form.dataset.name)}`,
+      payload: patch,
+      expect: 200,
+      done: () => window.location.reload(), // the page, search included, shows the saved card
+    });
+  }
+
+  function initCardForm() {
+    const form = $("card-form");
+    if (form) form.addEventListener("submit", (ev) => submitCard(form, ev));
   }
 
   // -- job page -------------------------------------------------------------------------------
@@ -230,6 +294,7 @@
   document.addEventListener("DOMContentLoaded", () => {
     initTokenWidget();
     initMergeForm();
+    initCardForm();
     initJobPage();
   });
 })();

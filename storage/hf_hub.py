@@ -181,11 +181,20 @@ class HfHubClient:
         with tempfile.TemporaryDirectory(prefix="loradex-hf-") as cache:
             config = self._fetch(snapshot, CONFIG_NAME, cache)
             weights = self._fetch(snapshot, WEIGHTS_NAME, cache)
-            card = None
-            card_file = snapshot.files.get(CARD_NAME)
-            if card_file is not None and (card_file.size or 0) <= MAX_CARD_BYTES:
-                card = self._fetch(snapshot, CARD_NAME, cache).decode("utf-8", errors="replace")
+            card = self._fetch_card(snapshot, cache)
         return AdapterDownload(snapshot, config, weights, card)
+
+    def download_card(self, snapshot: HubSnapshot) -> str | None:
+        """``README.md`` alone at the pinned sha; None when the repo has none or it is over
+        the card size limit."""
+        with tempfile.TemporaryDirectory(prefix="loradex-hf-") as cache:
+            return self._fetch_card(snapshot, cache)
+
+    def _fetch_card(self, snapshot: HubSnapshot, cache: str) -> str | None:
+        card_file = snapshot.files.get(CARD_NAME)
+        if card_file is None or (card_file.size or 0) > MAX_CARD_BYTES:
+            return None
+        return self._fetch(snapshot, CARD_NAME, cache).decode("utf-8", errors="replace")
 
     def _fetch(self, snapshot: HubSnapshot, name: str, cache: str) -> bytes:
         with hub_errors(self._call(f"download {name}", snapshot.repo_id, snapshot.sha)):

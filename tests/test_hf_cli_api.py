@@ -46,6 +46,15 @@ def test_cli_pull_json_then_skip(fake_hub, tmp_path, hub_env):
     assert text.code == 0 and f"skipped  alice/qa@{sha[:12]} alice--qa@1" in text.stdout
     assert "0 created, 1 skipped, 0 failed" in text.stdout
 
+    edit = cli(tmp_path, "edit", "alice--qa", "--description", "Mine.", "--json", env=hub_env)
+    assert edit.code == 0 and edit.json()["description"] == "Mine."
+    taken = cli(tmp_path, "sync", "pull", "--repo", "alice/qa", "--update-card", env=hub_env)
+    assert taken.code == 0, taken.stderr
+    assert f"updated  alice/qa@{sha[:12]} alice--qa@1 card (description) set from" in taken.stdout
+    assert "0 created, 1 updated, 0 skipped, 0 failed" in taken.stdout
+    shown = cli(tmp_path, "show", "alice--qa", "--json", env=hub_env).json()
+    assert shown["description"] == "Adapter alice/qa answers questions."
+
 
 def test_cli_pull_failures_exit_codes(fake_hub, tmp_path, hub_env):
     publish(fake_hub, "alice/qa")
@@ -118,6 +127,16 @@ def test_rest_sync_pull_and_push_jobs(fake_hub, api, tmp_path):
     filtered = client.post("/sync", headers=auth(token), json={"action": "pull", "author": "alice"})
     job = poll_job(client, filtered.json()["job_id"])
     assert job["state"] == "succeeded" and job["result"] == "alice--other@1"
+
+    fake_hub.commit("alice/qa", {"README.md": b"---\nlicense: mit\n---\nNew words.\n"})
+    card_only = {"action": "pull", "repos": ["alice/qa"], "update_card": True}
+    job = poll_job(
+        client, client.post("/sync", headers=auth(token), json=card_only).json()["job_id"]
+    )
+    assert (job["state"], job["result"]) == ("succeeded", None)  # no version created
+    assert job["message"] == "0 created, 1 updated, 0 skipped, 0 failed"
+    assert job["spec"]["report"][0]["status"] == "updated"
+    assert client.get("/adapters/alice--qa").json()["description"] == "New words."
 
     push = client.post(
         "/sync",

@@ -89,6 +89,100 @@ def test_new_commit_with_same_weights_adds_no_version(fake_hub, hf_container):
     outcome = pull(hf_container, repos=["alice/stable"]).outcomes[0]
     assert outcome.status == "skipped" and "same weights" in outcome.reason
     assert [v for _, v, _ in all_versions(hf_container)] == [1]
+    # the card is kept (no --update-card), and the outcome says the Hub's differs
+    item = hf_container.catalog.get_item("alice--stable")
+    assert item.description == "Adapter alice/stable answers questions."
+    (card_warning,) = card_warnings(outcome)
+    assert "another description than alice--stable's card, which was kept" in card_warning
+    assert "--update-card" in card_warning
+
+
+def card_warnings(outcome):
+    return [w for w in outcome.warnings if "card" in w]
+
+
+NEW_CARD = b"---\nlicense: apache-2.0\ntags: [reading]\n---\nReads receipts aloud.\n"
+
+
+def test_update_card_takes_the_hub_card_for_weights_already_here(fake_hub, hf_container):
+    """A README-only commit: --update-card sets the card's non-empty fields, re-embeds it for
+    search, adds no version; a second pull changes nothing; a commit whose card says the same
+    is skipped without a warning."""
+    publish(fake_hub, "alice/stable")
+    publish(fake_hub, "alice/other", seed=2)
+    pull(hf_container, repos=["alice/stable", "alice/other"])
+    before = hf_container.catalog.get_item("alice--stable")
+    fake_hub.commit("alice/stable", {"README.md": NEW_CARD})
+    report = pull(hf_container, repos=["alice/stable"], update_card=True)
+    outcome = report.outcomes[0]
+    assert outcome.status == "updated", outcome.reason
+    assert outcome.reason == (
+        "card (description and tags and license) set from the Hub card; weights as alice--stable@1"
+    )
+    assert card_warnings(outcome) == []
+    assert report.summary() == "0 created, 1 updated, 0 skipped, 0 failed"
+    assert outcome.to_dict()["status"] == "updated"
+    item = hf_container.catalog.get_item("alice--stable")
+    assert (item.description, item.tags, item.license) == (
+        "Reads receipts aloud.",
+        ["reading"],
+        "apache-2.0",
+    )
+    assert (item.version, item.digest) == (1, before.digest)  # no new version
+    assert outcome.item.description == "Reads receipts aloud."
+    hits = hf_container.search.search("Reads receipts aloud.", mode="text", k=2)
+    assert [h.item.name for h in hits] == ["alice--stable", "alice--other"]
+    assert hits[0].item.description == "Reads receipts aloud."
+
+    again = pull(hf_container, repos=["alice/stable"], update_card=True).outcomes[0]
+    assert again.status == "skipped" and card_warnings(again) == []
+
+
+def test_update_card_for_a_revision_already_registered_fetches_only_the_card(
+    fake_hub, hf_container
+):
+    """A local edit, then a pull of the same revision: left alone without --update-card (no
+    download at all); with it, only README.md is fetched and the Hub's card comes back."""
+    publish(fake_hub, "alice/stable")
+    pull(hf_container, repos=["alice/stable"])
+    hf_container.registry.edit_card("alice--stable", description="My own words.", tags=[])
+    downloads = len(fake_hub.requests("GET", "/resolve/"))
+
+    kept = pull(hf_container, repos=["alice/stable"]).outcomes[0]
+    assert kept.status == "skipped" and "already registered" in kept.reason
+    assert len(fake_hub.requests("GET", "/resolve/")) == downloads
+    assert hf_container.catalog.get_item("alice--stable").description == "My own words."
+
+    taken = pull(hf_container, repos=["alice/stable"], update_card=True).outcomes[0]
+    assert taken.status == "updated"
+    fetched = fake_hub.requests("GET", "/resolve/")[downloads:]
+    assert [path.rsplit("/", 1)[-1] for path in fetched] == ["README.md"]
+    item = hf_container.catalog.get_item("alice--stable")
+    assert (item.description, item.tags) == (
+        "Adapter alice/stable answers questions.",
+        ["demo", "qa"],
+    )
+
+
+def test_update_card_keeps_fields_the_hub_card_leaves_empty(fake_hub, hf_container):
+    publish(fake_hub, "alice/stable")
+    pull(hf_container, repos=["alice/stable"])
+    fake_hub.commit("alice/stable", {"README.md": b"---\nlibrary_name: peft\n---\nNew words.\n"})
+    outcome = pull(hf_container, repos=["alice/stable"], update_card=True).outcomes[0]
+    assert outcome.status == "updated"
+    item = hf_container.catalog.get_item("alice--stable")
+    assert (item.description, item.tags, item.license) == ("New words.", ["demo", "qa"], "mit")
+
+
+def test_update_card_that_the_catalog_refuses_writes_nothing(fake_hub, hf_container):
+    publish(fake_hub, "alice/stable")
+    pull(hf_container, repos=["alice/stable"])
+    tags = "".join(f"\n- t{i}" for i in range(65))  # a card may hold more than a card edit
+    fake_hub.commit("alice/stable", {"README.md": f"---\ntags:{tags}\n---\nMany.\n".encode()})
+    outcome = pull(hf_container, repos=["alice/stable"], update_card=True).outcomes[0]
+    assert outcome.status == "failed" and outcome.error.code == "invalid_tags"
+    item = hf_container.catalog.get_item("alice--stable")
+    assert item.description == "Adapter alice/stable answers questions."
 
 
 def test_pull_by_filters_follows_pages(fake_hub, hf_container):

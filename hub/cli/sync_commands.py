@@ -36,6 +36,15 @@ def pull(
     name: Annotated[
         str | None, typer.Option(help="Adapter name, for one --repo (default OWNER--NAME).")
     ] = None,
+    update_card: Annotated[
+        bool,
+        typer.Option(
+            "--update-card",
+            help="Where the weights are already here, still make the adapter's card "
+            "(description, tags, license) the Hub card's; fields the Hub card leaves empty "
+            "are kept.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Pull PEFT adapters from the Hugging Face Hub, pinned to a commit; skips ones already here."""
@@ -51,6 +60,7 @@ def pull(
         tags=tag or [],
         limit=limit,
         name=name,
+        update_card=update_card,
     )
     c = container()
     with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:

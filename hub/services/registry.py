@@ -83,11 +83,14 @@ class RegistryService:
         meta: AdapterMeta,
         *,
         parents: Iterable[tuple[int, str, float | None]] = (),
+        warn_card: bool = True,
         **kwargs: Any,
     ) -> AddResult:
+        """Register ``parsed`` as the next version of ``meta.name``. Weights the adapter already
+        holds write nothing; ``warn_card`` then warns when ``meta``'s card differs."""
         new, warnings = self._new_version(parsed, **kwargs)
         item, created = self.catalog.register_version(meta, new, parents=list(parents))
-        if not created:
+        if not created and warn_card:
             warnings.extend(_card_not_applied(meta, item))
         return AddResult(item, created, warnings)
 

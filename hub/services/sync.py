@@ -8,6 +8,11 @@ anywhere (404, 401, 429, a dropped connection, pickle-only weights, malformed sa
 registers nothing for that repository; the other repositories still go ahead, and the report
 lists each one's outcome.
 
+A pulled revision whose weights are already here adds no version, and by default leaves the
+adapter's card alone (a local ``loradex edit`` is not overwritten unasked): the outcome warns when
+the Hub card says something else. With ``update_card`` the Hub card's non-empty fields become the
+adapter's card, also for a revision already registered (then only README.md is fetched).
+
 Push: the version's weights (digest-verified) and config, byte for byte, plus a model card with
 the Hub's metadata (see ``storage/hf_card.py``), in one commit.
 """
@@ -25,7 +30,7 @@ from hub.core.errors import BadInputError, ConflictError, HubError, NotFoundErro
 from hub.core.models import AdapterItem, AdapterMeta, ParentRef
 from hub.core.names import AdapterRef, validate_name
 from hub.services.registry import AddResult, RegistryService
-from storage.hf_card import parse_card, render_card
+from storage.hf_card import CardFacts, parse_card, render_card
 from storage.hf_hub import (
     CARD_NAME,
     HfHubClient,
@@ -48,7 +53,7 @@ def derived_name(repo_id: str) -> str:
 @dataclass
 class RepoOutcome:
     repo: str
-    status: Literal["created", "skipped", "failed"]
+    status: Literal["created", "updated", "skipped", "failed"]  # updated: the card only
     requested: str | None = None  # the revision asked for; None = default branch
     revision: str | None = None  # the commit sha it was pinned to
     item: AdapterItem | None = None
@@ -87,7 +92,8 @@ class PullReport:
     def summary(self) -> str:
         if not self.outcomes:
             return "no adapter repositories matched"
-        parts = [f"{len(self._with(s))} {s}" for s in ("created", "skipped", "failed")]
+        statuses = ("created", "updated", "skipped", "failed")
+        parts = [f"{len(self._with(s))} {s}" for s in statuses if s != "updated" or self._with(s)]
         text = ", ".join(parts)
         if self.failed:
             first = self.failed[0]
@@ -128,6 +134,7 @@ class PullTargets:
     tags: tuple[str, ...] = ()
     limit: int = 20
     name: str | None = None
+    update_card: bool = False  # weights already here: take the Hub card anyway
 
     @classmethod
     def checked(
@@ -140,6 +147,7 @@ class PullTargets:
         tags: Sequence[str] = (),
         limit: int = 20,
         name: str | None = None,
+        update_card: bool = False,
     ) -> PullTargets:
         parsed = tuple(dict.fromkeys(parse_repo_spec(r) for r in repos))
         filtering = any((base_model, author, search, tags))
@@ -165,7 +173,7 @@ class PullTargets:
             raise BadInputError(f"limit must be 1..{MAX_PULL}, got {limit}", code="invalid_limit")
         if name is not None:
             validate_name(name)
-        return cls(parsed, base_model, author, search, tuple(tags), limit, name)
+        return cls(parsed, base_model, author, search, tuple(tags), limit, name, update_card)
 
 
 class SyncService:
@@ -189,14 +197,14 @@ class SyncService:
         outcomes = []
         for i, (repo_id, revision) in enumerate(plan):
             report(i, len(plan), f"pulling {repo_id}")
-            outcomes.append(self._pull_one(repo_id, revision, targets.name))
+            outcomes.append(self._pull_one(repo_id, revision, targets))
         report(len(plan), len(plan), "done")
         return PullReport(outcomes)
 
-    def _pull_one(self, repo_id: str, revision: str | None, name: str | None) -> RepoOutcome:
+    def _pull_one(self, repo_id: str, revision: str | None, targets: PullTargets) -> RepoOutcome:
         outcome = RepoOutcome(repo_id, "failed", requested=revision)
         try:
-            self._pull_checked(outcome, name)
+            self._pull_checked(outcome, targets.name, targets.update_card)
         except HubError as exc:
             outcome.status, outcome.error, outcome.item = "failed", exc, None
         except ValidationError as exc:  # card metadata the catalog cannot hold
@@ -204,7 +212,7 @@ class SyncService:
             outcome.error = BadInputError(f"{repo_id}: {exc.errors()[0]['msg']}", code="bad_card")
         return outcome
 
-    def _pull_checked(self, outcome: RepoOutcome, name: str | None) -> None:
+    def _pull_checked(self, outcome: RepoOutcome, name: str | None, update_card: bool) -> None:
         snapshot = self.client.resolve(outcome.repo, outcome.requested)
         outcome.revision = snapshot.sha
         present = self._at_source(snapshot.source)
@@ -213,32 +221,60 @@ class SyncService:
             outcome.reason = (
                 f"already registered at this revision as {present.name}@{present.version}"
             )
+            if update_card:
+                self._hub_card(outcome, present, self._card(snapshot, None, outcome), apply=True)
             return
         target = name or derived_name(outcome.repo)
         if name is None:
             self._check_name_free(target, outcome.repo)
         download = self.client.download_adapter(snapshot)
         parsed = read_peft_bytes(download.config_bytes, download.weights_bytes)
-        added = self._register(snapshot, parsed, download.card_text, target, outcome.warnings)
+        card = self._card(snapshot, download.card_text, outcome)
+        added = self._register(snapshot, parsed, card, target)
         outcome.item = added.item
+        outcome.warnings.extend(added.warnings)
         if added.created:
             outcome.status = "created"
         else:
             outcome.status = "skipped"
             outcome.reason = "same weights as the existing version (only other files changed)"
-        outcome.warnings.extend(added.warnings)
+            self._hub_card(outcome, added.item, card, apply=update_card)
+
+    def _card(self, snapshot: HubSnapshot, text: str | None, outcome: RepoOutcome) -> CardFacts:
+        """The revision's card (fetched when ``text`` is None); a card that cannot be read is
+        a warning, and counts as an empty card."""
+        card = parse_card(self.client.download_card(snapshot) if text is None else text)
+        if card.problem:
+            outcome.warnings.append(card.problem)
+        return card
+
+    def _hub_card(
+        self, outcome: RepoOutcome, item: AdapterItem, card: CardFacts, *, apply: bool
+    ) -> None:
+        """Weights already here: make the adapter's card the Hub's (``apply``), or warn that
+        they differ. Only the Hub card's non-empty fields count, as for a new version."""
+        hub = {"description": card.description, "tags": card.tags, "license": card.license}
+        changes: dict[str, Any] = {f: v for f, v in hub.items() if v and v != getattr(item, f)}
+        if not changes:
+            return
+        fields = " and ".join(changes)
+        if not apply:
+            outcome.warnings.append(
+                f"the Hub card at this revision has another {fields} than {item.name}'s card, "
+                f"which was kept; to take the Hub's, pull again with --update-card (REST: "
+                f'"update_card": true), or edit it: loradex edit {item.name}'
+            )
+            return
+        self.registry.edit_card(item.name, **changes)
+        outcome.status = "updated"
+        outcome.item = self.registry.catalog.get_item(item.name, item.version)
+        outcome.reason = (
+            f"card ({fields}) set from the Hub card; weights as {item.name}@{item.version}"
+        )
 
     def _register(
-        self,
-        snapshot: HubSnapshot,
-        parsed: ParsedAdapter,
-        card_text: str | None,
-        name: str,
-        warnings: list[str],
+        self, snapshot: HubSnapshot, parsed: ParsedAdapter, card: CardFacts, name: str
     ) -> AddResult:
-        card = parse_card(card_text)
-        if card.problem:
-            warnings.append(card.problem)
         meta = AdapterMeta(
             name=name,
             description=card.description,
@@ -253,6 +289,7 @@ class SyncService:
             source=snapshot.source,
             base_model=_hub_base_model(parsed.adapter.base.model_id, card.base_model),
             metadata={"hf": {**hf, "endpoint": self.client.endpoint}},
+            warn_card=False,  # _hub_card says it in the pull's own terms
         )
 
     def _at_source(self, source: str) -> AdapterItem | None:

@@ -51,6 +51,11 @@ class SyncPull(BaseModel):
         pattern=NAME_PATTERN,
         description="Adapter name for a single repo (default OWNER--NAME).",
     )
+    update_card: bool = Field(
+        default=False,
+        description="Where the weights are already here, make the adapter's card the Hub "
+        "card's (its non-empty fields).",
+    )
 
 
 class SyncPush(BaseModel):
@@ -98,6 +103,7 @@ def _targets(spec: SyncPull) -> PullTargets:
         tags=spec.tags,
         limit=spec.limit,
         name=spec.name,
+        update_card=spec.update_card,
     )
 
 

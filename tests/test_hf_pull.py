@@ -4,6 +4,7 @@ nothing for its repository."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -86,9 +87,12 @@ def test_new_commit_with_same_weights_adds_no_version(fake_hub, hf_container):
     publish(fake_hub, "alice/stable")
     pull(hf_container, repos=["alice/stable"])
     fake_hub.commit("alice/stable", {"README.md": b"---\nlicense: mit\n---\nNew words.\n"})
+    downloads = len(fake_hub.requests("GET", "/resolve/"))
     outcome = pull(hf_container, repos=["alice/stable"]).outcomes[0]
     assert outcome.status == "skipped" and "same weights" in outcome.reason
     assert [v for _, v, _ in all_versions(hf_container)] == [1]
+    # known by the LFS sha256 of the weights: only the card is fetched, for the warning below
+    assert fetched_files(fake_hub, downloads) == ["README.md"]
     # the card is kept (no --update-card), and the outcome says the Hub's differs
     item = hf_container.catalog.get_item("alice--stable")
     assert item.description == "Adapter alice/stable answers questions."
@@ -97,11 +101,41 @@ def test_new_commit_with_same_weights_adds_no_version(fake_hub, hf_container):
     assert "--update-card" in card_warning
 
 
+NEW_CARD = b"---\nlicense: apache-2.0\ntags: [reading]\n---\nReads receipts aloud.\n"
+
+
+def fetched_files(hub, since: int) -> list[str]:
+    return [path.rsplit("/", 1)[-1] for path in hub.requests("GET", "/resolve/")[since:]]
+
+
+def test_weights_without_an_lfs_sha256_are_downloaded_to_compare(
+    fake_hub, hf_container, monkeypatch
+):
+    """A Hub that gives no sha256 for the weights (not in LFS): downloaded, then found equal."""
+    publish(fake_hub, "alice/stable")
+    pull(hf_container, repos=["alice/stable"])
+    fake_hub.commit("alice/stable", {"README.md": NEW_CARD})
+    resolve = hf_container.sync.client.resolve
+
+    def without_sha256(repo_id, revision=None):
+        snapshot = resolve(repo_id, revision)
+        files = {n: dataclasses.replace(f, sha256=None) for n, f in snapshot.files.items()}
+        return dataclasses.replace(snapshot, files=files)
+
+    monkeypatch.setattr(hf_container.sync.client, "resolve", without_sha256)
+    downloads = len(fake_hub.requests("GET", "/resolve/"))
+    outcome = pull(hf_container, repos=["alice/stable"], update_card=True).outcomes[0]
+    assert sorted(fetched_files(fake_hub, downloads)) == [
+        "README.md",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ]
+    assert outcome.status == "updated" and outcome.item.version == 1
+    assert hf_container.catalog.get_item("alice--stable").description == "Reads receipts aloud."
+
+
 def card_warnings(outcome):
     return [w for w in outcome.warnings if "card" in w]
-
-
-NEW_CARD = b"---\nlicense: apache-2.0\ntags: [reading]\n---\nReads receipts aloud.\n"
 
 
 def test_update_card_takes_the_hub_card_for_weights_already_here(fake_hub, hf_container):
@@ -155,8 +189,7 @@ def test_update_card_for_a_revision_already_registered_fetches_only_the_card(
 
     taken = pull(hf_container, repos=["alice/stable"], update_card=True).outcomes[0]
     assert taken.status == "updated"
-    fetched = fake_hub.requests("GET", "/resolve/")[downloads:]
-    assert [path.rsplit("/", 1)[-1] for path in fetched] == ["README.md"]
+    assert fetched_files(fake_hub, downloads) == ["README.md"]
     item = hf_container.catalog.get_item("alice--stable")
     assert (item.description, item.tags) == (
         "Adapter alice/stable answers questions.",

@@ -41,6 +41,7 @@ from storage.hf_hub import (
 from storage.peft_format import CONFIG_NAME, WEIGHTS_NAME, ParsedAdapter, read_peft_bytes
 
 MAX_PULL = 1000
+SAME_WEIGHTS = "same weights as the existing version (only other files changed)"
 Progress = Callable[[int, int, str], None]
 
 
@@ -227,6 +228,12 @@ class SyncService:
         target = name or derived_name(outcome.repo)
         if name is None:
             self._check_name_free(target, outcome.repo)
+        held = self._holding_weights(target, snapshot)
+        if held is not None:
+            outcome.status, outcome.item = "skipped", held
+            outcome.reason = SAME_WEIGHTS
+            self._hub_card(outcome, held, self._card(snapshot, None, outcome), apply=update_card)
+            return
         download = self.client.download_adapter(snapshot)
         parsed = read_peft_bytes(download.config_bytes, download.weights_bytes)
         card = self._card(snapshot, download.card_text, outcome)
@@ -237,8 +244,18 @@ class SyncService:
             outcome.status = "created"
         else:
             outcome.status = "skipped"
-            outcome.reason = "same weights as the existing version (only other files changed)"
+            outcome.reason = SAME_WEIGHTS
             self._hub_card(outcome, added.item, card, apply=update_card)
+
+    def _holding_weights(self, name: str, snapshot: HubSnapshot) -> AdapterItem | None:
+        """The version of ``name`` whose digest is the revision's weights' LFS sha256 (what
+        the catalog's digest is: sha256 of the file's bytes), so a commit that changed only
+        the card or other files downloads no weights. None when the Hub gives no sha256."""
+        weights = snapshot.files.get(WEIGHTS_NAME)
+        if weights is None or weights.sha256 is None:
+            return None
+        held = self.registry.catalog.versions_by_digest(weights.sha256)
+        return next((i for i in held if i.name == name), None)
 
     def _card(self, snapshot: HubSnapshot, text: str | None, outcome: RepoOutcome) -> CardFacts:
         """The revision's card (fetched when ``text`` is None); a card that cannot be read is

@@ -184,7 +184,6 @@ class RegistryService:
                 problems=problems,
             )
 
-    # -- reading ------------------------------------------------------------------------------
     # -- the card ------------------------------------------------------------------------------
     def edit_card(
         self,
@@ -225,6 +224,7 @@ class RegistryService:
             )
         return self.catalog.edit_card(ref.name, fields)
 
+    # -- reading ------------------------------------------------------------------------------
     def show(self, ref: AdapterRef) -> AdapterDetail:
         return self.catalog.get_detail(ref.name, ref.version)
 

@@ -14,6 +14,11 @@ Phases, one fresh catalog each:
 - `card-only`   another such commit, the same pull: skipped, the weights known by their LFS
                 sha256, only the card fetched (to warn that it differs)
 - `--update-card` another such commit, pulled with --update-card: the new cards are taken
+- `misfit`      a fresh catalog whose registered SmolLM2 base has another hidden size: every
+                pull is refused from the config and the weights' header (a ranged read), no
+                weights downloaded; `misfit, full` the same with the header read failing, so
+                the weights are downloaded and refused after (the baseline: every pull did
+                this before the header check)
 - `push`        push every adapter to a new repository (create repo + one commit each)
 
 Prints adapters/s and MB/s per phase, HTTP requests per adapter and the machine load. The fake
@@ -36,13 +41,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hub.core.errors import HfHubError  # noqa: E402
 from hub.core.models import AdapterMeta  # noqa: E402
 from hub.core.names import AdapterRef  # noqa: E402
 from hub.services.sync import PullTargets  # noqa: E402
 from tests.api_helpers import make_container  # noqa: E402
 from tests.hf_fake_hub import FakeHub  # noqa: E402
 
-ZOO = Path(__file__).resolve().parents[2] / "shared" / "zoo"
+ROOT = Path(__file__).resolve().parents[1]
+ZOO = ROOT.parent / "shared" / "zoo"
 BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
 CARD = "---\nbase_model: {base}\nlicense: apache-2.0\ntags: [{family}]\n---\n\n{description}\n"
 
@@ -58,6 +65,10 @@ def row(phase: str, count: int, seconds: float, nbytes: int, requests: int | Non
         f"{phase:13} {count:4d} adapters {seconds:7.2f} s {count / seconds:8.1f} adapters/s "
         f"{nbytes / seconds / 1e6:8.1f} MB/s  {per} req/adapter"
     )
+
+
+def _unreadable_header(snapshot):
+    raise HfHubError("header read refused (benchmark baseline)", code="hf_error")
 
 
 def _without_sha256(resolve):
@@ -122,6 +133,20 @@ def main() -> None:
         print(row(phase, len(report.outcomes), seconds, moved, len(hub.log) - before))
         print(f"{'':13} {report.summary()}")
     client.resolve = resolve
+
+    config = json.loads((ROOT / "hub" / "data" / "smollm2-135m-instruct.config.json").read_text())
+    for phase, header_read in (("misfit", True), ("misfit, full", False)):
+        misfit = make_container(root / phase, hf_endpoint=hub.url, hf_token="tok")
+        misfit.registry.register_base_model(BASE, {**config, "hidden_size": 512})
+        if not header_read:
+            misfit.sync.client.weights_header = _unreadable_header
+        served, before, t = len(hub.served), len(hub.log), time.perf_counter()
+        report = misfit.sync.pull(PullTargets.checked(base_model=BASE, limit=len(adapters)))
+        seconds = time.perf_counter() - t
+        weights = sum(n for path, n in hub.served[served:] if path.endswith(".safetensors"))
+        print(row(phase, len(report.outcomes), seconds, weights, len(hub.log) - before))
+        codes = {o.error.code for o in report.failed if o.error}
+        print(f"{'':13} {report.summary()}; {weights / 1e6:.2f} MB of weights served; {codes}")
 
     before, t = len(hub.log), time.perf_counter()
     for item in synced.catalog.list_items(limit=10_000)[0]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,15 +174,30 @@ class HfHubClient:
         }
         return HubSnapshot(repo_id, sha, files, tuple(info.tags or ()), revision)
 
-    def download_adapter(self, snapshot: HubSnapshot) -> AdapterDownload:
+    def download_adapter(
+        self, snapshot: HubSnapshot, before_weights: Callable[[bytes], None] | None = None
+    ) -> AdapterDownload:
         """``adapter_config.json`` + ``adapter_model.safetensors`` (+ ``README.md``) at the
-        pinned sha. Refuses pickle-only and oversized repos before fetching anything."""
+        pinned sha. Refuses pickle-only and oversized repos before fetching anything; then
+        ``before_weights(config_bytes)`` may refuse the adapter before its weights are fetched."""
         _check_files(snapshot, self.max_weights_bytes)
         with tempfile.TemporaryDirectory(prefix="loradex-hf-") as cache:
             config = self._fetch(snapshot, CONFIG_NAME, cache)
+            if before_weights is not None:
+                before_weights(config)
             weights = self._fetch(snapshot, WEIGHTS_NAME, cache)
             card = self._fetch_card(snapshot, cache)
         return AdapterDownload(snapshot, config, weights, card)
+
+    def weights_header(self, snapshot: HubSnapshot) -> dict[str, list[int]]:
+        """Tensor name -> shape in the revision's ``adapter_model.safetensors``, read from its
+        header alone (huggingface_hub's ranged reads: the first 100 kB, not the file)."""
+        call = self._call(f"read the header of {WEIGHTS_NAME}", snapshot.repo_id, snapshot.sha)
+        with hub_errors(call):
+            meta = self._api.parse_safetensors_file_metadata(
+                snapshot.repo_id, WEIGHTS_NAME, revision=snapshot.sha, timeout=self.timeout_s
+            )
+        return {name: list(info.shape) for name, info in meta.tensors.items()}
 
     def download_card(self, snapshot: HubSnapshot) -> str | None:
         """``README.md`` alone at the pinned sha; None when the repo has none or it is over

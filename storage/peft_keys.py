@@ -9,6 +9,7 @@ tensor we do not understand would be silently dropped by a merge.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,6 +118,22 @@ def classify_keys(tensors: dict[str, np.ndarray], settings: LoraSettings) -> Key
     if settings.bias != "none" or settings.lora_bias:
         inv.reasons.add("bias")
     return inv
+
+
+def factor_shapes(shapes: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, int]]:
+    """(d_in, d_out) per module from the shapes of its LoRA factor keys alone, e.g. read off a
+    safetensors header: lora_A is (r, d_in), lora_B is (d_out, r). Other keys, and modules
+    without both 2-D factors, are left out: only the full validation can judge those."""
+    found: dict[str, dict[str, Sequence[int]]] = {}
+    for key, shape in shapes.items():
+        m = _FACTOR.match(key[len(PREFIX) :]) if key.startswith(PREFIX) else None
+        if m is not None and len(shape) == 2:
+            found.setdefault(m["mod"], {})[m["ab"]] = shape
+    return {
+        module: (int(ab["A"][1]), int(ab["B"][0]))
+        for module, ab in found.items()
+        if "A" in ab and "B" in ab
+    }
 
 
 def _put(

@@ -56,6 +56,7 @@ class FakeHub:
         self.page_size = page_size
         self.faults: list[Fault] = []
         self.log: list[tuple[str, str]] = []
+        self.served: list[tuple[str, int]] = []  # (file path, body bytes) of each file GET
         self.ranges: list[str] = []  # Range headers received (resumed downloads)
         self.on_request: Callable[[str, str], None] | None = None  # (method, path) hook
         self._lock = threading.RLock()

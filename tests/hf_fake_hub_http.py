@@ -194,17 +194,19 @@ class Handler(BaseHTTPRequestHandler):
         )
         if self.corrupt and method == "GET":
             data = data[:-1] + bytes([data[-1] ^ 0xFF])
-        start = _range_start(self.headers.get("Range"))
-        status = 206 if start else 200
-        body = data[start:]
-        self.send_response(status)
+        start, end = _range(self.headers.get("Range"), len(data))
+        partial = (start, end) != (0, len(data) - 1)
+        body = data[start : end + 1]
+        if method == "GET":
+            self.hub.served.append((path, len(body)))
+        self.send_response(206 if partial else 200)
         self.send_header("X-Repo-Commit", sha)
         self.send_header("ETag", f'"{etag}"')
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(body)))
-        if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        if partial:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
         self.end_headers()
         if method == "HEAD":
             return
@@ -330,6 +332,11 @@ def _sibling(path: str, data: bytes, blobs: bool) -> dict[str, Any]:
     return row
 
 
-def _range_start(header: str | None) -> int:
-    match = re.fullmatch(r"bytes=(\d+)-", header or "")
-    return int(match.group(1)) if match else 0
+def _range(header: str | None, size: int) -> tuple[int, int]:
+    """(first, last) byte of a ``Range: bytes=A-`` or ``bytes=A-B`` request; the whole file
+    for no or another kind of range (as a server may ignore what it does not support)."""
+    match = re.fullmatch(r"bytes=(\d+)-(\d*)", header or "")
+    if match is None:
+        return 0, size - 1
+    start = min(int(match[1]), size)
+    return start, min(int(match[2]), size - 1) if match[2] else size - 1

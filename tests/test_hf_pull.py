@@ -14,7 +14,8 @@ from hub.core.errors import BadInputError
 from hub.core.models import AdapterMeta
 from hub.services.sync import PullTargets, derived_name
 from storage.hf_hub import parse_repo_spec
-from tests.factories import TINY_BASE, TINY_CONFIG, write_adapter_dir
+from storage.safetensors_io import serialize_safetensors
+from tests.factories import TINY_BASE, TINY_CONFIG, make_tensors, peft_config, write_adapter_dir
 from tests.hf_fixtures import adapter_files, all_versions, blob_files, publish
 
 
@@ -308,6 +309,57 @@ def test_registered_base_model_checks_shapes_and_registers_nothing(fake_hub, hf_
     publish(fake_hub, "alice/wrong-shapes")
     outcome = pull(hf_container, repos=["alice/wrong-shapes"]).outcomes[0]
     assert (outcome.status, outcome.error.code) == ("failed", "incompatible_base_model")
+    assert all_versions(hf_container) == []
+
+
+def _served(hub, name: str) -> int:
+    return sum(n for path, n in hub.served if path == name)
+
+
+def _big_adapter(**config) -> dict[str, bytes]:
+    """Rank 128 on the tiny base's q/v: 229 kB, over the 100 kB a header read fetches."""
+    return {
+        "adapter_config.json": json.dumps(peft_config(r=128, **config)).encode(),
+        "adapter_model.safetensors": serialize_safetensors(make_tensors(r=128, seed=3)),
+    }
+
+
+def test_a_misfit_for_a_registered_base_is_refused_from_the_weights_header(fake_hub, hf_container):
+    """The config names a registered base whose shapes differ: the pull reads the weights'
+    header (one ranged request), refuses with the same error as after a full download, and
+    never downloads the weights."""
+    hf_container.registry.register_base_model(TINY_BASE, dict(TINY_CONFIG, hidden_size=32))
+    files = _big_adapter()
+    size = len(files["adapter_model.safetensors"])
+    fake_hub.add_repo("alice/big-misfit", files)
+    outcome = pull(hf_container, repos=["alice/big-misfit"]).outcomes[0]
+    assert (outcome.status, outcome.error.code) == ("failed", "incompatible_base_model")
+    assert (
+        "model.layers.0.self_attn.q_proj: adapter has (in=64, out=64), base model has (in=32"
+        in (outcome.error.message)
+    )
+    assert 0 < _served(fake_hub, "adapter_model.safetensors") <= 100_001 < size
+    assert all_versions(hf_container) == [] and blob_files(hf_container) == []
+
+
+def test_a_fit_for_a_registered_base_is_checked_then_downloaded(fake_hub, hf_container):
+    hf_container.registry.register_base_model(TINY_BASE, TINY_CONFIG)
+    files = _big_adapter()
+    size = len(files["adapter_model.safetensors"])
+    fake_hub.add_repo("alice/big-fit", files)
+    outcome = pull(hf_container, repos=["alice/big-fit"]).outcomes[0]
+    assert outcome.status == "created" and outcome.item.rank == 128
+    assert _served(fake_hub, "adapter_model.safetensors") == size + 100_001  # header, then file
+
+
+def test_weights_whose_header_cannot_be_read_get_the_full_validators_error(fake_hub, hf_container):
+    """The header read fails (not JSON): the pull goes on to the full download, whose strict
+    reader names the defect, as it does when no base model is registered."""
+    hf_container.registry.register_base_model(TINY_BASE, TINY_CONFIG)
+    garbage = (12).to_bytes(8, "little") + b"not json!!!!"
+    fake_hub.add_repo("alice/garbage", {**adapter_files(), "adapter_model.safetensors": garbage})
+    outcome = pull(hf_container, repos=["alice/garbage"]).outcomes[0]
+    assert (outcome.status, outcome.error.code) == ("failed", "safetensors_header_not_json")
     assert all_versions(hf_container) == []
 
 

@@ -317,3 +317,27 @@ def test_long_module_names_are_refused() -> None:
     with pytest.raises(InvalidAdapterError) as info:
         read_peft_bytes(json.dumps(CONFIG).encode(), serialize_safetensors(tensors))
     assert info.value.code == "unknown_tensor"
+
+
+def test_factor_shapes_reads_modules_from_key_shapes_alone():
+    """What a safetensors header gives (name -> shape) is enough for a shape check: lora_A is
+    (r, d_in), lora_B is (d_out, r), PEFT's adapter-name infix is allowed, and whatever the
+    full validation must judge (a lone factor, a 1-D factor, other tensors) is left out."""
+    from storage.peft_keys import factor_shapes
+
+    p = "base_model.model.model.layers.0."
+    shapes = {
+        f"{p}self_attn.q_proj.lora_A.weight": [8, 64],
+        f"{p}self_attn.q_proj.lora_B.weight": [32, 8],
+        f"{p}self_attn.v_proj.lora_A.default.weight": [4, 64],
+        f"{p}self_attn.v_proj.lora_B.default.weight": [16, 4],
+        f"{p}mlp.up_proj.lora_A.weight": [4, 64],  # no lora_B
+        f"{p}mlp.down_proj.lora_A.weight": [4],  # not 2-D
+        f"{p}mlp.down_proj.lora_B.weight": [64, 4],
+        f"{p}self_attn.k_proj.lora_magnitude_vector": [16],
+        "model.layers.0.self_attn.o_proj.lora_A.weight": [4, 64],  # no PEFT prefix
+    }
+    assert factor_shapes(shapes) == {
+        "model.layers.0.self_attn.q_proj": (64, 32),
+        "model.layers.0.self_attn.v_proj": (64, 16),
+    }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,7 +174,12 @@ class RegistryService:
 
     @staticmethod
     def check_compatible(parsed: ParsedAdapter, info: BaseModelInfo) -> None:
-        problems = shape_problems(parsed.adapter.shapes(), info.module_shapes)
+        RegistryService.check_shapes(parsed.adapter.shapes(), info)
+
+    @staticmethod
+    def check_shapes(shapes: Mapping[str, tuple[int, int]], info: BaseModelInfo) -> None:
+        """Refuse modules (name -> (d_in, d_out)) that the base model does not have."""
+        problems = shape_problems(shapes, info.module_shapes)
         if problems:
             shown = "; ".join(problems[:5]) + (
                 f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""

@@ -1,9 +1,11 @@
 """Hugging Face Hub sync: pull PEFT adapters into the catalog, push catalog adapters to the Hub.
 
 Pull, per repository: pin the revision to its commit sha -> skip it if a version with source
-``hf://repo@sha`` already exists -> check the name is free (or already this repo's) -> download
-the two PEFT files and the card -> validate with the same strict reader as an upload -> register
-(blob, then one catalog transaction). Every step before the last one writes nothing, so a failure
+``hf://repo@sha`` already exists -> check the name is free (or already this repo's) -> skip it if
+the weights' LFS sha256 is already a version's digest -> download the config; if it names a
+registered base model, check the factor shapes from the weights' header (a ranged read) -> download
+the weights and the card -> validate with the same strict reader as an upload -> register (blob,
+then one catalog transaction). Every step before the last one writes nothing, so a failure
 anywhere (404, 401, 429, a dropped connection, pickle-only weights, malformed safetensors)
 registers nothing for that repository; the other repositories still go ahead, and the report
 lists each one's outcome.
@@ -38,7 +40,9 @@ from storage.hf_hub import (
     parse_repo_spec,
     validate_repo_id,
 )
+from storage.peft_config import parse_config_bytes
 from storage.peft_format import CONFIG_NAME, WEIGHTS_NAME, ParsedAdapter, read_peft_bytes
+from storage.peft_keys import factor_shapes
 
 MAX_PULL = 1000
 SAME_WEIGHTS = "same weights as the existing version (only other files changed)"
@@ -234,7 +238,9 @@ class SyncService:
             outcome.reason = SAME_WEIGHTS
             self._hub_card(outcome, held, self._card(snapshot, None, outcome), apply=update_card)
             return
-        download = self.client.download_adapter(snapshot)
+        download = self.client.download_adapter(
+            snapshot, before_weights=lambda config: self._fits_base(snapshot, config)
+        )
         parsed = read_peft_bytes(download.config_bytes, download.weights_bytes)
         card = self._card(snapshot, download.card_text, outcome)
         added = self._register(snapshot, parsed, card, target)
@@ -246,6 +252,24 @@ class SyncService:
             outcome.status = "skipped"
             outcome.reason = SAME_WEIGHTS
             self._hub_card(outcome, added.item, card, apply=update_card)
+
+    def _fits_base(self, snapshot: HubSnapshot, config_bytes: bytes) -> None:
+        """Refuse an adapter whose modules do not fit its registered base model from its config
+        and the weights' header alone, so its weights are never downloaded. Whatever this cannot
+        read (a bad config, a header the Hub will not range-read) is left to the full
+        validation after the download, which names the precise problem."""
+        try:
+            base_id = parse_config_bytes(config_bytes).get("base_model_name_or_path")
+        except HubError:
+            return
+        info = self.registry.catalog.get_base_model(base_id) if isinstance(base_id, str) else None
+        if info is None:  # no base to check against (or a local path: the card names it)
+            return
+        try:
+            shapes = factor_shapes(self.client.weights_header(snapshot))
+        except HubError:
+            return
+        self.registry.check_shapes(shapes, info)
 
     def _holding_weights(self, name: str, snapshot: HubSnapshot) -> AdapterItem | None:
         """The version of ``name`` whose digest is the revision's weights' LFS sha256 (what

@@ -359,11 +359,19 @@ def _card_text(field: str, value: str, limit: int) -> str:
     return value.strip()
 
 
+def card_changes(
+    item: AdapterItem, description: str | None, tags: Sequence[str], license: str | None
+) -> dict[str, Any]:
+    """The fields of ``item``'s card that a card saying this would change, by the rule a new
+    version's card follows when it is registered: only non-empty values count."""
+    given = {"description": description, "tags": list(tags), "license": license}
+    return {f: v for f, v in given.items() if v and v != getattr(item, f)}
+
+
 def _card_not_applied(meta: AdapterMeta, item: AdapterItem) -> list[str]:
     """Adding weights already registered writes nothing, the card included: say so when the
     request carried a card that differs, instead of dropping it without a word."""
-    given = {"description": meta.description, "tags": meta.tags, "license": meta.license}
-    differ = [f for f, v in given.items() if v and v != getattr(item, f)]
+    differ = list(card_changes(item, meta.description, meta.tags, meta.license))
     if not differ:
         return []
     return [

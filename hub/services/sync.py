@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from hub.core.errors import BadInputError, ConflictError, HubError, NotFoundError
 from hub.core.models import AdapterItem, AdapterMeta, ParentRef
 from hub.core.names import AdapterRef, validate_name
-from hub.services.registry import AddResult, RegistryService
+from hub.services.registry import AddResult, RegistryService, card_changes
 from storage.hf_card import CardFacts, parse_card, render_card
 from storage.hf_hub import (
     CARD_NAME,
@@ -294,8 +294,7 @@ class SyncService:
     ) -> None:
         """Weights already here: make the adapter's card the Hub's (``apply``), or warn that
         they differ. Only the Hub card's non-empty fields count, as for a new version."""
-        hub = {"description": card.description, "tags": card.tags, "license": card.license}
-        changes: dict[str, Any] = {f: v for f, v in hub.items() if v and v != getattr(item, f)}
+        changes = card_changes(item, card.description, card.tags, card.license)
         if not changes:
             return
         fields = " and ".join(changes)

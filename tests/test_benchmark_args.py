@@ -80,3 +80,9 @@ def test_cli_latency_refuses_zero_runs_and_times_both_backends():
         seconds = float(lines[backend].split("median ")[1].split(" s")[0])
         assert 0 < seconds < 120
     assert "reverse_words@1" in out.stdout  # the search answered
+
+
+def test_merge_quality_refuses_an_output_rank_below_one():
+    out = _run("merge_quality.py", "--rank", "0")
+    assert out.returncode == 2
+    assert "--rank takes an output rank >= 1, not 0" in out.stderr

@@ -5,6 +5,9 @@ local directories (`loradex add`'s path: strict validation, sha256, fsync'd blob
 Phases, one fresh catalog each:
 
 - `local add`   baseline: RegistryService.add_path on each zoo directory (no network)
+- `dry run`     sync pull --dry-run by base-model filter: list, pin, the config and the card
+                checked, no weights downloaded, nothing registered (the summary says how many MB
+                the pull would download)
 - `pull`        sync pull by base-model filter: list (paged), pin, download config + weights +
                 card at the sha, validate, register
 - `re-pull`     the same pull again: every repository skipped by revision, nothing downloaded
@@ -104,12 +107,14 @@ def main() -> None:
     print(row("local add", len(adapters), time.perf_counter() - t, nbytes, None))
 
     synced = make_container(root / "synced", hf_endpoint=hub.url, hf_token="tok")
-    targets = PullTargets.checked(base_model=BASE, limit=len(adapters))
-    for phase in ("pull", "re-pull"):
-        before, t = len(hub.log), time.perf_counter()
+    for phase in ("dry run", "pull", "re-pull"):
+        targets = PullTargets.checked(
+            base_model=BASE, limit=len(adapters), dry_run=phase == "dry run"
+        )
+        served, before, t = len(hub.served), len(hub.log), time.perf_counter()
         report = synced.sync.pull(targets)
         seconds = time.perf_counter() - t
-        moved = nbytes if phase == "pull" else 0
+        moved = sum(n for path, n in hub.served[served:] if path.endswith(".safetensors"))
         print(row(phase, len(report.outcomes), seconds, moved, len(hub.log) - before))
         print(f"{'':13} {report.summary()}")
 

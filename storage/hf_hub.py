@@ -180,14 +180,20 @@ class HfHubClient:
         """``adapter_config.json`` + ``adapter_model.safetensors`` (+ ``README.md``) at the
         pinned sha. Refuses pickle-only and oversized repos before fetching anything; then
         ``before_weights(config_bytes)`` may refuse the adapter before its weights are fetched."""
-        _check_files(snapshot, self.max_weights_bytes)
+        config = self.download_config(snapshot)
         with tempfile.TemporaryDirectory(prefix="loradex-hf-") as cache:
-            config = self._fetch(snapshot, CONFIG_NAME, cache)
             if before_weights is not None:
                 before_weights(config)
             weights = self._fetch(snapshot, WEIGHTS_NAME, cache)
             card = self._fetch_card(snapshot, cache)
         return AdapterDownload(snapshot, config, weights, card)
+
+    def download_config(self, snapshot: HubSnapshot) -> bytes:
+        """``adapter_config.json`` at the pinned sha, after refusing pickle-only and oversized
+        repos from the file listing."""
+        _check_files(snapshot, self.max_weights_bytes)
+        with tempfile.TemporaryDirectory(prefix="loradex-hf-") as cache:
+            return self._fetch(snapshot, CONFIG_NAME, cache)
 
     def weights_header(self, snapshot: HubSnapshot) -> dict[str, list[int]]:
         """Tensor name -> shape in the revision's ``adapter_model.safetensors``, read from its

@@ -45,6 +45,15 @@ def pull(
             "are kept.",
         ),
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Only say what the pull would do, with the weights' sizes: every check made "
+            "before the weights arrive (files, config, shapes against a registered base from the "
+            "weights' header, the card), no weights downloaded, nothing registered.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Pull PEFT adapters from the Hugging Face Hub, pinned to a commit; skips ones already here."""
@@ -61,10 +70,11 @@ def pull(
         limit=limit,
         name=name,
         update_card=update_card,
+        dry_run=dry_run,
     )
     c = container()
     with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task("pulling", total=None)
+        task = bar.add_task("checking" if dry_run else "pulling", total=None)
         report = c.sync.pull(
             targets,
             progress=lambda done, total, message: bar.update(
@@ -77,12 +87,13 @@ def pull(
             {
                 "data": items,
                 "count": len(items),
+                "dry_run": report.dry_run,
                 "outcomes": [o.to_dict() for o in report.outcomes],
             }
         )
     else:
         for o in report.outcomes:
-            what = f"{o.item.name}@{o.item.version}" if o.item else ""
+            what = f"{o.item.name}@{o.item.version}" if o.item else (o.planned or "")
             why = o.reason or (f"{o.error.code}: {o.error.message}" if o.error else "")
             at = f"@{o.revision[:12]}" if o.revision else ""
             out.print(f"{o.status:8} {o.repo}{at} {what} {why}".rstrip(), highlight=False)

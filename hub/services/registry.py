@@ -209,6 +209,16 @@ class RegistryService:
                 f"pass {ref.name}, not {name}",
                 code="card_is_per_adapter",
             )
+        return self.catalog.edit_card(ref.name, self.check_card(description, tags, license))
+
+    def check_card(
+        self,
+        description: str | None = None,
+        tags: Sequence[str] | None = None,
+        license: str | None = None,
+    ) -> dict[str, Any]:
+        """The card fields ``edit_card`` would write, cleaned; a value over its limits (or no
+        value at all) is refused with the same codes."""
         fields: dict[str, Any] = {}
         if description is not None:
             fields["description"] = _card_text("description", description, MAX_CARD_DESCRIPTION)
@@ -227,7 +237,7 @@ class RegistryService:
             raise BadInputError(
                 "nothing to edit: give a description, tags or a license", code="edit_nothing"
             )
-        return self.catalog.edit_card(ref.name, fields)
+        return fields
 
     # -- reading ------------------------------------------------------------------------------
     def show(self, ref: AdapterRef) -> AdapterDetail:

@@ -15,6 +15,12 @@ adapter's card alone (a local ``loradex edit`` is not overwritten unasked): the 
 the Hub card says something else. With ``update_card`` the Hub card's non-empty fields become the
 adapter's card, also for a revision already registered (then only README.md is fetched).
 
+A dry run (``PullTargets.dry_run``) takes the same steps up to the weights: for a new version it
+fetches the config and the card (and the weights' header when a base is registered), runs the
+checks a pull makes on them, and reports the outcome the pull would have with the weights' size;
+nothing is downloaded past that, and nothing is written. The request and report types are in
+``hub.services.sync_targets``.
+
 Push: the version's weights (digest-verified) and config, byte for byte, plus a model card with
 the Hub's metadata (see ``storage/hf_card.py``), in one commit.
 """
@@ -22,89 +28,34 @@ the Hub's metadata (see ``storage/hf_card.py``), in one commit.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
 from hub.core.errors import BadInputError, ConflictError, HubError, NotFoundError
 from hub.core.models import AdapterItem, AdapterMeta, ParentRef
-from hub.core.names import AdapterRef, validate_name
+from hub.core.names import AdapterRef
 from hub.services.registry import AddResult, RegistryService, card_changes
+from hub.services.sync_targets import (
+    MAX_PULL,
+    SAME_WEIGHTS,
+    Progress,
+    PullReport,
+    PullTargets,
+    RepoOutcome,
+    derived_name,
+)
 from storage.hf_card import CardFacts, parse_card, render_card
 from storage.hf_hub import (
     CARD_NAME,
     HfHubClient,
     HubSnapshot,
-    parse_repo_spec,
     validate_repo_id,
 )
-from storage.peft_config import parse_config_bytes
+from storage.peft_config import lora_settings, parse_config_bytes
 from storage.peft_format import CONFIG_NAME, WEIGHTS_NAME, ParsedAdapter, read_peft_bytes
 from storage.peft_keys import factor_shapes
-
-MAX_PULL = 1000
-SAME_WEIGHTS = "same weights as the existing version (only other files changed)"
-Progress = Callable[[int, int, str], None]
-
-
-def derived_name(repo_id: str) -> str:
-    """``owner/name`` -> ``owner--name``: unique per repo (the Hub forbids "--" in ids, as
-    its own cache folders rely on) and a legal adapter name."""
-    return validate_name(repo_id.replace("/", "--"))
-
-
-@dataclass
-class RepoOutcome:
-    repo: str
-    status: Literal["created", "updated", "skipped", "failed"]  # updated: the card only
-    requested: str | None = None  # the revision asked for; None = default branch
-    revision: str | None = None  # the commit sha it was pinned to
-    item: AdapterItem | None = None
-    reason: str | None = None  # why it was skipped
-    error: HubError | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "repo": self.repo,
-            "status": self.status,
-            "requested": self.requested,
-            "revision": self.revision,
-            "adapter": f"{self.item.name}@{self.item.version}" if self.item else None,
-            "reason": self.reason,
-            "error": self.error.to_dict() if self.error else None,
-            "warnings": self.warnings,
-        }
-
-
-@dataclass
-class PullReport:
-    outcomes: list[RepoOutcome]
-
-    def _with(self, status: str) -> list[RepoOutcome]:
-        return [o for o in self.outcomes if o.status == status]
-
-    @property
-    def created(self) -> list[AdapterItem]:
-        return [o.item for o in self._with("created") if o.item is not None]
-
-    @property
-    def failed(self) -> list[RepoOutcome]:
-        return self._with("failed")
-
-    def summary(self) -> str:
-        if not self.outcomes:
-            return "no adapter repositories matched"
-        statuses = ("created", "updated", "skipped", "failed")
-        parts = [f"{len(self._with(s))} {s}" for s in statuses if s != "updated" or self._with(s)]
-        text = ", ".join(parts)
-        if self.failed:
-            first = self.failed[0]
-            assert first.error is not None
-            text += f" (first failure: {first.repo}: {first.error.code})"
-        return text
 
 
 @dataclass
@@ -128,59 +79,6 @@ class PushReport:
         }
 
 
-@dataclass(frozen=True)
-class PullTargets:
-    """What a pull asks for, checked without touching the network."""
-
-    repos: tuple[tuple[str, str | None], ...] = ()
-    base_model: str | None = None
-    author: str | None = None
-    search: str | None = None
-    tags: tuple[str, ...] = ()
-    limit: int = 20
-    name: str | None = None
-    update_card: bool = False  # weights already here: take the Hub card anyway
-
-    @classmethod
-    def checked(
-        cls,
-        *,
-        repos: Sequence[str] = (),
-        base_model: str | None = None,
-        author: str | None = None,
-        search: str | None = None,
-        tags: Sequence[str] = (),
-        limit: int = 20,
-        name: str | None = None,
-        update_card: bool = False,
-    ) -> PullTargets:
-        parsed = tuple(dict.fromkeys(parse_repo_spec(r) for r in repos))
-        filtering = any((base_model, author, search, tags))
-        if parsed and filtering:
-            raise BadInputError(
-                "give either repositories (repos; CLI --repo) or filters (base_model, author, "
-                "search, tags; CLI --base/--author/--search/--tag), not both",
-                code="invalid_sync_request",
-            )
-        if not parsed and not filtering:
-            raise BadInputError(
-                "nothing to pull: give repositories (repos; CLI --repo ID[@REV]) or at least "
-                "one filter (base_model, author, search, tags; CLI --base/--author/--search/--tag)",
-                code="invalid_sync_request",
-            )
-        if name is not None and len(parsed) != 1:
-            raise BadInputError(
-                "a name (CLI --name) needs exactly one repository (each repository becomes its "
-                "own adapter)",
-                code="invalid_sync_request",
-            )
-        if not 1 <= limit <= MAX_PULL:
-            raise BadInputError(f"limit must be 1..{MAX_PULL}, got {limit}", code="invalid_limit")
-        if name is not None:
-            validate_name(name)
-        return cls(parsed, base_model, author, search, tuple(tags), limit, name, update_card)
-
-
 class SyncService:
     def __init__(self, registry: RegistryService, client: HfHubClient) -> None:
         self.registry = registry
@@ -200,24 +98,27 @@ class SyncService:
             )
         ]
         outcomes = []
+        verb = "checking" if targets.dry_run else "pulling"
         for i, (repo_id, revision) in enumerate(plan):
-            report(i, len(plan), f"pulling {repo_id}")
+            report(i, len(plan), f"{verb} {repo_id}")
             outcomes.append(self._pull_one(repo_id, revision, targets))
         report(len(plan), len(plan), "done")
-        return PullReport(outcomes)
+        return PullReport(outcomes, dry_run=targets.dry_run)
 
     def _pull_one(self, repo_id: str, revision: str | None, targets: PullTargets) -> RepoOutcome:
         outcome = RepoOutcome(repo_id, "failed", requested=revision)
         try:
-            self._pull_checked(outcome, targets.name, targets.update_card)
+            self._pull_checked(outcome, targets)
         except HubError as exc:
             outcome.status, outcome.error, outcome.item = "failed", exc, None
+            outcome.planned = None
         except ValidationError as exc:  # card metadata the catalog cannot hold
             outcome.status, outcome.item = "failed", None
+            outcome.planned = None
             outcome.error = BadInputError(f"{repo_id}: {exc.errors()[0]['msg']}", code="bad_card")
         return outcome
 
-    def _pull_checked(self, outcome: RepoOutcome, name: str | None, update_card: bool) -> None:
+    def _pull_checked(self, outcome: RepoOutcome, targets: PullTargets) -> None:
         snapshot = self.client.resolve(outcome.repo, outcome.requested)
         outcome.revision = snapshot.sha
         present = self._at_source(snapshot.source)
@@ -226,21 +127,27 @@ class SyncService:
             outcome.reason = (
                 f"already registered at this revision as {present.name}@{present.version}"
             )
-            if update_card:
-                self._hub_card(outcome, present, self._card(snapshot, None, outcome), apply=True)
+            if targets.update_card:
+                card = self._card(snapshot, None, outcome)
+                self._hub_card(outcome, present, card, apply=True, dry_run=targets.dry_run)
             return
-        target = name or derived_name(outcome.repo)
-        if name is None:
+        target = targets.name or derived_name(outcome.repo)
+        if targets.name is None:
             self._check_name_free(target, outcome.repo)
         held = self._holding_weights(target, snapshot)
         if held is not None:
             outcome.status, outcome.item = "skipped", held
             outcome.reason = SAME_WEIGHTS
-            self._hub_card(outcome, held, self._card(snapshot, None, outcome), apply=update_card)
+            card = self._card(snapshot, None, outcome)
+            self._hub_card(outcome, held, card, apply=targets.update_card, dry_run=targets.dry_run)
+            return
+        if targets.dry_run:
+            self._plan_new(outcome, snapshot, target)
             return
         download = self.client.download_adapter(
             snapshot, before_weights=lambda config: self._fits_base(snapshot, config)
         )
+        outcome.weights_bytes = len(download.weights_bytes)
         parsed = read_peft_bytes(download.config_bytes, download.weights_bytes)
         card = self._card(snapshot, download.card_text, outcome)
         added = self._register(snapshot, parsed, card, target)
@@ -251,7 +158,24 @@ class SyncService:
         else:
             outcome.status = "skipped"
             outcome.reason = SAME_WEIGHTS
-            self._hub_card(outcome, added.item, card, apply=update_card)
+            self._hub_card(outcome, added.item, card, apply=targets.update_card, dry_run=False)
+
+    def _plan_new(self, outcome: RepoOutcome, snapshot: HubSnapshot, target: str) -> None:
+        """Dry run of a new version: every check a pull makes before the weights arrive (repo
+        files and sizes, the config with the strict parser, the factor shapes against a
+        registered base from the weights' header, the card against the catalog's limits),
+        without downloading the weights or writing anything. What only the weights' values
+        show (NaN, a defect past the header) is left to the pull."""
+        config = self.client.download_config(snapshot)
+        lora_settings(parse_config_bytes(config))
+        self._fits_base(snapshot, config)
+        card = self._card(snapshot, None, outcome)
+        self._meta(snapshot, card, target)  # a card the catalog refuses fails here, as in a pull
+        size = snapshot.files[WEIGHTS_NAME].size
+        outcome.status, outcome.planned, outcome.weights_bytes = "created", target, size
+        known = f"{size / 1e6:.1f} MB of weights" if size is not None else "the weights"
+        what = f"a new version of {target}" if self._exists(target) else f"a new adapter {target}"
+        outcome.reason = f"would download {known} and register {what}"
 
     def _fits_base(self, snapshot: HubSnapshot, config_bytes: bytes) -> None:
         """Refuse an adapter whose modules do not fit its registered base model from its config
@@ -290,7 +214,13 @@ class SyncService:
         return card
 
     def _hub_card(
-        self, outcome: RepoOutcome, item: AdapterItem, card: CardFacts, *, apply: bool
+        self,
+        outcome: RepoOutcome,
+        item: AdapterItem,
+        card: CardFacts,
+        *,
+        apply: bool,
+        dry_run: bool,
     ) -> None:
         """Weights already here: make the adapter's card the Hub's (``apply``), or warn that
         they differ. Only the Hub card's non-empty fields count, as for a new version."""
@@ -305,8 +235,12 @@ class SyncService:
                 f'"update_card": true), or edit it: loradex edit {item.name}'
             )
             return
-        self.registry.edit_card(item.name, **changes)
         outcome.status = "updated"
+        if dry_run:
+            self.registry.check_card(**changes)
+            outcome.reason = f"would set the card ({fields}) from the Hub card"
+            return
+        self.registry.edit_card(item.name, **changes)
         outcome.item = self.registry.catalog.get_item(item.name, item.version)
         outcome.reason = (
             f"card ({fields}) set from the Hub card; weights as {item.name}@{item.version}"
@@ -315,13 +249,7 @@ class SyncService:
     def _register(
         self, snapshot: HubSnapshot, parsed: ParsedAdapter, card: CardFacts, name: str
     ) -> AddResult:
-        meta = AdapterMeta(
-            name=name,
-            description=card.description,
-            tags=card.tags,
-            license=card.license,
-            owner=snapshot.repo_id.split("/")[0],
-        )
+        meta = self._meta(snapshot, card, name)
         hf = {"repo": snapshot.repo_id, "revision": snapshot.sha, "requested": snapshot.requested}
         return self.registry.add_parsed(
             parsed,
@@ -331,6 +259,22 @@ class SyncService:
             metadata={"hf": {**hf, "endpoint": self.client.endpoint}},
             warn_card=False,  # _hub_card says it in the pull's own terms
         )
+
+    def _meta(self, snapshot: HubSnapshot, card: CardFacts, name: str) -> AdapterMeta:
+        return AdapterMeta(
+            name=name,
+            description=card.description,
+            tags=card.tags,
+            license=card.license,
+            owner=snapshot.repo_id.split("/")[0],
+        )
+
+    def _exists(self, name: str) -> bool:
+        try:
+            self.registry.catalog.get_item(name)
+        except NotFoundError:
+            return False
+        return True
 
     def _at_source(self, source: str) -> AdapterItem | None:
         items, _ = self.registry.catalog.list_items(source=source, all_versions=True, limit=1)
@@ -386,3 +330,14 @@ def _hub_base_model(config_base: str | None, card_base: str | None) -> str | Non
         config_base.startswith(("/", ".", "~")) or "\\" in config_base or ":" in config_base
     )
     return card_base if (config_base is None or local) and card_base else config_base
+
+
+__all__ = [
+    "MAX_PULL",
+    "PullReport",
+    "PullTargets",
+    "PushReport",
+    "RepoOutcome",
+    "SyncService",
+    "derived_name",
+]

@@ -56,6 +56,11 @@ class SyncPull(BaseModel):
         description="Where the weights are already here, make the adapter's card the Hub "
         "card's (its non-empty fields).",
     )
+    dry_run: bool = Field(
+        default=False,
+        description="Only report what the pull would do (the checks made before the weights "
+        "arrive, and the weights' sizes); download no weights, register nothing.",
+    )
 
 
 class SyncPush(BaseModel):
@@ -104,6 +109,7 @@ def _targets(spec: SyncPull) -> PullTargets:
         limit=spec.limit,
         name=spec.name,
         update_card=spec.update_card,
+        dry_run=spec.dry_run,
     )
 
 

@@ -9,9 +9,9 @@ from fastapi import Query
 from pydantic import BaseModel, Field
 
 from hub.core.models import MAX_BASE_MODEL_ID, MAX_TAG, AdapterItem, JobRecord
+from hub.services.card_rules import MAX_CARD_DESCRIPTION, MAX_LICENSE, MAX_TAGS
 from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, REF_PATTERN, MergeJobSpec
 from hub.services.mixture_jobs import MixtureJobSpec
-from hub.services.registry import MAX_CARD_DESCRIPTION, MAX_LICENSE, MAX_TAGS
 from hub.services.transfer_jobs import TransferJobSpec
 
 
@@ -50,6 +50,27 @@ class AdapterList(BaseModel):
 
 class AdapterCreated(AdapterItem):
     created: bool = Field(description="False when these exact weights were already registered.")
+    warnings: list[str] = Field(default_factory=list)
+
+
+class AdapterAddPlan(BaseModel):
+    """What ``POST /adapters`` would do with this upload (``?dry_run=true``): every check made,
+    nothing written."""
+
+    dry_run: bool = True
+    name: str
+    created: bool = Field(description="A new version would be registered.")
+    new_adapter: bool = Field(description="No adapter of this name yet.")
+    existing: str | None = Field(description="NAME@VERSION already holding these weights.")
+    digest: str
+    size_bytes: int
+    base_model: str | None
+    architecture: str | None
+    target_modules: list[str]
+    rank: int
+    dtype: str | None
+    mergeable: bool
+    not_mergeable_reason: str | None
     warnings: list[str] = Field(default_factory=list)
 
 

@@ -14,6 +14,7 @@ from api.schemas import (
     ERROR_RESPONSES,
     UPLOAD_BODY,
     UPLOAD_ERRORS,
+    AdapterAddPlan,
     AdapterCreated,
     AdapterList,
     BaseModelFilter,
@@ -81,10 +82,27 @@ def get_version(name: Name, version: Version, registry: RegistryDep) -> AdapterD
     responses={**UPLOAD_ERRORS, 200: {"model": AdapterCreated, "description": "Already there"}},
 )
 async def upload_adapter(
-    request: Request, response: Response, _: WriteAuth, registry: RegistryDep, settings: SettingsDep
-) -> AdapterCreated:
+    request: Request,
+    response: Response,
+    _: WriteAuth,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    dry_run: Annotated[
+        bool, Query(description="Only check the upload (200, what would happen); write nothing.")
+    ] = False,
+) -> AdapterCreated | AdapterAddPlan:
     """Register a PEFT LoRA adapter (idempotent: the same weights return the same version)."""
     up = await read_upload(request, settings.upload_max_bytes)
+    if dry_run:
+        response.status_code = 200
+        plan = await run_in_threadpool(
+            registry.plan_add_bytes,
+            up.config_bytes,
+            up.weights_bytes,
+            up.meta,
+            base_model=up.base_model,
+        )
+        return AdapterAddPlan(**plan.to_dict())
     added = await run_in_threadpool(
         registry.add_bytes, up.config_bytes, up.weights_bytes, up.meta, base_model=up.base_model
     )

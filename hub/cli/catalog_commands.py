@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,6 +22,9 @@ from hub.cli.app import (
 from hub.core.errors import BadInputError
 from hub.core.models import AdapterItem, AdapterMeta
 from hub.core.names import AdapterRef
+
+if TYPE_CHECKING:
+    from hub.services.registry import AddPlan
 
 
 def _print_items(items: list[AdapterItem]) -> None:
@@ -70,6 +73,14 @@ def add(
     tag: Annotated[list[str] | None, typer.Option(help="Tag (repeatable).")] = None,
     license: Annotated[str | None, typer.Option(help="License id, e.g. apache-2.0.")] = None,
     base: Annotated[str | None, typer.Option(help="Base model id (overrides the config).")] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Only check: validate the files, the shapes against the base model and the "
+            "card, and say whether these weights would be a new version; write nothing.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Register a PEFT LoRA directory (idempotent: same weights -> same version)."""
@@ -79,6 +90,9 @@ def add(
         tags=tag or [],
         license=license,
     )
+    if dry_run:
+        _add_dry_run(container().registry.plan_add_path(path, meta, base_model=base), as_json)
+        return
     result = container().registry.add_path(path, meta, base_model=base)
     for w in result.warnings:
         err.print(f"warning: {w}", markup=False, highlight=False)
@@ -87,6 +101,20 @@ def add(
     else:
         verb = "registered" if result.created else "already registered as"
         out.print(f"{verb} {result.item.name}@{result.item.version} ({result.item.digest[:12]})")
+
+
+def _add_dry_run(plan: AddPlan, as_json: bool) -> None:
+    for w in plan.warnings:
+        err.print(f"warning: {w}", markup=False, highlight=False)
+    if as_json:
+        emit_json(plan.to_dict())
+    elif plan.existing is not None:
+        out.print(f"would change nothing: already registered as {plan.existing.name}@"
+                  f"{plan.existing.version} ({plan.version.digest[:12]})")  # fmt: skip
+    else:
+        what = "a new adapter" if plan.new_adapter else "a new version of"
+        out.print(f"would register {what} {plan.name} ({plan.version.digest[:12]}, "
+                  f"{plan.version.size_bytes} bytes); nothing written")  # fmt: skip
 
 
 @app.command()

@@ -15,11 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from hub.core.errors import BadInputError, NotMergeableError
 from hub.core.models import MAX_TAG
 from hub.core.names import AdapterRef, validate_name
+from hub.services.card_rules import MAX_CARD_DESCRIPTION, MAX_TAGS
 from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
 from hub.services.job_specs import JsonObject, parse_job_spec, published, with_pins
 from hub.services.jobs import JobContext
 from hub.services.merge import MAX_SEED, check_same_base
-from hub.services.registry import MAX_CARD_DESCRIPTION, MAX_TAGS
 
 if TYPE_CHECKING:
     from hub.services.container import Container

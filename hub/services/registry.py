@@ -26,9 +26,9 @@ from hub.core.models import (
     AdapterMeta,
     BaseModelInfo,
     check_base_model_id,
-    clean_tags,
 )
 from hub.core.names import AdapterRef
+from hub.services.card_rules import card_fields, card_not_applied
 from storage.blobs import LocalBlobStore
 from storage.catalog import Catalog, NewVersion
 from storage.peft_format import (
@@ -56,6 +56,38 @@ class AddResult:
 
 
 @dataclass
+class AddPlan:
+    """What ``add`` would do with an adapter, every check made and nothing written."""
+
+    name: str
+    created: bool  # a new version would be registered (False: these weights are ``existing``)
+    new_adapter: bool  # no adapter of this name yet
+    existing: AdapterItem | None
+    version: NewVersion
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        v = self.version
+        return {
+            "dry_run": True,
+            "name": self.name,
+            "created": self.created,
+            "new_adapter": self.new_adapter,
+            "existing": f"{self.existing.name}@{self.existing.version}" if self.existing else None,
+            "digest": v.digest,
+            "size_bytes": v.size_bytes,
+            "base_model": v.base_model_id,
+            "architecture": v.architecture,
+            "target_modules": v.target_modules,
+            "rank": max(v.module_ranks.values(), default=0),
+            "dtype": v.dtype,
+            "mergeable": v.mergeable,
+            "not_mergeable_reason": v.not_mergeable_reason,
+            "warnings": self.warnings,
+        }
+
+
+@dataclass
 class GcReport:
     removed_blobs: list[str]
     removed_temp_files: int
@@ -77,6 +109,14 @@ class RegistryService:
         """Register an uploaded ``adapter_config.json`` + ``adapter_model.safetensors`` pair."""
         return self.add_parsed(read_peft_bytes(config_bytes, weights_bytes), meta, **kwargs)
 
+    def plan_add_path(self, path: Path, meta: AdapterMeta, **kwargs: Any) -> AddPlan:
+        return self.plan_add(read_peft_dir(Path(path)), meta, **kwargs)
+
+    def plan_add_bytes(
+        self, config_bytes: bytes, weights_bytes: bytes, meta: AdapterMeta, **kwargs: Any
+    ) -> AddPlan:
+        return self.plan_add(read_peft_bytes(config_bytes, weights_bytes), meta, **kwargs)
+
     def add_parsed(
         self,
         parsed: ParsedAdapter,
@@ -91,8 +131,24 @@ class RegistryService:
         new, warnings = self._new_version(parsed, **kwargs)
         item, created = self.catalog.register_version(meta, new, parents=list(parents))
         if not created and warn_card:
-            warnings.extend(_card_not_applied(meta, item))
+            warnings.extend(card_not_applied(meta, item))
         return AddResult(item, created, warnings)
+
+    def plan_add(self, parsed: ParsedAdapter, meta: AdapterMeta, **kwargs: Any) -> AddPlan:
+        """``add_parsed`` without the writes: the same checks (the base model's shapes, the
+        name, the card), the digest, and whether the weights are already a version of it."""
+        new, warnings = self._new_version(parsed, write_blob=False, **kwargs)
+        held = self.catalog.versions_by_digest(new.digest)
+        same = next((i for i in held if i.name == meta.name), None)
+        if same is not None:
+            warnings.extend(card_not_applied(meta, same))
+            return AddPlan(meta.name, False, False, same, new, warnings)
+        try:
+            self.catalog.get_item(meta.name)
+            new_adapter = False
+        except NotFoundError:
+            new_adapter = True
+        return AddPlan(meta.name, True, new_adapter, None, new, warnings)
 
     def add_many(
         self,
@@ -209,35 +265,7 @@ class RegistryService:
                 f"pass {ref.name}, not {name}",
                 code="card_is_per_adapter",
             )
-        return self.catalog.edit_card(ref.name, self.check_card(description, tags, license))
-
-    def check_card(
-        self,
-        description: str | None = None,
-        tags: Sequence[str] | None = None,
-        license: str | None = None,
-    ) -> dict[str, Any]:
-        """The card fields ``edit_card`` would write, cleaned; a value over its limits (or no
-        value at all) is refused with the same codes."""
-        fields: dict[str, Any] = {}
-        if description is not None:
-            fields["description"] = _card_text("description", description, MAX_CARD_DESCRIPTION)
-        if tags is not None:
-            if len(tags) > MAX_TAGS:
-                raise BadInputError(
-                    f"at most {MAX_TAGS} tags, got {len(tags)}", code="invalid_tags"
-                )
-            try:
-                fields["tags"] = clean_tags(list(tags))
-            except ValueError as exc:
-                raise BadInputError(str(exc), code="invalid_tags") from None
-        if license is not None:
-            fields["license"] = _card_text("license", license, MAX_LICENSE) or None
-        if not fields:
-            raise BadInputError(
-                "nothing to edit: give a description, tags or a license", code="edit_nothing"
-            )
-        return fields
+        return self.catalog.edit_card(ref.name, card_fields(description, tags, license))
 
     # -- reading ------------------------------------------------------------------------------
     def show(self, ref: AdapterRef) -> AdapterDetail:
@@ -353,38 +381,3 @@ class RegistryService:
         )
         self.catalog.register_base_model(info)
         return info
-
-
-MAX_CARD_DESCRIPTION = 10_000  # characters (the REST schemas use these limits too)
-MAX_LICENSE = 128  # the catalog column's width
-MAX_TAGS = 64
-
-
-def _card_text(field: str, value: str, limit: int) -> str:
-    if len(value) > limit or "\x00" in value:  # PostgreSQL text cannot hold NUL
-        raise BadInputError(
-            f"{field} must be at most {limit} characters without NUL, got {len(value)}",
-            code=f"invalid_{field}",
-        )
-    return value.strip()
-
-
-def card_changes(
-    item: AdapterItem, description: str | None, tags: Sequence[str], license: str | None
-) -> dict[str, Any]:
-    """The fields of ``item``'s card that a card saying this would change, by the rule a new
-    version's card follows when it is registered: only non-empty values count."""
-    given = {"description": description, "tags": list(tags), "license": license}
-    return {f: v for f, v in given.items() if v and v != getattr(item, f)}
-
-
-def _card_not_applied(meta: AdapterMeta, item: AdapterItem) -> list[str]:
-    """Adding weights already registered writes nothing, the card included: say so when the
-    request carried a card that differs, instead of dropping it without a word."""
-    differ = list(card_changes(item, meta.description, meta.tags, meta.license))
-    if not differ:
-        return []
-    return [
-        f"{item.name}@{item.version} already holds these weights, so nothing was written and "
-        f"its {' and '.join(differ)} did not change; to change them: loradex edit {item.name}"
-    ]

@@ -36,7 +36,8 @@ from pydantic import ValidationError
 from hub.core.errors import BadInputError, ConflictError, HubError, NotFoundError
 from hub.core.models import AdapterItem, AdapterMeta, ParentRef
 from hub.core.names import AdapterRef
-from hub.services.registry import AddResult, RegistryService, card_changes
+from hub.services.card_rules import card_changes, card_fields
+from hub.services.registry import AddResult, RegistryService
 from hub.services.sync_targets import (
     MAX_PULL,
     SAME_WEIGHTS,
@@ -237,7 +238,7 @@ class SyncService:
             return
         outcome.status = "updated"
         if dry_run:
-            self.registry.check_card(**changes)
+            card_fields(**changes)
             outcome.reason = f"would set the card ({fields}) from the Hub card"
             return
         self.registry.edit_card(item.name, **changes)

@@ -143,12 +143,7 @@ class RegistryService:
         if same is not None:
             warnings.extend(card_not_applied(meta, same))
             return AddPlan(meta.name, False, False, same, new, warnings)
-        try:
-            self.catalog.get_item(meta.name)
-            new_adapter = False
-        except NotFoundError:
-            new_adapter = True
-        return AddPlan(meta.name, True, new_adapter, None, new, warnings)
+        return AddPlan(meta.name, True, not self.exists(meta.name), None, new, warnings)
 
     def add_many(
         self,
@@ -270,6 +265,14 @@ class RegistryService:
     # -- reading ------------------------------------------------------------------------------
     def show(self, ref: AdapterRef) -> AdapterDetail:
         return self.catalog.get_detail(ref.name, ref.version)
+
+    def exists(self, name: str) -> bool:
+        """Whether an adapter of this name has a version."""
+        try:
+            self.catalog.get_item(name)
+        except NotFoundError:
+            return False
+        return True
 
     def ls(self, **filters: Any) -> tuple[list[AdapterItem], int]:
         return self.catalog.list_items(**filters)

@@ -175,7 +175,8 @@ class SyncService:
         size = snapshot.files[WEIGHTS_NAME].size
         outcome.status, outcome.planned, outcome.weights_bytes = "created", target, size
         known = f"{size / 1e6:.1f} MB of weights" if size is not None else "the weights"
-        what = f"a new version of {target}" if self._exists(target) else f"a new adapter {target}"
+        exists = self.registry.exists(target)
+        what = f"a new version of {target}" if exists else f"a new adapter {target}"
         outcome.reason = f"would download {known} and register {what}"
 
     def _fits_base(self, snapshot: HubSnapshot, config_bytes: bytes) -> None:
@@ -269,13 +270,6 @@ class SyncService:
             license=card.license,
             owner=snapshot.repo_id.split("/")[0],
         )
-
-    def _exists(self, name: str) -> bool:
-        try:
-            self.registry.catalog.get_item(name)
-        except NotFoundError:
-            return False
-        return True
 
     def _at_source(self, source: str) -> AdapterItem | None:
         items, _ = self.registry.catalog.list_items(source=source, all_versions=True, limit=1)

@@ -119,6 +119,19 @@ def test_dry_run_refuses_a_misfit_for_a_registered_base_from_the_header(fake_hub
     assert served(fake_hub, "adapter_model.safetensors") <= 100_001
 
 
+def test_dry_run_checks_shapes_against_the_base_the_card_names(fake_hub, hf_container):
+    """The config names a local path, the card a registered base the factors do not fit: the
+    pull registers under the card's base and refuses, so the dry run refuses too."""
+    hf_container.registry.register_base_model(TINY_BASE, dict(TINY_CONFIG, hidden_size=32))
+    card = f"---\nbase_model: {TINY_BASE}\n---\nA trained adapter.\n"
+    fake_hub.add_repo("alice/local", adapter_files(4, card=card, base="/home/me/ckpt/llama"))
+    planned = pull(hf_container, repos=["alice/local"], dry_run=True).outcomes[0]
+    real = pull(hf_container, repos=["alice/local"]).outcomes[0]
+    assert (planned.status, planned.error.code) == ("failed", "incompatible_base_model")
+    assert (real.status, real.error.code) == ("failed", "incompatible_base_model")
+    assert state(hf_container) == ([], [], [])
+
+
 def test_dry_run_with_update_card_says_what_it_would_set_and_sets_nothing(fake_hub, hf_container):
     publish(fake_hub, "alice/stable")
     pull(hf_container, repos=["alice/stable"])

@@ -138,8 +138,7 @@ class RegistryService:
         """``add_parsed`` without the writes: the same checks (the base model's shapes, the
         name, the card), the digest, and whether the weights are already a version of it."""
         new, warnings = self._new_version(parsed, write_blob=False, **kwargs)
-        held = self.catalog.versions_by_digest(new.digest)
-        same = next((i for i in held if i.name == meta.name), None)
+        same = self.version_with_digest(meta.name, new.digest)
         if same is not None:
             warnings.extend(card_not_applied(meta, same))
             return AddPlan(meta.name, False, False, same, new, warnings)
@@ -273,6 +272,12 @@ class RegistryService:
         except NotFoundError:
             return False
         return True
+
+    def version_with_digest(self, name: str, digest: str) -> AdapterItem | None:
+        """The version of adapter ``name`` holding these exact weights (digest = sha256 of
+        the weights file), which is what ``add`` returns instead of a new version."""
+        held = self.catalog.versions_by_digest(digest)
+        return next((i for i in held if i.name == name), None)
 
     def ls(self, **filters: Any) -> tuple[list[AdapterItem], int]:
         return self.catalog.list_items(**filters)

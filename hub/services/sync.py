@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hub.core.errors import BadInputError, ConflictError, HubError, NotFoundError
-from hub.core.models import AdapterItem, AdapterMeta, ParentRef
+from hub.core.models import AdapterItem, AdapterMeta, ParentRef, check_base_model_id
 from hub.core.names import AdapterRef
 from hub.services.card_rules import card_changes, card_fields
 from hub.services.registry import AddResult, RegistryService
@@ -112,10 +112,8 @@ class SyncService:
             self._pull_checked(outcome, targets)
         except HubError as exc:
             outcome.status, outcome.error, outcome.item = "failed", exc, None
-            outcome.planned = None
         except ValidationError as exc:  # card metadata the catalog cannot hold
             outcome.status, outcome.item = "failed", None
-            outcome.planned = None
             outcome.error = BadInputError(f"{repo_id}: {exc.errors()[0]['msg']}", code="bad_card")
         return outcome
 
@@ -146,7 +144,7 @@ class SyncService:
             self._plan_new(outcome, snapshot, target)
             return
         download = self.client.download_adapter(
-            snapshot, before_weights=lambda config: self._fits_base(snapshot, config)
+            snapshot, before_weights=lambda config: self._fits_base(snapshot, _config_base(config))
         )
         outcome.weights_bytes = len(download.weights_bytes)
         parsed = read_peft_bytes(download.config_bytes, download.weights_bytes)
@@ -163,33 +161,31 @@ class SyncService:
 
     def _plan_new(self, outcome: RepoOutcome, snapshot: HubSnapshot, target: str) -> None:
         """Dry run of a new version: every check a pull makes before the weights arrive (repo
-        files and sizes, the config with the strict parser, the factor shapes against a
-        registered base from the weights' header, the card against the catalog's limits),
-        without downloading the weights or writing anything. What only the weights' values
-        show (NaN, a defect past the header) is left to the pull."""
-        config = self.client.download_config(snapshot)
-        lora_settings(parse_config_bytes(config))
-        self._fits_base(snapshot, config)
+        files and sizes, the config with the strict parser, the factor shapes from the weights'
+        header against the registered base the pull would check them against, the card against
+        the catalog's limits), without downloading the weights or writing anything. What only
+        the weights' values show (NaN, a defect past the header) is left to the pull. Every
+        check runs before ``outcome`` is filled in, so a refusal leaves no plan behind."""
+        config = parse_config_bytes(self.client.download_config(snapshot))
+        lora_settings(config)
         card = self._card(snapshot, None, outcome)
         self._meta(snapshot, card, target)  # a card the catalog refuses fails here, as in a pull
+        base = _hub_base_model(config.get("base_model_name_or_path"), card.base_model)
+        self._fits_base(snapshot, check_base_model_id(base) if base is not None else None)
         size = snapshot.files[WEIGHTS_NAME].size
-        outcome.status, outcome.planned, outcome.weights_bytes = "created", target, size
         known = f"{size / 1e6:.1f} MB of weights" if size is not None else "the weights"
         exists = self.registry.exists(target)
         what = f"a new version of {target}" if exists else f"a new adapter {target}"
+        outcome.status, outcome.planned, outcome.weights_bytes = "created", target, size
         outcome.reason = f"would download {known} and register {what}"
 
-    def _fits_base(self, snapshot: HubSnapshot, config_bytes: bytes) -> None:
-        """Refuse an adapter whose modules do not fit its registered base model from its config
-        and the weights' header alone, so its weights are never downloaded. Whatever this cannot
-        read (a bad config, a header the Hub will not range-read) is left to the full
-        validation after the download, which names the precise problem."""
-        try:
-            base_id = parse_config_bytes(config_bytes).get("base_model_name_or_path")
-        except HubError:
-            return
-        info = self.registry.catalog.get_base_model(base_id) if isinstance(base_id, str) else None
-        if info is None:  # no base to check against (or a local path: the card names it)
+    def _fits_base(self, snapshot: HubSnapshot, base_id: str | None) -> None:
+        """Refuse an adapter whose modules do not fit the registered base model ``base_id``
+        from the weights' header alone, so its weights are never downloaded. A header the Hub
+        will not range-read is left to the full validation after the download, which names
+        the precise problem."""
+        info = self.registry.catalog.get_base_model(base_id) if base_id is not None else None
+        if info is None:  # no base to check against
             return
         try:
             shapes = factor_shapes(self.client.weights_header(snapshot))
@@ -204,8 +200,7 @@ class SyncService:
         weights = snapshot.files.get(WEIGHTS_NAME)
         if weights is None or weights.sha256 is None:
             return None
-        held = self.registry.catalog.versions_by_digest(weights.sha256)
-        return next((i for i in held if i.name == name), None)
+        return self.registry.version_with_digest(name, weights.sha256)
 
     def _card(self, snapshot: HubSnapshot, text: str | None, outcome: RepoOutcome) -> CardFacts:
         """The revision's card (fetched when ``text`` is None); a card that cannot be read is
@@ -316,6 +311,16 @@ class SyncService:
             return self.registry.catalog.get_item(parent.name, parent.version).source
         except NotFoundError:
             return "deleted"
+
+
+def _config_base(config_bytes: bytes) -> str | None:
+    """The config's base model id, for the check before the weights are fetched (the card is
+    not here yet); None when the config cannot be read: the full validation names why."""
+    try:
+        base = parse_config_bytes(config_bytes).get("base_model_name_or_path")
+    except HubError:
+        return None
+    return base if isinstance(base, str) else None
 
 
 def _hub_base_model(config_base: str | None, card_base: str | None) -> str | None:

@@ -33,7 +33,7 @@ class RepoOutcome:
     reason: str | None = None  # why it was skipped (dry run: what a pull would do)
     error: HubError | None = None
     warnings: list[str] = field(default_factory=list)
-    planned: str | None = None  # dry run: NAME@VERSION a pull would register
+    planned: str | None = None  # dry run: the adapter name a pull would register under
     weights_bytes: int | None = None  # weights downloaded (dry run: that a pull would download)
 
     def to_dict(self) -> dict[str, Any]:

@@ -126,6 +126,33 @@ class MethodList(BaseModel):
 MergeRequest = MergeJobSpec
 
 
+class MergePlanResponse(BaseModel):
+    """What ``POST /merges`` would do (``?dry_run=true``): every check a merge makes from the
+    catalog, and the result it would produce; nothing computed, queued or written."""
+
+    dry_run: bool = True
+    name: str
+    new_adapter: bool = Field(description="No adapter of this name yet (else its next version).")
+    inputs: list[str] = Field(description="NAME@VERSION of each input, pinned.")
+    base_model: str | None
+    seed: int
+    device: str | None = Field(description="Null: the worker that runs the job decides.")
+    method: str
+    params: dict[str, Any] = Field(description="The method's params, defaults filled in.")
+    weights: list[float]
+    rank: int = Field(description="Largest output rank of a module.")
+    module_ranks: dict[str, int] = Field(description="Output rank of every merged module.")
+    modules_skipped: list[str] = Field(description="Adapted by an input, left out by `modules`.")
+    modules_partial: dict[str, list[str]] = Field(
+        description="`modules=union`: merged module -> the inputs that lack it."
+    )
+    output_parameters: int
+    output_bytes: int = Field(description="fp32 factors of the result (before the header).")
+    input_parameters: int = Field(description="The inputs' parameters in the merged modules.")
+    artifact_parameters: int | None = Field(description="Revertible methods (rmm): the artifact.")
+    dense: bool = Field(description="Materializes a d_out x d_in matrix per input and module.")
+
+
 class RevertRequest(BaseModel):
     """The body of ``POST /adapters/{name}/revert``: which input of the RMM merge to rebuild."""
 

@@ -8,20 +8,23 @@ Public API (used by ``hub.services`` for ``loradex merge`` / ``revert`` / ``meth
   method, params)`` any number of times, on device-resident factors (no host copies)
 - ``get_method(name)``, ``list_methods()``, ``param_rows(spec)``, ``methods_table()``
 - ``MERGE_CODES``: every error code the engine raises, with its meaning
-- ``check_weights(weights, n, allow_negative=, method=)``: the engine's weight checks, and
-  ``precheck(shapes, method, params, labels)``: its module and rank rules on shapes alone, for
-  submit-time validation of merge jobs
+- ``check_weights(weights, n, allow_negative=, method=)``: the engine's weight checks
+- ``plan(shapes, method, params, weights, labels) -> MergeLayout``: every check of ``merge`` that
+  shapes decide (catalog rows, no weights), and what it would produce (modules, output ranks,
+  parameter counts): merge jobs' submit-time validation and ``merge --dry-run``
 
 Layering: imports ``hub.core`` and third-party libraries only.
 """
 
-from merging.engine import MergeArtifact, MergeResult, merge, precheck, revert
+from merging.engine import MergeArtifact, MergeResult, merge, revert
+from merging.planning import MergeLayout, plan
 from merging.registry import MethodSpec, get_method, list_methods, methods_table, param_rows
 from merging.validation import MERGE_CODES, check_weights
 
 __all__ = [
     "MERGE_CODES",
     "MergeArtifact",
+    "MergeLayout",
     "MergeResult",
     "MethodSpec",
     "check_weights",
@@ -30,6 +33,6 @@ __all__ = [
     "merge",
     "methods_table",
     "param_rows",
-    "precheck",
+    "plan",
     "revert",
 ]

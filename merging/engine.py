@@ -132,23 +132,6 @@ def merge(
     return MergeResult(adapter=merged, report=report, artifact=artifact)
 
 
-def precheck(
-    shapes: Sequence[AdapterShapes],
-    method: str,
-    params: dict[str, Any] | None = None,
-    labels: Sequence[str] | None = None,
-) -> list[str]:
-    """Every rule of ``merge`` that shapes and ranks decide (module-set policy, shape
-    agreement, rank limits, the method's own precheck), without any weights: a merge request
-    is answered at submit time with the codes ``merge`` would raise. Returns the modules."""
-    spec = get_method(method)
-    p = spec.parse_params(params)
-    names = list(labels) if labels is not None else [f"#{i}" for i in range(len(shapes))]
-    modules = align_modules(shapes, names, p.modules)
-    check_rank_rules(spec, p, shapes, modules)
-    return modules
-
-
 def check_rank_rules(
     spec: MethodSpec, p: MergeParams, adapters: Sequence[AdapterShapes], modules: list[str]
 ) -> None:

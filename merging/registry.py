@@ -47,6 +47,17 @@ class BatchOutput:
 MergeFn = Callable[[ModuleBatch, Any, MergeContext], BatchOutput]
 
 
+def rank_param_or_largest(params: Any, ranks: tuple[int, ...]) -> int:
+    """Output rank of a module: the ``rank`` param when the method has one and it is set, else
+    the largest input rank (PEFT's ``svd_rank`` default; the factor-wise methods' common r)."""
+    rank = getattr(params, "rank", None)
+    return int(rank) if rank is not None else max(ranks)
+
+
+def sum_of_ranks(params: Any, ranks: tuple[int, ...]) -> int:
+    return sum(ranks)
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
@@ -62,6 +73,11 @@ class MethodSpec:
     error_reference: str | None = None  # what BatchOutput.rel_error is measured against
     artifact_kind: str | None = None  # set when the method returns a revertible artifact
     precheck: Callable[[Any, tuple[int, ...]], None] | None = None  # (params, member ranks)
+    # (params, ranks of the inputs holding a module) -> that module's output rank: what a dry
+    # run promises, and a test holds every method to it against a real merge
+    output_rank: Callable[[Any, tuple[int, ...]], int] = rank_param_or_largest
+    # (params, d_out, d_in, ranks) -> numbers the artifact stores for one module
+    artifact_size: Callable[[Any, int, int, tuple[int, ...]], int] | None = None
 
     def parse_params(self, params: dict[str, Any] | None) -> MergeParams:
         """Validate ``params``; pydantic errors become one BadInputError(code=invalid_params)."""

@@ -30,6 +30,11 @@ def snapshot(home):
 @pytest.fixture
 def home(tmp_path, catalog_url, monkeypatch):
     monkeypatch.setenv("LORADEX_DATABASE_URL", catalog_url)
+    return seed_home(tmp_path)
+
+
+def seed_home(tmp_path):
+    """a, b (rank 4, q and v), q-only, k-only, and biased (not mergeable), through the CLI."""
     h = tmp_path / "home"
     for i, name in enumerate(["a", "b"]):
         assert (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -258,6 +260,28 @@ def test_rmm_storage_matches_the_formula() -> None:
     assert stored == expected
     members = n * sum(m.num_parameters for _, m in ads[0])
     assert stored / members == pytest.approx((p * (r + n) + r) / (r * n))  # 0.6875 (§4.2)
+
+
+def test_an_uncentred_basis_stores_no_mean_and_older_artifacts_with_zeros_still_revert() -> None:
+    ads, n, r, p = adapters(3, rank=4), 3, 4, 2
+    res = merge(ads, [1] * n, "rmm", {"basis": p, "centre": False})
+    assert not [k for k in res.artifact.tensors if k.endswith("_mu")]
+    stored = sum(t.size for t in res.artifact.tensors.values())
+    assert stored == sum(
+        storage_params(m.out_features, m.in_features, r, n, p, centre=False) for _, m in ads[0]
+    )
+    old = dict(res.artifact.tensors)  # as written before: an all-zero mean per side
+    for key in [k for k in res.artifact.tensors if k.endswith("_basis")]:
+        old[key.replace("_basis", "_mu")] = np.zeros(old[key].shape[:-1], np.float32)
+    for member in range(n):
+        now, then = revert(res.artifact, member), revert(replace(res.artifact, tensors=old), member)
+        for name, m in now:
+            np.testing.assert_array_equal(m.delta(), then.modules[name].delta())
+    centred = merge(ads, [1] * n, "rmm", {"basis": p})
+    broken = {k: v for k, v in centred.artifact.tensors.items() if not k.endswith("A_mu")}
+    with pytest.raises(BadInputError) as exc:  # a centred basis cannot do without its mean
+        revert(replace(centred.artifact, tensors=broken), 0)
+    assert exc.value.code == "rmm_artifact_invalid"
 
 
 def test_rmm_unequal_ranks_pad_and_trim() -> None:

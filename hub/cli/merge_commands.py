@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,6 +19,9 @@ from hub.cli.app import (
 from hub.core.errors import BadInputError
 from hub.core.json_input import JSON_ERRORS
 from hub.core.names import AdapterRef
+
+if TYPE_CHECKING:
+    from hub.services.merge import MergePlan
 
 
 def _parse_weights(text: str | None, n: int) -> list[float] | None:
@@ -88,6 +91,14 @@ def merge(
     tag: Annotated[list[str] | None, typer.Option(help="Tag (repeatable).")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed (DARE's random masks), 0..2^31-1.")] = 0,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Only check: run every check of the merge from the catalog (no weights read) "
+            "and say what it would produce (modules, ranks, size); compute and write nothing.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Merge adapters into a new one, with lineage and the full recipe."""
@@ -109,18 +120,24 @@ def merge(
             )
         params[key] = value
     refs = [AdapterRef.parse(a) for a in adapters]
+    request: dict[str, Any] = {
+        "method": method,
+        "name": name,
+        "weights": _parse_weights(weights, len(refs)),
+        "params": params,
+        "description": description,
+        "tags": tag or [],
+        "device": device,
+        "seed": seed,
+    }
+    if dry_run:
+        _print_plan(container().merges.plan(refs, **request), as_json)
+        return
     with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("merging", total=None)
         outcome = container().merges.merge(
             refs,
-            method=method,
-            name=name,
-            weights=_parse_weights(weights, len(refs)),
-            params=params,
-            description=description,
-            tags=tag or [],
-            device=device,
-            seed=seed,
+            **request,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     item = outcome.added.item
@@ -136,6 +153,41 @@ def merge(
         secs = outcome.report.get("seconds", 0.0)
         ref = registered_ref(item, outcome.added.created)
         out.print(f"merged into {ref} (rank {item.rank}, {secs:.2f} s)")
+
+
+def _print_plan(plan: MergePlan, as_json: bool) -> None:
+    if as_json:
+        emit_json(plan.to_dict())
+        return
+    lay = plan.layout
+    ranks = sorted(set(lay.module_ranks.values()))
+    rank = str(ranks[0]) if len(ranks) == 1 else f"{ranks[0]}-{ranks[-1]} by module"
+    what = "a new adapter" if plan.new_adapter else "a new version of"
+    lines = [
+        f"would merge {', '.join(f'{d.name}@{d.version}' for d in plan.inputs)} by {lay.method} "
+        f"on {plan.device} into {what} {plan.name}; nothing computed or written",
+        f"  base model: {plan.base_model or '(none recorded)'}",
+        f"  modules: {len(lay.module_ranks)} merged, output rank {rank}",
+        f"  parameters: {lay.output_parameters:,} ({_mb(4 * lay.output_parameters)} in fp32), "
+        f"inputs {lay.input_parameters:,}",
+    ]
+    if lay.modules_skipped:
+        lines.append(f"  skipped by the module policy: {len(lay.modules_skipped)} modules")
+    if lay.modules_partial:
+        lines.append(f"  merged from only some inputs: {len(lay.modules_partial)} modules")
+    if lay.artifact_parameters is not None:
+        share = lay.artifact_parameters / max(lay.input_parameters, 1)
+        lines.append(
+            f"  revert artifact: {lay.artifact_parameters:,} parameters "
+            f"({share:.0%} of the inputs')"
+        )
+    if lay.dense:
+        lines.append("  dense: a d_out x d_in matrix per input and module (PEFT's path)")
+    out.print("\n".join(lines), markup=False, highlight=False)
+
+
+def _mb(n_bytes: int) -> str:
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 100_000 else f"{n_bytes / 1e3:.1f} kB"
 
 
 @app.command()

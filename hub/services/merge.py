@@ -10,20 +10,25 @@ adapter a retry silently returns as zeros).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hub.core.errors import BadInputError, IncompatibleBaseModelError
+from hub.core.errors import BadInputError, IncompatibleBaseModelError, NotMergeableError
 from hub.core.lora import LoraAdapter
-from hub.core.models import AdapterMeta
+from hub.core.models import AdapterDetail, AdapterMeta
 from hub.core.names import AdapterRef
+from hub.services.mixture_store import not_a_lora
 from hub.services.provenance import software_versions
 from hub.services.registry import AddResult, RegistryService, as_published
 from storage.peft_format import ParsedAdapter, peft_config_for
 from storage.safetensors_io import parse_safetensors, serialize_safetensors
+
+if TYPE_CHECKING:
+    from merging import MergeLayout
 
 ARTIFACT_META_KEY = "loradex.artifact"
 MAX_SEED = 2**31 - 1  # the seeds every interface (CLI, REST's JSON schema) accepts alike
@@ -42,6 +47,34 @@ SERVICE_CODES: dict[str, str] = {
 
 
 @dataclass
+class MergePlan:
+    """What ``merge`` would do: its inputs, the result's name and shape, nothing computed."""
+
+    name: str
+    new_adapter: bool  # no adapter of this name yet (else the result is its next version)
+    inputs: list[AdapterDetail]
+    base_model: str | None
+    layout: MergeLayout
+    seed: int
+    device: str | None  # where it would run (None: the worker that runs the job decides)
+
+    def to_dict(self) -> dict[str, Any]:
+        layout = self.layout.to_dict()
+        return {
+            "dry_run": True,
+            "name": self.name,
+            "new_adapter": self.new_adapter,
+            "inputs": [f"{d.name}@{d.version}" for d in self.inputs],
+            "base_model": self.base_model,
+            "seed": self.seed,
+            "device": self.device,
+            "rank": max(self.layout.module_ranks.values()),
+            "output_bytes": 4 * self.layout.output_parameters,  # fp32 factors, before the header
+            **layout,
+        }
+
+
+@dataclass
 class MergeOutcome:
     added: AddResult
     report: dict[str, Any]
@@ -50,6 +83,58 @@ class MergeOutcome:
 class MergeService:
     def __init__(self, registry: RegistryService) -> None:
         self.registry = registry
+
+    def plan(
+        self,
+        refs: Sequence[AdapterRef],
+        *,
+        method: str,
+        name: str,
+        weights: Sequence[float] | None = None,
+        params: dict[str, Any] | None = None,
+        description: str = "",
+        tags: Sequence[str] = (),
+        device: str | None = "auto",
+        seed: int = 0,
+    ) -> MergePlan:
+        """Every check of ``merge`` that needs no weights, from the catalog alone, and what it
+        would produce; writes nothing (``loradex merge --dry-run``, ``POST /merges``).
+        ``device=None`` leaves the device to the worker that will run the job."""
+        import merging  # torch is heavy: only commands that compute pay for it
+        from merging.engine import resolve_device
+        from merging.validation import Shapes
+
+        if not 0 <= seed <= MAX_SEED:  # the recipe's seed must replay through every interface
+            raise BadInputError(f"seed must be 0..{MAX_SEED}, got {seed}", code="seed_out_of_range")
+        AdapterMeta(name=name, description=description, tags=list(tags))  # name and card rules
+        merging.get_method(method).parse_params(params)  # a typo is named before any lookup
+        inputs = [self.registry.show(ref) for ref in refs]
+        labels = [f"{d.name}@{d.version}" for d in inputs]
+        for d, label in zip(inputs, labels, strict=True):
+            if d.source == "mixture":
+                raise not_a_lora(d, "a merge")
+            if not d.mergeable:
+                raise NotMergeableError(
+                    f"adapter {label} cannot be merged as plain LoRA: {d.not_mergeable_reason}",
+                    adapter=label,
+                    reason=d.not_mergeable_reason,
+                )
+        base = check_same_base(inputs)  # the catalog's base ids and fingerprints, not the files'
+        base_info = self.registry.catalog.get_base_model(base) if base else None
+        if base_info is not None:  # refuse now what publishing would refuse after the compute
+            for d, label in zip(inputs, labels, strict=True):
+                shapes = {m.name: (m.in_features, m.out_features) for m in d.modules}
+                with _labelled(label):
+                    self.registry.check_shapes(shapes, base_info)
+        layout = merging.plan(
+            [Shapes({m.name: m for m in d.modules}) for d in inputs],
+            method,
+            params,
+            weights,
+            labels,
+        )
+        where = None if device is None else str(resolve_device(device))
+        return MergePlan(name, not self.registry.exists(name), inputs, base, layout, seed, where)
 
     def merge(
         self,
@@ -65,22 +150,25 @@ class MergeService:
         seed: int = 0,
         progress: Callable[[int, int], None] | None = None,
     ) -> MergeOutcome:
-        import merging  # torch is heavy: only commands that compute pay for it
+        """``plan`` (every check that needs no weights), then load the inputs digest-verified,
+        compute, validate the result and publish it with lineage and the full recipe."""
+        import merging
 
-        if not 0 <= seed <= MAX_SEED:  # the recipe's seed must replay through every interface
-            raise BadInputError(f"seed must be 0..{MAX_SEED}, got {seed}", code="seed_out_of_range")
+        plan = self.plan(
+            refs,
+            method=method,
+            name=name,
+            weights=weights,
+            params=params,
+            description=description,
+            tags=tags,
+            device=device,
+            seed=seed,
+        )
         meta = AdapterMeta(name=name, description=description, tags=list(tags))
-        weights = list(weights) if weights is not None else [1.0] * len(refs)
-        inputs = [self.registry.show(ref) for ref in refs]
-        # The catalog's base ids and fingerprints, not just the files'.
-        base = check_same_base(inputs)
+        inputs, base, weights = plan.inputs, plan.base_model, plan.layout.weights
         labels = [f"{d.name}@{d.version}" for d in inputs]
-        loaded = [self.registry.load_detail(d) for d in inputs]
-        base_info = self.registry.catalog.get_base_model(base) if base else None
-        if base_info is not None:  # refuse now what publishing would refuse after the compute
-            for label, parsed_input in zip(labels, loaded, strict=True):
-                self._check_fits(parsed_input, base_info, label)
-        adapters = [p.adapter for p in loaded]
+        adapters = [self.registry.load_detail(d).adapter for d in inputs]  # digest-verified
         result = merging.merge(
             adapters,
             weights,
@@ -92,8 +180,10 @@ class MergeService:
             names=labels,
         )
         parsed = _validated(result.adapter, base)
+        base_info = self.registry.catalog.get_base_model(base) if base else None
         if base_info is not None:
-            self._check_fits(parsed, base_info, "the merged adapter")
+            with _labelled("the merged adapter"):
+                self.registry.check_compatible(parsed, base_info)
         artifact_digest = None  # written only once nothing left can refuse the result
         if result.artifact is not None:
             blob = _artifact_bytes(
@@ -102,7 +192,7 @@ class MergeService:
             artifact_digest = self.registry.blobs.put_bytes(blob)
         recipe = {
             "method": method,
-            "params": merging.get_method(method).parse_params(params).model_dump(mode="json"),
+            "params": plan.layout.params,
             "weights": weights,
             "seed": seed,
             "inputs": [{"name": d.name, "version": d.version, "digest": d.digest} for d in inputs],
@@ -127,12 +217,6 @@ class MergeService:
             metadata={"method": method, "members": labels},
         )
         return MergeOutcome(added, recipe["report"])
-
-    def _check_fits(self, parsed: ParsedAdapter, info: Any, label: str) -> None:
-        try:
-            self.registry.check_compatible(parsed, info)
-        except IncompatibleBaseModelError as exc:
-            raise IncompatibleBaseModelError(f"{label}: {exc.message}", **exc.details) from None
 
     def revert(self, merged: AdapterRef, member: str, *, name: str | None = None) -> AddResult:
         """Rebuild ``member`` (NAME or NAME@VERSION of an input) from an RMM merge's artifact."""
@@ -172,6 +256,15 @@ class MergeService:
             recipe=recipe,
             metadata={"member": label},
         )
+
+
+@contextmanager
+def _labelled(label: str) -> Iterator[None]:
+    """Prefix a base-model refusal with the adapter it is about."""
+    try:
+        yield
+    except IncompatibleBaseModelError as exc:
+        raise IncompatibleBaseModelError(f"{label}: {exc.message}", **exc.details) from None
 
 
 def _validated(adapter: LoraAdapter, base: str | None) -> ParsedAdapter:

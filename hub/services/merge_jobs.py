@@ -12,17 +12,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from hub.core.errors import BadInputError, NotMergeableError
 from hub.core.models import MAX_TAG
 from hub.core.names import AdapterRef, validate_name
 from hub.services.card_rules import MAX_CARD_DESCRIPTION, MAX_TAGS
 from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
 from hub.services.job_specs import JsonObject, parse_job_spec, published, with_pins
 from hub.services.jobs import JobContext
-from hub.services.merge import MAX_SEED, check_same_base
+from hub.services.merge import MAX_SEED
 
 if TYPE_CHECKING:
     from hub.services.container import Container
+    from hub.services.merge import MergePlan
 
 
 # JSON-schema spellings of hub.core.names rules (letters, digits, . _ -; no ".."), so the OpenAPI
@@ -62,38 +62,26 @@ class MergeJobSpec(BaseModel):
     )
 
 
-def validate_merge(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
-    import merging  # torch: paid only when a merge is actually requested
-    from merging.validation import Shapes
-
-    spec = parse_job_spec(MergeJobSpec, raw, "merge")
+def plan_merge(container: Container, spec: MergeJobSpec) -> MergePlan:
+    """Every check of the merge that needs no weights (the codes the worker would raise), and
+    what it would produce: a job's submit-time validation and ``POST /merges?dry_run=true``.
+    The device is left to the worker that will run it."""
     validate_name(spec.name)  # the pattern above is a convenience; this is the rule
-    refs = [AdapterRef.parse(a) for a in spec.adapters]
-    method = merging.get_method(spec.method)
-    method.parse_params(spec.params)
-    if len(refs) < 2:
-        raise BadInputError(
-            f"a merge needs at least 2 adapters, got {len(refs)}", code="merge_too_few_adapters"
-        )
-    if spec.weights is not None:
-        merging.check_weights(
-            spec.weights,
-            len(refs),
-            allow_negative=method.allow_negative_weights,
-            method=method.name,
-        )
-    items = [container.registry.show(ref) for ref in refs]
-    for item in items:
-        if not item.mergeable:
-            raise NotMergeableError(
-                f"{item.name}@{item.version} cannot be merged: {item.not_mergeable_reason}"
-            )
-    check_same_base(items)
-    pinned = [f"{item.name}@{item.version}" for item in items]
-    # module sets, shapes and rank limits from the catalog: the codes the worker would raise
-    shapes = [Shapes({m.name: m for m in item.modules}) for item in items]
-    merging.precheck(shapes, spec.method, spec.params, pinned)
-    return with_pins({**spec.model_dump(mode="json"), "adapters": pinned}, items)
+    refs, request = _service_args(spec)
+    return container.merges.plan(refs, **{**request, "device": None})
+
+
+def _service_args(spec: MergeJobSpec) -> tuple[list[AdapterRef], dict[str, Any]]:
+    """The spec as ``MergeService.plan`` / ``merge`` arguments: refs, and the rest by name."""
+    request = spec.model_dump(exclude={"adapters"})
+    return [AdapterRef.parse(a) for a in spec.adapters], request
+
+
+def validate_merge(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
+    spec = parse_job_spec(MergeJobSpec, raw, "merge")
+    inputs = plan_merge(container, spec).inputs
+    pinned = [f"{item.name}@{item.version}" for item in inputs]
+    return with_pins({**spec.model_dump(mode="json"), "adapters": pinned}, inputs)
 
 
 def run_merge(container: Container, raw: dict[str, Any], ctx: JobContext) -> JobOutcome:
@@ -104,18 +92,8 @@ def run_merge(container: Container, raw: dict[str, Any], ctx: JobContext) -> Job
         # The engine's share of the work; loading and publishing take the rest.
         ctx.progress(0.05 + 0.9 * done / max(total, 1), f"merged {done}/{total} modules")
 
-    outcome = container.merges.merge(
-        [AdapterRef.parse(a) for a in spec.adapters],
-        method=spec.method,
-        name=spec.name,
-        weights=spec.weights,
-        params=spec.params,
-        description=spec.description,
-        tags=spec.tags,
-        device=spec.device,
-        seed=spec.seed,
-        progress=on_progress,
-    )
+    refs, request = _service_args(spec)
+    outcome = container.merges.merge(refs, **request, progress=on_progress)
     return published(container, outcome.added.item, "merged into {ref}")
 
 

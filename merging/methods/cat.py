@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from merging.batch import MergeContext, ModuleBatch
-from merging.registry import BatchOutput, MergeParams, MethodSpec, register
+from merging.registry import BatchOutput, MergeParams, MethodSpec, register, sum_of_ranks
 
 REFERENCE = "PEFT add_weighted_adapter combination_type='cat' (huggingface/peft PR #817)"
 
@@ -27,5 +27,6 @@ CAT = register(
         fn=merge_cat,
         description="exact weighted sum; output rank is the sum of input ranks",
         error_reference="weighted_sum",
+        output_rank=sum_of_ranks,
     )
 )

@@ -28,10 +28,9 @@ from hub.core.errors import BadInputError
 from hub.core.lora import BaseModelRef, LoraAdapter, LoraModule
 from merging.batch import MergeContext, ModuleBatch
 from merging.lowrank import rel_error, rerank_exact
-from merging.registry import BatchOutput, MergeParams, MethodSpec, register
+from merging.registry import BatchOutput, MergeParams, MethodSpec, register, sum_of_ranks
 
 REFERENCE = "RMM: Reversible Model Merging, arXiv:2510.14163 (closed form per position)"
-FIELDS = ("B_mu", "B_basis", "B_coef", "A_mu", "A_basis", "A_coef")
 
 
 class RmmParams(MergeParams):
@@ -57,6 +56,11 @@ def basis_size(params: RmmParams, r: int, n: int) -> int:
             code="basis_too_large",
         )
     return p
+
+
+def _artifact_size(params: RmmParams, d_out: int, d_in: int, ranks: tuple[int, ...]) -> int:
+    r, n = max(ranks), len(ranks)
+    return storage_params(d_out, d_in, r, n, basis_size(params, r, n), params.centre)
 
 
 def storage_params(d_out: int, d_in: int, r: int, n: int, p: int, centre: bool = True) -> int:
@@ -86,18 +90,23 @@ def _members(batch: ModuleBatch, gauge: str) -> tuple[torch.Tensor, torch.Tensor
 
 
 def compress(X: torch.Tensor, p: int, centre: bool) -> dict[str, torch.Tensor]:
-    """X: (m, P, r, n) position-wise member vectors -> mu (m, P, r), basis (m, P, r, p),
+    """X: (m, P, r, n) position-wise member vectors -> mu (m, P, r; only when centring: an
+    uncentred basis stores no mean, as the storage formula counts), basis (m, P, r, p),
     coef (m, P, p, n)."""
-    mu = X.mean(dim=-1, keepdim=True) if centre else torch.zeros_like(X[..., :1])
-    Xc = X - mu
+    mu = X.mean(dim=-1, keepdim=True) if centre else None
+    Xc = X - mu if mu is not None else X
     U, _, _ = torch.linalg.svd(Xc, full_matrices=False)  # (m, P, r, min(r, n))
     Up = U[..., :p]
-    return {"mu": mu[..., 0], "basis": Up, "coef": Up.mT @ Xc}  # (m, P, p, r) @ (m, P, r, n)
+    parts = {"basis": Up, "coef": Up.mT @ Xc}  # (m, P, p, r) @ (m, P, r, n)
+    return parts if mu is None else {"mu": mu[..., 0], **parts}
 
 
-def reconstruct(mu: torch.Tensor, basis: torch.Tensor, coef: torch.Tensor, i: int) -> torch.Tensor:
+def reconstruct(
+    mu: torch.Tensor | None, basis: torch.Tensor, coef: torch.Tensor, i: int
+) -> torch.Tensor:
     """(..., P, r): member i at every position, ``mu + U_p C[:, i]``."""
-    return mu + (basis @ coef[..., i : i + 1])[..., 0]  # (.., P, r, p) @ (.., P, p, 1)
+    x = (basis @ coef[..., i : i + 1])[..., 0]  # (.., P, r, p) @ (.., P, p, 1)
+    return x if mu is None else mu + x
 
 
 def merge_rmm(batch: ModuleBatch, params: RmmParams, ctx: MergeContext) -> BatchOutput:
@@ -111,8 +120,9 @@ def merge_rmm(batch: ModuleBatch, params: RmmParams, ctx: MergeContext) -> Batch
     artifact = {f"{s}_{k}": v for s, parts in sides.items() for k, v in parts.items()}
     Bs, As, errs = [], [], []
     for i, (w, ri) in enumerate(zip(batch.weights.tolist(), batch.ranks, strict=True)):
-        b_hat = reconstruct(**sides["B"], i=i)[..., :ri]  # (m, d_out, ri)
-        a_hat = reconstruct(**sides["A"], i=i)[..., :ri].mT  # (m, ri, d_in)
+        b_hat = reconstruct(sides["B"].get("mu"), sides["B"]["basis"], sides["B"]["coef"], i)
+        a_hat = reconstruct(sides["A"].get("mu"), sides["A"]["basis"], sides["A"]["coef"], i)
+        b_hat, a_hat = b_hat[..., :ri], a_hat[..., :ri].mT  # (m, d_out, ri), (m, ri, d_in)
         errs.append(rel_error(Bm[:, i, :, :ri], Am[:, i, :ri], b_hat, a_hat))
         root = abs(w) ** 0.5
         Bs.append(b_hat * root)
@@ -136,6 +146,8 @@ RMM = register(
         precheck=_precheck,
         description="per-position basis + per-member coefficients; revert any member",
         error_reference="members (max over members of the revert error)",
+        output_rank=sum_of_ranks,  # the reverted members side by side
+        artifact_size=_artifact_size,
     )
 )
 
@@ -164,9 +176,12 @@ def _field(tensors: dict[str, np.ndarray], name: str, field: str) -> torch.Tenso
 
 
 def _parts(
-    tensors: dict[str, np.ndarray], name: str, side: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    mu, basis, coef = (_field(tensors, name, f"{side}_{f}") for f in ("mu", "basis", "coef"))
+    tensors: dict[str, np.ndarray], name: str, side: str, centre: bool
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    basis, coef = (_field(tensors, name, f"{side}_{f}") for f in ("basis", "coef"))
+    # a centred basis needs its mean; an uncentred one stores none (artifacts written before
+    # that change hold zeros there, read as they are)
+    mu = _field(tensors, name, f"{side}_mu") if centre or f"{name}::{side}_mu" in tensors else None
     return mu, basis, coef
 
 
@@ -181,8 +196,9 @@ def revert_member(
             continue
         col = info["members"].index(idx)
         r_i = int(info["ranks"][col])
-        b = reconstruct(*_parts(tensors, name, "B"), col)
-        a = reconstruct(*_parts(tensors, name, "A"), col)
+        centre = bool(metadata.get("params", {}).get("centre", True))
+        b = reconstruct(*_parts(tensors, name, "B", centre), col)
+        a = reconstruct(*_parts(tensors, name, "A", centre), col)
         modules[name] = LoraModule(
             A=a[:, :r_i].T.numpy().copy(), B=b[:, :r_i].numpy().copy(), alpha=float(r_i)
         )

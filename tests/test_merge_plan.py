@@ -181,3 +181,23 @@ def test_rest_dry_run_answers_the_plan_and_queues_nothing(tmp_path):
 def home(tmp_path, catalog_url, monkeypatch):
     monkeypatch.setenv("LORADEX_DATABASE_URL", catalog_url)
     return seed_home(tmp_path)
+
+
+def test_openapi_describes_each_status_of_the_dry_run_routes(tmp_path):
+    from api.app import create_app
+
+    spec = create_app(make_container(tmp_path / "h"), run_jobs=False).openapi()
+
+    def schema(path, status):
+        return spec["paths"][path]["post"]["responses"][status]["content"]["application/json"][
+            "schema"
+        ]
+
+    ref = "#/components/schemas/"
+    assert schema("/merges", "202") == {"$ref": ref + "JobAccepted"}  # a job, never a plan
+    assert schema("/merges", "200") == {"$ref": ref + "MergePlanResponse"}
+    assert schema("/adapters", "201") == {"$ref": ref + "AdapterCreated"}
+    assert [s["$ref"] for s in schema("/adapters", "200")["anyOf"]] == [
+        ref + "AdapterCreated",  # the same weights again
+        ref + "AdapterAddPlan",  # ?dry_run=true
+    ]

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from api.deps import ContainerDep, ReadAccess, RegistryDep, SettingsDep, WriteAuth
 from api.schemas import (
@@ -78,8 +79,16 @@ def get_version(name: Name, version: Version, registry: RegistryDep) -> AdapterD
 @router.post(
     "",
     status_code=201,
+    response_model=AdapterCreated,
     openapi_extra=UPLOAD_BODY,
-    responses={**UPLOAD_ERRORS, 200: {"model": AdapterCreated, "description": "Already there"}},
+    responses={
+        **UPLOAD_ERRORS,
+        200: {
+            "model": AdapterCreated | AdapterAddPlan,
+            "description": "Already there (`created: false`), or with `?dry_run=true` what an "
+            "upload would do",
+        },
+    },
 )
 async def upload_adapter(
     request: Request,
@@ -90,11 +99,10 @@ async def upload_adapter(
     dry_run: Annotated[
         bool, Query(description="Only check the upload (200, what would happen); write nothing.")
     ] = False,
-) -> AdapterCreated | AdapterAddPlan:
+) -> AdapterCreated | JSONResponse:
     """Register a PEFT LoRA adapter (idempotent: the same weights return the same version)."""
     up = await read_upload(request, settings.upload_max_bytes)
     if dry_run:
-        response.status_code = 200
         plan = await run_in_threadpool(
             registry.plan_add_bytes,
             up.config_bytes,
@@ -102,7 +110,8 @@ async def upload_adapter(
             up.meta,
             base_model=up.base_model,
         )
-        return AdapterAddPlan(**plan.to_dict())
+        # a plain response: the route's model (AdapterCreated) describes its 201 alone
+        return JSONResponse(AdapterAddPlan(**plan.to_dict()).model_dump(mode="json"))
     added = await run_in_threadpool(
         registry.add_bytes, up.config_bytes, up.weights_bytes, up.meta, base_model=up.base_model
     )

@@ -168,6 +168,25 @@ def test_search_open_merge_watch_job_and_see_lineage(server, page):
     page.fill("#merge-name", "capital-french")
     page.fill("#merge-description", "Capitals and French colour names, merged in the browser.")
     page.fill("#merge-token", token)
+    page.fill('fieldset[data-method="svd"] [data-param="rank"]', "99")  # more than 8 + 8
+    page.click("#merge-check")  # the dry run refuses it, under the form, and queues nothing
+    page.locator("#merge-error:not([hidden])").wait_for()
+    assert page.locator("#merge-error").inner_text().startswith("target_rank_too_large: ")
+    assert page.locator("#merge-plan").is_hidden()
+    # Chromium logs the refused request itself; that one is expected, anything else is not
+    assert problems == [
+        "Failed to load resource: the server responded with a status of 400 (Bad Request)"
+    ]
+    problems.clear()
+    page.fill('fieldset[data-method="svd"] [data-param="rank"]', "8")
+    page.click("#merge-check")
+    page.locator("#merge-plan:not([hidden])").wait_for()
+    plan = page.locator("#merge-plan-lines").inner_text()
+    assert "Would merge capital_of@1, french_color@1 by svd into a new adapter capital-french." in (
+        plan
+    )
+    assert "60 modules merged, output rank 8." in plan and page.locator("#merge-error").is_hidden()
+    assert "/merges?dry_run=true" in "".join(requests)
     shot(page, "04-merge-form")
     with page.expect_response(re.compile(r".*/ui/jobs/[0-9a-f-]{36}$")) as job_page:
         page.click("#merge-submit")

@@ -113,9 +113,9 @@
 
   // A form's write: save the token typed into it, send ``payload`` as JSON with the token, and
   // hand the reply to ``done``; a refusal shows the API's "code: message" under the form.
-  async function sendForm({ prefix, method, url, payload, expect, done }) {
+  async function sendForm({ prefix, method, url, payload, expect, done, buttonId }) {
     const error = $(`${prefix}-error`);
-    const button = $(`${prefix}-submit`);
+    const button = $(buttonId || `${prefix}-submit`);
     error.hidden = true;
     const token = $(`${prefix}-token`).value.trim();
     if (token) setToken(token);
@@ -148,6 +148,56 @@
     });
   }
 
+  // What the dry run answered, one line per fact (textContent only: names are user input).
+  function planLines(plan) {
+    const ranks = Object.values(plan.module_ranks);
+    const low = Math.min(...ranks);
+    const rank = low === plan.rank ? `${plan.rank}` : `${low}–${plan.rank} by module`;
+    const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
+    const what = plan.new_adapter ? "a new adapter" : "a new version of";
+    const lines = [
+      `Would merge ${plan.inputs.join(", ")} by ${plan.method} into ${what} ${plan.name}.`,
+      `${ranks.length} modules merged, output rank ${rank}.`,
+      `${plan.output_parameters.toLocaleString("en")} parameters (${mb(plan.output_bytes)} in ` +
+        `fp32); the inputs hold ${plan.input_parameters.toLocaleString("en")}.`,
+    ];
+    if (plan.modules_skipped.length)
+      lines.push(`${plan.modules_skipped.length} modules left out by the module policy.`);
+    const partial = Object.keys(plan.modules_partial).length;
+    if (partial) lines.push(`${partial} modules merged from only some inputs.`);
+    if (plan.artifact_parameters !== null) {
+      const share = Math.round((100 * plan.artifact_parameters) / plan.input_parameters);
+      lines.push(`Revert artifact: ${plan.artifact_parameters.toLocaleString("en")} parameters ` +
+        `(${share}% of the inputs').`);
+    }
+    if (plan.dense) lines.push("Dense path: a d_out × d_in matrix per input and module.");
+    return lines;
+  }
+
+  function checkMerge(form) {
+    const box = $("merge-plan");
+    box.hidden = true;
+    if (!form.reportValidity()) return;
+    sendForm({
+      prefix: "merge",
+      buttonId: "merge-check",
+      method: "POST",
+      url: "/merges?dry_run=true",
+      payload: mergeBody(form),
+      expect: 200,
+      done: (plan) => {
+        const list = $("merge-plan-lines");
+        list.replaceChildren(...planLines(plan).map((text) => {
+          const item = document.createElement("li");
+          item.textContent = text;
+          return item;
+        }));
+        box.hidden = false;
+        $("merge-check").disabled = false;
+      },
+    });
+  }
+
   function initMergeForm() {
     const form = $("merge-form");
     if (!form) return;
@@ -155,6 +205,7 @@
     method.addEventListener("change", () => showMethod(form, method.value));
     showMethod(form, method.value);
     form.addEventListener("submit", (ev) => submitMerge(form, ev));
+    $("merge-check").addEventListener("click", () => checkMerge(form));
   }
 
   // -- card editor (adapter page) ------------------------------------------------------------

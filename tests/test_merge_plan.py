@@ -60,6 +60,8 @@ def test_the_plan_is_what_the_merge_produces(spec):
         assert layout.output_parameters == sum(m.num_parameters for _, m in result.adapter)
         assert layout.modules_skipped == result.report["modules_skipped"]
         assert layout.params == result.report["params"] and layout.dense == spec.dense
+        held = sum(ad.modules[n].num_parameters for ad in ads for n in got if n in ad.modules)
+        assert layout.input_parameters == held
         if spec.artifact_kind:
             assert layout.artifact_parameters == result.report["artifact_parameters"] > 0
             assert layout.input_parameters == result.report["member_parameters"]

@@ -23,10 +23,11 @@ import torch
 from hub.core.errors import BadInputError, HubError
 from hub.core.lora import LoraAdapter, LoraModule
 from hub.runtime.threads import torch_threads
-from merging.batch import MergeContext, ModuleBatch, group_modules, iter_batches
+from merging.batch import MergeContext, ModuleBatch, iter_batches
 from merging.memory import PeakMemory
+from merging.planning import check_request
 from merging.registry import BatchOutput, MergeParams, MethodSpec, get_method
-from merging.validation import AdapterShapes, align_modules, check_adapters, check_weights
+from merging.validation import AdapterShapes, check_adapters
 
 Progress = Callable[[int, int], None]  # (modules done, modules total)
 
@@ -91,11 +92,7 @@ def merge(
     p = spec.parse_params(params)
     labels = list(names) if names is not None else [f"#{i}" for i in range(len(adapters))]
     check_adapters(adapters, labels)
-    check_weights(
-        weights, len(adapters), allow_negative=spec.allow_negative_weights, method=spec.name
-    )
-    modules = align_modules(adapters, labels, p.modules)
-    check_rank_rules(spec, p, adapters, modules)
+    modules = check_request(spec, p, adapters, weights, labels)
     ctx = MergeContext(device=resolve_device(device), dtype=dtype, seed=seed)
     t0 = time.perf_counter()
     with torch.inference_mode(), PeakMemory(ctx.device) as mem:
@@ -130,31 +127,6 @@ def merge(
         # side by side, as large as the members themselves)
         report["adapter_parameters"] = int(sum(m.num_parameters for m in out.modules.values()))
     return MergeResult(adapter=merged, report=report, artifact=artifact)
-
-
-def check_rank_rules(
-    spec: MethodSpec, p: MergeParams, adapters: Sequence[AdapterShapes], modules: list[str]
-) -> None:
-    """Rank rules that depend on the inputs, checked before any compute."""
-    for (d_out, d_in, _, ranks), group in group_modules(adapters, modules).items():
-        if spec.equal_ranks and len(set(ranks)) > 1:
-            raise BadInputError(
-                f"method {spec.name!r} needs equal ranks; module {group[0]} has ranks "
-                f"{list(ranks)} (use cat, svd or lego)",
-                code="rank_mismatch",
-                module=group[0],
-            )
-        k = getattr(p, "rank", None)
-        limit = {"total": sum(ranks), "dims": min(d_out, d_in)}.get(spec.rank_limit or "")
-        if k is not None and limit is not None and k > limit:
-            raise BadInputError(
-                f"target rank {k} exceeds what module {group[0]} can hold ({limit}: "
-                f"{'sum of input ranks' if spec.rank_limit == 'total' else 'min(d_out, d_in)'})",
-                code="target_rank_too_large",
-                module=group[0],
-            )
-        if spec.precheck is not None:
-            spec.precheck(p, ranks)
 
 
 @dataclass

@@ -16,9 +16,8 @@ from typing import Any
 
 from hub.core.errors import BadInputError
 from merging.batch import group_modules
-from merging.engine import check_rank_rules
-from merging.registry import get_method
-from merging.validation import AdapterShapes, align_modules, check_weights
+from merging.registry import MergeParams, MethodSpec, get_method
+from merging.validation import AdapterShapes, align_modules, check_count, check_weights
 
 
 @dataclass(frozen=True)
@@ -48,15 +47,9 @@ def plan(
     spec = get_method(method)
     p = spec.parse_params(params)
     names = list(labels) if labels is not None else [f"#{i}" for i in range(len(shapes))]
-    if len(shapes) < 2:
-        raise BadInputError(
-            f"a merge needs at least 2 adapters, got {len(shapes)}",
-            code="merge_too_few_adapters",
-        )
+    check_count(len(shapes))
     w = [float(x) for x in weights] if weights is not None else [1.0] * len(shapes)
-    check_weights(w, len(shapes), allow_negative=spec.allow_negative_weights, method=spec.name)
-    modules = align_modules(shapes, names, p.modules)
-    check_rank_rules(spec, p, shapes, modules)
+    modules = check_request(spec, p, shapes, w, names)
     module_ranks: dict[str, int] = {}
     out_params = in_params = 0
     artifact = 0 if spec.artifact_size is not None else None
@@ -85,3 +78,46 @@ def plan(
         artifact_parameters=artifact,
         dense=spec.dense,
     )
+
+
+def check_request(
+    spec: MethodSpec,
+    p: MergeParams,
+    shapes: Sequence[AdapterShapes],
+    weights: Sequence[float],
+    labels: Sequence[str],
+) -> list[str]:
+    """The rules a request must pass on shapes alone (weights, module policy and shapes, rank
+    limits, the method's own precheck), in the order ``merge``, ``merge_staged`` and ``plan``
+    all check them. Returns the modules to merge."""
+    check_weights(
+        weights, len(shapes), allow_negative=spec.allow_negative_weights, method=spec.name
+    )
+    modules = align_modules(shapes, labels, p.modules)
+    check_rank_rules(spec, p, shapes, modules)
+    return modules
+
+
+def check_rank_rules(
+    spec: MethodSpec, p: MergeParams, adapters: Sequence[AdapterShapes], modules: list[str]
+) -> None:
+    """Rank rules that depend on the inputs, checked before any compute."""
+    for (d_out, d_in, _, ranks), group in group_modules(adapters, modules).items():
+        if spec.equal_ranks and len(set(ranks)) > 1:
+            raise BadInputError(
+                f"method {spec.name!r} needs equal ranks; module {group[0]} has ranks "
+                f"{list(ranks)} (use cat, svd or lego)",
+                code="rank_mismatch",
+                module=group[0],
+            )
+        k = getattr(p, "rank", None)
+        limit = {"total": sum(ranks), "dims": min(d_out, d_in)}.get(spec.rank_limit or "")
+        if k is not None and limit is not None and k > limit:
+            raise BadInputError(
+                f"target rank {k} exceeds what module {group[0]} can hold ({limit}: "
+                f"{'sum of input ranks' if spec.rank_limit == 'total' else 'min(d_out, d_in)'})",
+                code="target_rank_too_large",
+                module=group[0],
+            )
+        if spec.precheck is not None:
+            spec.precheck(p, ranks)

@@ -31,14 +31,14 @@ from merging.batch import MergeContext, ModuleBatch, build_batch, group_modules
 from merging.engine import (
     Progress,
     build_report,
-    check_rank_rules,
     finite_flag,
     resolve_device,
     run_method,
 )
 from merging.memory import PeakMemory
+from merging.planning import check_request
 from merging.registry import get_method
-from merging.validation import Shapes, align_modules, check_adapters, check_weights
+from merging.validation import Shapes, align_modules, check_adapters
 
 
 @dataclass(frozen=True)
@@ -144,10 +144,7 @@ def merge_staged(
     stays on the device. Same checks and codes as ``merge``, before any tensor work."""
     spec = get_method(method)
     p = spec.parse_params(params)
-    n = len(staged.labels)
-    check_weights(weights, n, allow_negative=spec.allow_negative_weights, method=spec.name)
-    selected = set(align_modules(staged.shapes, staged.labels, p.modules))
-    check_rank_rules(spec, p, staged.shapes, sorted(selected))
+    selected = set(check_request(spec, p, staged.shapes, weights, staged.labels))
     ctx = MergeContext(device=staged.device, dtype=staged.dtype, seed=seed)
     step = 1 if spec.dense else max_batch
     modules: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}

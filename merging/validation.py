@@ -72,13 +72,16 @@ MERGE_CODES: dict[str, str] = {
 }
 
 
+def check_count(n: int) -> None:
+    if n < 2:
+        raise BadInputError(
+            f"a merge needs at least 2 adapters, got {n}", code="merge_too_few_adapters"
+        )
+
+
 def check_adapters(adapters: Sequence[LoraAdapter], labels: Sequence[str]) -> None:
     """Count, mergeability and base-model agreement."""
-    if len(adapters) < 2:
-        raise BadInputError(
-            f"a merge needs at least 2 adapters, got {len(adapters)}",
-            code="merge_too_few_adapters",
-        )
+    check_count(len(adapters))
     for label, ad in zip(labels, adapters, strict=True):
         if not ad.mergeable:
             raise NotMergeableError(

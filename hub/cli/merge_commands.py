@@ -164,7 +164,7 @@ def _print_plan(plan: MergePlan, as_json: bool) -> None:
     rank = str(ranks[0]) if len(ranks) == 1 else f"{ranks[0]}-{ranks[-1]} by module"
     what = "a new adapter" if plan.new_adapter else "a new version of"
     lines = [
-        f"would merge {', '.join(f'{d.name}@{d.version}' for d in plan.inputs)} by {lay.method} "
+        f"would merge {', '.join(plan.labels)} by {lay.method} "
         f"on {plan.device} into {what} {plan.name}; nothing computed or written",
         f"  base model: {plan.base_model or '(none recorded)'}",
         f"  modules: {len(lay.module_ranks)} merged, output rank {rank}",

@@ -19,7 +19,7 @@ import numpy as np
 
 from hub.core.errors import BadInputError, IncompatibleBaseModelError, NotMergeableError
 from hub.core.lora import LoraAdapter
-from hub.core.models import AdapterDetail, AdapterMeta
+from hub.core.models import AdapterDetail, AdapterMeta, BaseModelInfo
 from hub.core.names import AdapterRef
 from hub.services.mixture_store import not_a_lora
 from hub.services.provenance import software_versions
@@ -50,13 +50,22 @@ SERVICE_CODES: dict[str, str] = {
 class MergePlan:
     """What ``merge`` would do: its inputs, the result's name and shape, nothing computed."""
 
-    name: str
+    meta: AdapterMeta  # the result's name and card, checked
     new_adapter: bool  # no adapter of this name yet (else the result is its next version)
     inputs: list[AdapterDetail]
     base_model: str | None
+    base_info: BaseModelInfo | None  # the registered base the inputs were checked against
     layout: MergeLayout
     seed: int
     device: str | None  # where it would run (None: the worker that runs the job decides)
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    def labels(self) -> list[str]:
+        return pinned_labels(self.inputs)
 
     def to_dict(self) -> dict[str, Any]:
         layout = self.layout.to_dict()
@@ -64,7 +73,7 @@ class MergePlan:
             "dry_run": True,
             "name": self.name,
             "new_adapter": self.new_adapter,
-            "inputs": [f"{d.name}@{d.version}" for d in self.inputs],
+            "inputs": self.labels,
             "base_model": self.base_model,
             "seed": self.seed,
             "device": self.device,
@@ -106,10 +115,10 @@ class MergeService:
 
         if not 0 <= seed <= MAX_SEED:  # the recipe's seed must replay through every interface
             raise BadInputError(f"seed must be 0..{MAX_SEED}, got {seed}", code="seed_out_of_range")
-        AdapterMeta(name=name, description=description, tags=list(tags))  # name and card rules
+        meta = AdapterMeta(name=name, description=description, tags=list(tags))  # name, card
         merging.get_method(method).parse_params(params)  # a typo is named before any lookup
         inputs = [self.registry.show(ref) for ref in refs]
-        labels = [f"{d.name}@{d.version}" for d in inputs]
+        labels = pinned_labels(inputs)
         for d, label in zip(inputs, labels, strict=True):
             if d.source == "mixture":
                 raise not_a_lora(d, "a merge")
@@ -134,7 +143,8 @@ class MergeService:
             labels,
         )
         where = None if device is None else str(resolve_device(device))
-        return MergePlan(name, not self.registry.exists(name), inputs, base, layout, seed, where)
+        new = not self.registry.exists(name)
+        return MergePlan(meta, new, inputs, base, base_info, layout, seed, where)
 
     def merge(
         self,
@@ -165,9 +175,8 @@ class MergeService:
             device=device,
             seed=seed,
         )
-        meta = AdapterMeta(name=name, description=description, tags=list(tags))
         inputs, base, weights = plan.inputs, plan.base_model, plan.layout.weights
-        labels = [f"{d.name}@{d.version}" for d in inputs]
+        labels = plan.labels
         adapters = [self.registry.load_detail(d).adapter for d in inputs]  # digest-verified
         result = merging.merge(
             adapters,
@@ -180,10 +189,9 @@ class MergeService:
             names=labels,
         )
         parsed = _validated(result.adapter, base)
-        base_info = self.registry.catalog.get_base_model(base) if base else None
-        if base_info is not None:
+        if plan.base_info is not None:
             with _labelled("the merged adapter"):
-                self.registry.check_compatible(parsed, base_info)
+                self.registry.check_compatible(parsed, plan.base_info)
         artifact_digest = None  # written only once nothing left can refuse the result
         if result.artifact is not None:
             blob = _artifact_bytes(
@@ -208,7 +216,7 @@ class MergeService:
         ]
         added = self.registry.add_parsed(
             parsed,
-            meta,
+            plan.meta,
             source="merge",
             base_model=base,
             parents=parents,
@@ -256,6 +264,11 @@ class MergeService:
             recipe=recipe,
             metadata={"member": label},
         )
+
+
+def pinned_labels(inputs: Sequence[AdapterDetail]) -> list[str]:
+    """NAME@VERSION of each input: what errors, the artifact and a queued job name them by."""
+    return [f"{d.name}@{d.version}" for d in inputs]
 
 
 @contextmanager

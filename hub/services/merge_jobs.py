@@ -79,9 +79,8 @@ def _service_args(spec: MergeJobSpec) -> tuple[list[AdapterRef], dict[str, Any]]
 
 def validate_merge(container: Container, raw: dict[str, Any]) -> dict[str, Any]:
     spec = parse_job_spec(MergeJobSpec, raw, "merge")
-    inputs = plan_merge(container, spec).inputs
-    pinned = [f"{item.name}@{item.version}" for item in inputs]
-    return with_pins({**spec.model_dump(mode="json"), "adapters": pinned}, inputs)
+    plan = plan_merge(container, spec)
+    return with_pins({**spec.model_dump(mode="json"), "adapters": plan.labels}, plan.inputs)
 
 
 def run_merge(container: Container, raw: dict[str, Any], ctx: JobContext) -> JobOutcome:

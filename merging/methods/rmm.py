@@ -190,13 +190,13 @@ def revert_member(
 ) -> LoraAdapter:
     """Reconstruct member ``member`` (index or label): scale folded, ``alpha = rank``."""
     idx = _member_index(metadata, member)
+    centre = bool(metadata.get("params", {}).get("centre", True))  # the artifact's, once
     modules = {}
     for name, info in metadata["modules"].items():
         if idx not in info["members"]:  # absent from this module under modules='union'
             continue
         col = info["members"].index(idx)
         r_i = int(info["ranks"][col])
-        centre = bool(metadata.get("params", {}).get("centre", True))
         b = reconstruct(*_parts(tensors, name, "B", centre), col)
         a = reconstruct(*_parts(tensors, name, "A", centre), col)
         modules[name] = LoraModule(

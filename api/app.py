@@ -31,6 +31,7 @@ from api.routers import (
 from api.routers import sync as sync_router
 from api.strict_json import RejectDuplicateJsonKeys
 from hub.config import load_settings, misspelt_settings
+from hub.core.errors import HubError
 from hub.services.container import Container
 from hub.services.jobs import JobService
 from hub.services.tokens import TokenService
@@ -44,6 +45,8 @@ def warm_then_freeze(container: Container) -> None:
     collector's reach: a full collection over them paused the server for up to a second."""
     try:
         container.search.warm()
+    except HubError as exc:  # a known state (stale index, ...): queries answer it by name
+        log.warning("search warm-up: [%s] %s", exc.code, exc.message)
     except Exception:  # noqa: BLE001 - the first search reports (and retries) the problem
         log.exception("search warm-up failed")
     gc.collect()

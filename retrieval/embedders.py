@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -137,9 +136,9 @@ class MiniLMEmbedder:
         with self._load_lock:
             if self._model is not None or self._onnx is not None:
                 return
-            # Offline by construction: a local dir, and the hub client told not to reach out.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            # Offline by construction: a local dir and local_files_only. Not HF_HUB_OFFLINE in
+            # the environment: huggingface_hub reads it once, at import, so a server that
+            # warmed search up first refused every later Hub sync job with hf_offline.
             from retrieval.tokenization import FIELDS, FastTokenizer
 
             self.tokenizer = FastTokenizer(self.path, self.max_tokens)

@@ -323,7 +323,7 @@ class VectorIndex:
             path,
             f"built with embedder {meta.get('embedder_id')!r}, now {embedder_id!r}",
         )
-        check(dim is None or meta.get("dim") == dim, path, f"dim {meta.get('dim')} != {dim}")
+        check(dim is None or meta.get("dim") == dim, path, f"dim {meta.get('dim')!r} != {dim!r}")
         data, ids_bytes = read(path), read(ids_path(path))
         check(sha(data) == meta.get("index_sha256"), path, "index file is corrupted")
         check(sha(ids_bytes) == meta.get("ids_sha256"), path, "ids file is corrupted")

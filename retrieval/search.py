@@ -10,7 +10,15 @@ exactly on that side from its stored vector, so an adapter's score is a function
 alone, whatever k is (a floor stand-in made it depend on k); only an adapter with no
 vector on a side (no weight embedding: the encoder cannot read it) takes that list's lowest
 returned score there. ``why`` names the signals that put the hit in their own top-k ("text",
-"weights" or "text+weights"); ``text_score`` / ``weight_score`` are the exact cosines.
+"weights" or "text+weights", the last also for a hit in neither top k: there by the sum);
+``text_score`` / ``weight_score`` are the exact cosines.
+
+The top k by fused score is exact, not "the best of each side's top k": the lists are read m
+deep (m from k, times 4 each round) until the k-th fused score reaches the most an adapter
+missing from both lists could score, ``w_text * (m-th text score) + w_weights * (m-th weight
+score)`` (Fagin's threshold algorithm). Reading only k deep dropped adapters that are
+second-best on both sides, and a smaller k was not a prefix of a larger one. The depth stops
+at ``HYBRID_MAX_DEPTH`` (then the answer is as approximate as an ANN index already is).
 
 Filters: the catalog evaluates metadata filters and passes ``allowed`` ids; we over-fetch
 (``k * overfetch``, growing until enough allowed hits or the whole index) and filter.
@@ -18,6 +26,7 @@ Filters: the catalog evaluates metadata filters and passes ``allowed`` ids; we o
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -30,6 +39,7 @@ MAX_QUERY_CHARS = 2000  # a query is a task description, not a document; MiniLM 
 MAX_K = 1000
 EXACT_FILTER_MAX = 2000  # allowed sets up to this size (or 5 % of the index) are scored exactly
 MODES = ("text", "weights", "hybrid")
+HYBRID_MAX_DEPTH = 4096  # per side; on an exact index below this size hybrid is exact
 
 
 @dataclass(frozen=True)
@@ -58,17 +68,39 @@ class SearchEngine:
         check_request(query, k, mode)
         mode = self._effective_mode(mode)
         q = np.asarray(self.embed_query(query), np.float32).reshape(1, -1)
-        lists = {}
-        if mode in ("text", "hybrid"):
-            lists["text"] = self._top(self.text_index, "text", q, k, allowed)
-        if mode in ("weights", "hybrid"):
-            lists["weights"] = self._top(self.weight_index, "weights", q, k, allowed)
         if mode == "hybrid":
-            return self._fuse(q, lists["text"], lists["weights"], k)
+            return self._hybrid(q, k, allowed)
+        index = self.text_index if mode == "text" else self.weight_index
         return [
             Hit(i, s, s if mode == "text" else None, s if mode == "weights" else None, mode)
-            for i, s in lists[mode]
+            for i, s in self._top(index, mode, q, k, allowed)
         ]
+
+    def _hybrid(self, q: np.ndarray, k: int, allowed: Collection[int] | None) -> list[Hit]:
+        """The exact top k by fused score (threshold algorithm, see the module docstring)."""
+        text_index = self._require(self.text_index, "text")
+        weight_index = self._require(self.weight_index, "weights")
+        total = max(text_index.count, weight_index.count)
+        depth = k
+        while True:
+            text = _filtered(text_index, q, depth, allowed, self.overfetch)
+            weights = _filtered(weight_index, q, depth, allowed, self.overfetch)
+            hits = self._fuse(q, text, weights, k)
+            if (
+                (len(text) < depth and len(weights) < depth)  # both read to the end
+                or depth >= min(total, HYBRID_MAX_DEPTH)
+                or (len(hits) == k and hits[-1].score >= self._unseen_bound(text, weights))
+            ):
+                return hits
+            depth = min(depth * 4, total, HYBRID_MAX_DEPTH)
+
+    def _unseen_bound(self, text: list[tuple[int, float]], weights) -> float:
+        """The most an adapter in neither list can score: on each side at most the list's last
+        score, which is also the stand-in for an adapter with no vector there (0.0 for an
+        empty list, as in ``_fuse``)."""
+        last_text = text[-1][1] if text else 0.0
+        last_weight = weights[-1][1] if weights else 0.0
+        return self.w_text * last_text + self.w_weights * last_weight
 
     def _effective_mode(self, mode: str) -> str:
         """Hybrid with one index missing or empty (no encoder trained yet) is that one mode."""
@@ -121,7 +153,10 @@ class SearchEngine:
 
     def _fuse(self, q: np.ndarray, text, weights, k: int) -> list[Hit]:
         t, w = dict(text), dict(weights)
-        why = {i: "+".join(n for n, top in (("text", t), ("weights", w)) if i in top)
+        # why: the signals whose own top-k held the adapter; one that neither top k held (it
+        # is second-best on both sides) is here by their sum: "text+weights".
+        tops = (("text", {i for i, _ in text[:k]}), ("weights", {i for i, _ in weights[:k]}))
+        why = {i: "+".join(n for n, top in tops if i in top) or "text+weights"
                for i in set(t) | set(w)}  # fmt: skip
         t_floor = min(t.values(), default=0.0)
         w_floor = min(w.values(), default=0.0)
@@ -198,6 +233,14 @@ def check_request(query: str, k: int, mode: str) -> None:
 def check_query(query: str) -> None:
     if not isinstance(query, str) or not query.strip():
         raise BadInputError("empty search query", code="query_empty")
+    if not any(_visible(c) for c in query):
+        # "\u200b", "\x00" or undecodable bytes: the model would embed them as noise and
+        # answer with arbitrary adapters
+        raise BadInputError(
+            "search query has no visible characters (only control, format or replacement "
+            "characters)",
+            code="query_empty",
+        )
     if len(query) > MAX_QUERY_CHARS:
         raise BadInputError(
             f"search query has {len(query)} characters; the limit is {MAX_QUERY_CHARS} "
@@ -205,6 +248,12 @@ def check_query(query: str) -> None:
             code="query_too_long",
             limit=MAX_QUERY_CHARS,
         )
+
+
+def _visible(c: str) -> bool:
+    """A letter, digit, punctuation mark or symbol; U+FFFD stands for bytes that were not
+    text."""
+    return unicodedata.category(c)[0] in "LNPS" and c != "\ufffd"
 
 
 def check_k(k: int) -> None:

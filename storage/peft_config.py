@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -236,10 +236,11 @@ def peft_config_for(
     *,
     base_model_name_or_path: str | None,
     template: dict[str, Any] | None = None,
+    base_modules: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """A LoraConfig-shaped dict that makes PEFT rebuild ``adapter`` exactly: the most common
     rank/alpha as defaults, full module names in ``rank_pattern``/``alpha_pattern`` for the
-    rest."""
+    rest, and targets that adapt the stored modules and no others (``target_fields``)."""
     rslora = {m.use_rslora for m in adapter.modules.values()}
     if len(rslora) != 1:
         _invalid("adapter mixes rsLoRA and plain LoRA modules; PEFT cannot express that")
@@ -254,10 +255,47 @@ def peft_config_for(
             "lora_alpha": alpha,
             "rank_pattern": {n: m.rank for n, m in modules.items() if m.rank != r},
             "alpha_pattern": {n: m.alpha for n, m in modules.items() if m.alpha != alpha},
-            "target_modules": adapter.target_modules,
             "use_rslora": rslora.pop(),
             "base_model_name_or_path": base_model_name_or_path,
             "revision": adapter.base.revision,
+            **target_fields(list(modules), base_modules),
         }
     )
     return config
+
+
+_LAYER = re.compile(r"(^|\.)layers\.(\d+)\.")
+
+
+def target_fields(names: list[str], base_modules: Collection[str] | None) -> dict[str, Any]:
+    """``target_modules`` (and ``layers_to_transform``) under which PEFT adapts exactly the
+    modules ``names``: leaf names (``q_proj``) alone only when they cover every such module of
+    the base. A merge or revert of an adapter restricted to some layers holds only those; leaf
+    names alone made PEFT add the other layers' modules too (zero updates, a "missing adapter
+    keys" warning, and three times the modules in the layer-10-of-30 case).
+
+    - the base's module names known and every one with these leaf names stored: leaf names;
+    - else, stored modules forming every (layer, leaf) pair of a set of layers: leaf names plus
+      ``layers_to_transform`` (exact whatever the base; for a base of unknown depth it may list
+      every layer);
+    - else the full module names (PEFT matches a list entry as the name or a dotted suffix)."""
+    leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
+    if base_modules is not None:
+        wanted = {m for m in base_modules if m.rsplit(".", 1)[-1] in leaves}
+        if wanted == set(names):
+            return {"target_modules": leaves, "layers_to_transform": None, "layers_pattern": None}
+    by_layer: dict[int, set[str]] = {}
+    for name in names:
+        match = _LAYER.search(name)
+        if match is None:
+            return {"target_modules": sorted(names)}
+        by_layer.setdefault(int(match.group(2)), set()).add(_LAYER.sub(r"\1layers.#.", name, 1))
+    shapes = {frozenset(keys) for keys in by_layer.values()}
+    one_per_leaf = len(next(iter(shapes), ())) == len(leaves)
+    if len(shapes) == 1 and one_per_leaf:
+        return {
+            "target_modules": leaves,
+            "layers_to_transform": sorted(by_layer),
+            "layers_pattern": "layers",
+        }
+    return {"target_modules": sorted(names)}

@@ -232,7 +232,19 @@ def _write_synced(path: Path, data: bytes) -> None:
 
 
 def _refuse_existing(path: Path) -> None:
-    if path.is_symlink() or path.is_file() or (path.is_dir() and any(path.iterdir())):
+    refuse_export_destination(path)
+
+
+def refuse_export_destination(path: Path) -> None:
+    """An export writes a new directory (or fills an empty one); anything else is refused
+    by what it is."""
+    if path.is_symlink():
+        raise ConflictError(
+            f"{path} is a symbolic link; export into a real directory", path=str(path)
+        )
+    if path.exists() and not path.is_dir():
+        raise ConflictError(f"{path} is a file, not a directory to export into", path=str(path))
+    if path.is_dir() and any(path.iterdir()):
         raise ConflictError(f"{path} already exists and is not empty", path=str(path))
 
 

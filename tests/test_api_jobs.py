@@ -71,6 +71,12 @@ def test_merge_job_end_to_end_has_lineage(client, token):
         ({"method": "svd", "params": {"rank": 99}}, 400, "target_rank_too_large"),
         ({"method": "rmm", "params": {"basis": 5}}, 400, "basis_too_large"),
         ({"method": "rmm", "params": {"basis": True}}, 400, "invalid_params"),
+        # a JSON value of the wrong type is named, not coerced (true was weight 1.0, "7" seed 7)
+        ({"weights": [True, 1.0]}, 422, "invalid_request"),
+        ({"weights": ["0.5", 1.0]}, 422, "invalid_request"),
+        ({"seed": "7"}, 422, "invalid_request"),
+        ({"seed": True}, 422, "invalid_request"),
+        ({"seed": 7.5}, 422, "invalid_request"),
     ],
 )
 def test_merge_requests_are_validated_up_front(client, token, change, status, code):
@@ -255,6 +261,8 @@ def test_revert_a_member_of_an_rmm_merge_over_rest(client, token):
         ("/adapters/ab/revert", {"member": "a"}, 400, "not_reversible"),
         ("/adapters/nope/revert", {"member": "a"}, 404, "not_found"),
         (route, {"member": "a", "name": "a b"}, 422, "invalid_request"),
+        (route, {"member": "a", "version": True}, 422, "invalid_request"),
+        (route, {"member": "a", "version": "1"}, 422, "invalid_request"),
     ]:
         assert_error(client.post(path, headers=auth(token), json=body), status, code)
     assert client.get("/adapters").json()["total"] == before  # nothing registered

@@ -31,7 +31,7 @@ def test_search_contract_and_errors(tmp_path):
         assert missing.status_code == 400 and "encoder" in missing.json()["error"]["message"]
 
 
-def test_search_bad_input_empty_catalog_and_broken_index(tmp_path):
+def test_search_bad_input_empty_catalog_and_broken_index(tmp_path, caplog):
     container = make_container(tmp_path / "home", text_embedder="hash")
     with api_client(container) as client:
         empty = client.get("/search", params={"q": "anything"})
@@ -42,11 +42,16 @@ def test_search_bad_input_empty_catalog_and_broken_index(tmp_path):
         cases = [
             ({"q": ""}, 400, "query_empty"),
             ({"q": "   "}, 400, "query_empty"),
+            ({"q": "\u200b"}, 400, "query_empty"),
+            ({"q": "\x00"}, 400, "query_empty"),
             ({"q": "x" * 10_000}, 422, None),
             ({"q": "x", "k": 10**6}, 422, None),
             ({"q": "x", "tag": "nope"}, 400, "unknown_tag"),
             ({"q": "x", "base_model": "nope"}, 400, "unknown_base_model"),
         ]
+        bytes_not_text = client.get("/search?q=%ff%fe")  # decodes to U+FFFD twice
+        assert bytes_not_text.status_code == 400, bytes_not_text.text
+        assert bytes_not_text.json()["error"]["code"] == "query_empty"
         for params, status, code in cases:
             r = client.get("/search", params=params)
             assert r.status_code == status, (params, r.text)
@@ -57,6 +62,7 @@ def test_search_bad_input_empty_catalog_and_broken_index(tmp_path):
     index = tmp_path / "home" / "index" / "text.faiss"
     index.write_bytes(index.read_bytes()[:-5] + b"junk!")
     restarted = make_container(tmp_path / "home", text_embedder="hash")  # loads from disk
+    _warm_logs_one_line(restarted, caplog)
     with api_client(restarted) as client:
         broken = client.get("/search", params={"q": "capital"})
         assert broken.status_code == 409 and "loradex reindex" in broken.json()["error"]["message"]
@@ -79,3 +85,20 @@ def test_a_broken_encoder_is_409_and_text_search_still_answers(tmp_path):
         assert hybrid.status_code == 200 and hybrid.json()["data"][0]["why"] == "text"
         bad = client.get("/adapters/bad..name/similar")  # the path's declared name pattern
         assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
+
+
+def _warm_logs_one_line(container, caplog) -> None:
+    """`loradex serve` warming up over a stale index: one warning naming the code, not a
+    traceback (the condition is known, and every query answers it by name)."""
+    import gc
+
+    from api.app import warm_then_freeze
+
+    with caplog.at_level("WARNING", logger="api.app"):
+        try:
+            warm_then_freeze(container)
+        finally:
+            gc.unfreeze()
+    records = [r for r in caplog.records if r.name == "api.app"]
+    assert len(records) == 1 and records[0].exc_info is None
+    assert "[index_stale]" in records[0].getMessage()

@@ -104,8 +104,11 @@ def test_train_registers_a_trained_adapter_with_its_recipe(home):
     [
         (["--rank", "99999999999999999999"], "rank_out_of_range", "rank must be 1..1024"),
         (["--rank", "1025"], "rank_out_of_range", "rank must be 1..1024"),
-        (["--seed", "99999999999999999999"], "bad_seed", "seed must be 0..4294967295"),
-        (["--seed", "-1"], "bad_seed", "seed must be 0..4294967295"),
+        (["--rank", "0"], "rank_out_of_range", "rank must be 1..1024, got 0"),
+        (["--rank", "-3"], "rank_out_of_range", "rank must be 1..1024, got -3"),
+        (["--seed", "99999999999999999999"], "seed_out_of_range", "seed must be 0..2147483647"),
+        (["--seed", str(2**31)], "seed_out_of_range", "seed must be 0..2147483647"),
+        (["--seed", "-1"], "seed_out_of_range", "seed must be 0..2147483647"),
         (["--lr", "nan"], "bad_lr", "not a finite number"),
         (["--lr", "inf"], "bad_lr", "not a finite number"),
         (["--lr", "0"], "bad_lr", "lr must be a finite number > 0"),

@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file
 
 from tests.cli_helpers import cli
 from tests.factories import TINY_CONFIG, tiny_llama
@@ -92,3 +93,75 @@ def test_merged_adapter_exports_and_loads_in_peft(tmp_path, method, extra):
         torch.testing.assert_close(
             merged_sd[f"{name}.weight"].double(), expected, atol=1e-5, rtol=1e-5
         )
+
+
+def _lora_modules(model) -> set[str]:
+    return {n.removesuffix(".lora_A") for n, _ in model.named_modules() if n.endswith("lora_A")}
+
+
+def _saved(tmp_path, base, name: str, seed: int, **lora) -> object:
+    m = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, **lora))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for pname, p in m.named_parameters():
+            if "lora_" in pname:
+                p.normal_(0, 0.2)
+    m.save_pretrained(tmp_path / name)
+    config = tmp_path / name / "adapter_config.json"
+    config.write_text(
+        json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": "tiny-llama"})
+    )
+    return tmp_path / name
+
+
+def test_a_result_holding_some_layers_targets_exactly_those(tmp_path, recwarn):
+    """A merge (intersection) or revert of an adapter restricted to layer 0 holds layer 0 only:
+    its config must say so, or PEFT adds zero layer-1 modules and warns of missing keys."""
+    base = tiny_llama()
+    home = tmp_path / "home"
+    qv = ["q_proj", "v_proj"]
+    low = _saved(tmp_path, base, "low", 1, target_modules=qv, layers_to_transform=[0])
+    full = _saved(tmp_path, base, "full", 2, target_modules=qv)
+    irregular = r".*\.0\.self_attn\.q_proj|.*\.1\.self_attn\.v_proj"  # no layer x leaf grid
+    odd = _saved(tmp_path, base, "odd", 3, target_modules=irregular)
+    for name, path in (("low", low), ("full", full), ("odd", odd)):
+        assert cli(home, "add", path, "--name", name).code == 0, name
+    cases = {
+        "cat": ["merge", "low", "full", "--method", "cat", "--modules", "intersection"],
+        "rmm": ["merge", "low", "full", "--method", "rmm", "--modules", "union"],
+        "odd": ["merge", "odd", "odd", "--method", "cat"],
+    }
+    for name, args in cases.items():
+        assert cli(home, *args, "--name", name).code == 0, name
+    assert cli(home, "revert", "rmm", "--member", "low", "--name", "low-back").code == 0
+    expect = {
+        "cat": {"target_modules": qv, "layers_to_transform": [0]},
+        "low-back": {"target_modules": qv, "layers_to_transform": [0]},
+        "rmm": {"target_modules": qv, "layers_to_transform": [0, 1]},  # base depth unknown
+        "odd": {
+            "target_modules": ["model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.v_proj"]
+        },
+    }
+    for name, fields in expect.items():
+        out = tmp_path / f"out-{name}"
+        assert cli(home, "export", name, out).code == 0
+        config = json.loads((out / "adapter_config.json").read_text())
+        assert {k: config.get(k) for k in fields} == fields, name
+        recwarn.clear()
+        loaded = PeftModel.from_pretrained(copy.deepcopy(base), out)
+        keys = load_file(out / "adapter_model.safetensors")
+        stored = {k.removeprefix("base_model.model.").rsplit(".lora_", 1)[0] for k in keys}
+        assert {m.removeprefix("base_model.model.") for m in _lora_modules(loaded)} == stored
+        assert not [w for w in recwarn if "missing adapter keys" in str(w.message)], name
+    # with the base registered, a result covering every layer keeps plain leaf names
+    (tmp_path / "config.json").write_text(json.dumps(TINY_CONFIG))
+    assert cli(home, "base", "add", "tiny-llama", "--config", tmp_path / "config.json").code == 0
+    assert (
+        cli(
+            home, "merge", "low", "full", "--method", "rmm", "--modules", "union", "--name", "rmm2"
+        ).code
+        == 0
+    )
+    assert cli(home, "export", "rmm2", tmp_path / "out-rmm2").code == 0
+    config = json.loads((tmp_path / "out-rmm2" / "adapter_config.json").read_text())
+    assert (config["target_modules"], config["layers_to_transform"]) == (qv, None)

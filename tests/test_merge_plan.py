@@ -132,6 +132,15 @@ def test_cli_dry_run_predicts_the_merge_and_writes_nothing(home):
     wide = cli(home, "merge", "a", "q-only", "--method", "cat", "--modules", "union",
                "--name", "aq", "--dry-run")  # fmt: skip
     assert "merged from only some inputs: 2 modules" in wide.stdout, wide.stdout
+    predicted = cli(home, "merge", "a", "q-only", "--method", "cat", "--modules", "union",
+                    "--name", "aq", "--dry-run", "--json").json()  # fmt: skip
+    done = cli(home, "merge", "a", "q-only", "--method", "cat", "--modules", "union",
+               "--name", "aq", "--json").json()  # fmt: skip
+    recorded = cli(home, "show", "aq", "--json").json()["lineage"]["recipe"]["report"]
+    assert predicted["modules_partial"] == done["report"]["modules_partial"]
+    assert recorded["modules_partial"] == predicted["modules_partial"]
+    assert len(predicted["modules_partial"]) == 2  # the v_proj modules q-only lacks
+    assert all(who == ["q-only@1"] for who in predicted["modules_partial"].values())
     dense = cli(home, "merge", "a", "b", "--method", "ties_svd", "--density", "0.5",
                 "--name", "t", "--dry-run")  # fmt: skip
     assert "dense: a d_out x d_in matrix per input and module" in dense.stdout

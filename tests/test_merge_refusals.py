@@ -62,6 +62,7 @@ BAD = [
     (["a", "b"], "lego", ["--rank", "9"], "exceeds"),
     (["a", "b"], "svd", ["--rank", "9"], "exceeds"),
     (["a", "b"], "rmm", ["--basis", "3"], "basis"),
+    (["a", "b"], "rmm", ["--basis", "0", "--param", "centre=false"], "would be all zeros"),
     (["a", "b"], "svd", ["--weights", "1,nan"], "not finite"),
     (["a", "b"], "lego", ["--weights", "1,-0.5"], "negative"),
     (["a", "b"], "lego", ["--param", "centroid=middle"], "'mean', 'energy' or 'rank1'"),
@@ -87,6 +88,9 @@ BAD = [
     (["a", "b"], "dare_ties", ["--seed", "-1"], "seed must be 0..2147483647, got -1"),
     (["a", "b"], "dare_ties", ["--seed", str(2**31)], "seed must be 0..2147483647"),
     (["a", "b"], "ties", ["--density", "nan"], "finite number"),
+    # the card limits `edit` and REST apply (a CLI merge stored a 20,000-character card)
+    (["a", "b"], "cat", ["--description", "x" * 10_001], "[invalid_description]"),
+    (["a", "b"], "cat", [a for i in range(65) for a in ("--tag", f"t{i}")], "at most 64 tags"),
     (["a", "b"], "ties", ["--density", "inf"], "finite number"),
     (["a", "b"], "dare_linear", ["--density", "-inf"], "finite number"),
 ]
@@ -100,6 +104,49 @@ def test_cli_refusals_name_the_problem_and_register_nothing(home):
         assert fragment in run.stderr and "Traceback" not in run.stderr, run.stderr
         assert len(run.stderr.strip().splitlines()) == 1
     assert snapshot(home) == before
+
+
+def test_card_names_and_export_destinations_are_refused_by_what_they_are(home, tmp_path):
+    """`add` keeps the card limits `edit` applies; `.` is named as a dot-only name; an export
+    onto a file says it is a file."""
+    before = snapshot(home)
+    src = write_adapter_dir(tmp_path / "c", seed=40)
+    for extra, fragment in [
+        (["--description", "x" * 10_001], "[invalid_description]"),
+        (["--description", "nul\x00byte"], "[invalid_description]"),
+        (["--license", "l" * 129], "[invalid_license]"),
+        ([a for i in range(65) for a in ("--tag", f"t{i}")], "[invalid_tags]: at most 64 tags"),
+    ]:
+        run = cli(home, "add", src, "--name", "c", *extra)
+        assert run.code == 2 and fragment in run.stderr, (extra, run.stderr)
+    for name in (".", ".."):
+        run = cli(home, "merge", "a", "b", "--method", "cat", "--name", name)
+        assert run.code == 2 and "is only dots" in run.stderr, run.stderr
+    assert "contains '..'" in cli(home, "merge", "a", "b", "--name", "x..y").stderr
+    assert snapshot(home) == before
+    target = tmp_path / "a-file"
+    target.write_text("")
+    run = cli(home, "export", "a", str(target))
+    assert run.code == 1 and "is a file, not a directory to export into" in run.stderr
+    assert target.read_text() == ""
+
+
+def test_an_rmm_merge_onto_weights_already_held_writes_no_orphan_artifact(home, tmp_path):
+    """The name already holds the merged weights (uploaded): registering writes nothing, so
+    the artifact is not written either, and the user is told the result cannot revert."""
+    assert cli(home, "merge", "a", "b", "--method", "rmm", "--name", "r1").code == 0
+    again = cli(home, "merge", "a", "b", "--method", "rmm", "--name", "r1")  # the same merge
+    assert again.code == 0 and "artifact" not in again.stderr, again.stderr
+    assert cli(home, "revert", "r1", "--member", "a", "--name", "a-back").code == 0
+    assert cli(home, "export", "r1", str(tmp_path / "r1")).code == 0
+    assert cli(home, "add", str(tmp_path / "r1"), "--name", "r2").code == 0
+    before = snapshot(home)
+    run = cli(home, "merge", "a", "b", "--method", "rmm", "--name", "r2", "--json")
+    assert run.code == 0 and run.json()["created"] is False
+    assert "r2@1 already holds these weights without this merge's RMM artifact" in run.stderr
+    assert snapshot(home) == before  # no version, no blob
+    refused = cli(home, "revert", "r2", "--member", "a")
+    assert refused.code == 2 and "[not_reversible]" in refused.stderr
 
 
 def test_merge_params_refuse_non_finite_floats():

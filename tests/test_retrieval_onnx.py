@@ -89,6 +89,17 @@ def test_a_damaged_export_is_made_again(graph_dir, tmp_path, torch_vectors, capl
     assert left == sorted(["minilm-kept.onnx", graph.name])
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_loading_the_text_model_leaves_the_hub_client_online(monkeypatch, graph_dir, backend):
+    """`loradex serve` loads MiniLM before any Hub sync job runs; huggingface_hub reads
+    HF_HUB_OFFLINE once, at import, so setting it here made every later job fail hf_offline."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    e = MiniLMEmbedder(backend=backend, cache_dir=graph_dir)
+    assert e.embed(["x"]).shape == (1, 384) and e.backend_used == backend
+    assert "HF_HUB_OFFLINE" not in os.environ and "TRANSFORMERS_OFFLINE" not in os.environ
+
+
 def test_bad_backend_settings_are_refused_by_name():
     with pytest.raises(BadInputError, match="unknown text embedder backend 'tensorrt'"):
         MiniLMEmbedder(backend="tensorrt")

@@ -86,7 +86,10 @@ def test_similar_excludes_self(engine):
         engine.similar(99)
 
 
-@pytest.mark.parametrize("query", ["", "   ", "x" * 10_000, "y" * (MAX_QUERY_CHARS + 1)])
+@pytest.mark.parametrize(
+    "query",
+    ["", "   ", "x" * 10_000, "y" * (MAX_QUERY_CHARS + 1), "\u200b", "\x00\n", "\ufffd\ufffd"],
+)
 def test_bad_queries(engine, query):
     with pytest.raises(BadInputError) as err:
         engine.search(query)
@@ -95,6 +98,8 @@ def test_bad_queries(engine, query):
 
 def test_query_at_limit_is_fine(engine):
     assert engine.search("z" * MAX_QUERY_CHARS, k=1, mode="text")
+    for visible in ("?", "日本", "\u200b x", "😀"):
+        assert engine.search(visible, k=1, mode="text")
 
 
 @pytest.mark.parametrize("k", [0, -1, 1001, 10**9, 2.5, True])
@@ -127,3 +132,48 @@ def test_hybrid_falls_back_to_text_without_weight_index():
 def test_k_larger_than_index(engine):
     assert len(engine.search("add", k=1000, mode="text")) == 4
     assert np.isfinite([h.score for h in engine.search("add", k=1000)]).all()
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("backend", ["flat", "hnsw"])
+def test_hybrid_returns_the_exact_top_k_of_the_fused_score(backend):
+    """Not the best of each side's top k: an adapter second-best on both sides must be found,
+    and a smaller k is a prefix of a larger one. Brute force over every adapter is the truth."""
+    rng = np.random.default_rng(0)
+    n, dim = 400, 32
+    text_vecs = _unit_rows(rng.normal(size=(n, dim)))
+    # weight vectors loosely follow the card vectors, as a trained encoder's do
+    weight_vecs = _unit_rows(text_vecs + 1.5 * rng.normal(size=(n, dim)))
+    ids = list(range(1000, 1000 + n))
+    text = VectorIndex(dim, "t", backend=backend)
+    weights = VectorIndex(dim, "w", backend=backend)
+    text.add(ids, text_vecs)
+    weights.add(ids, weight_vecs)
+    queries = _unit_rows(rng.normal(size=(30, dim)))
+    allowed = set(ids[::3])
+    deeper_than_k = 0
+    for qi, q in enumerate(queries):
+        eng = SearchEngine(lambda _q, q=q: q, text, weights)
+        fused = 0.5 * text_vecs @ q + 0.5 * weight_vecs @ q
+        truth = [ids[j] for j in np.argsort(-fused, kind="stable")]
+        naive = set(np.argsort(-text_vecs @ q)[:5]) | set(np.argsort(-weight_vecs @ q)[:5])
+        deeper_than_k += any(truth.index(ids[j]) >= 5 for j in naive) or any(
+            ids.index(i) not in naive for i in truth[:5]
+        )
+        longest = [h.id for h in eng.search(f"q{qi}", k=50, mode="hybrid")]
+        for k in (1, 3, 5, 10):
+            got = [h.id for h in eng.search(f"q{qi}", k=k, mode="hybrid")]
+            if backend == "flat":
+                assert got == truth[:k]
+            assert got == longest[:k]
+        in_filter = [i for i in truth if i in allowed]
+        got = [h.id for h in eng.search(f"q{qi}", k=5, mode="hybrid", allowed=allowed)]
+        if backend == "flat":
+            assert got == in_filter[:5]
+        assert set(got) <= allowed
+    # the case the old rule got wrong happens on these data: the fused top 5 is not inside the
+    # union of the two top-5 lists for some queries
+    assert deeper_than_k > 0

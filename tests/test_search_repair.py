@@ -87,6 +87,83 @@ def test_an_undescribed_adapter_added_after_training_is_found_by_its_weights(hom
     assert "mystery" in names(cli(home, "similar", "french", "--k", "3", "--json"))
 
 
+@pytest.mark.parametrize("damage", ["missing", "flipped"])
+def test_a_damaged_blob_costs_its_own_weight_vector_only(home, tmp_path, caplog, damage):
+    """An adapter added after training whose blob then goes missing or bad: text, hybrid and
+    weight search, `similar` and `reindex` keep working for the rest, the damage is logged by
+    name, and the adapter is weight-searchable again once `loradex verify`'s repair is done."""
+    assert cli(home, "encoder", "train").code == 0
+    src = write_adapter_dir(tmp_path / "late", seed=12)
+    digest = cli(home, "add", src, "--name", "late", "--description", "Count the vowels.", "--json")
+    blob = home / "blobs" / "sha256" / digest.json()["digest"][:2] / digest.json()["digest"]
+    good = blob.read_bytes()
+    if damage == "missing":
+        blob.unlink()
+    else:
+        blob.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    for args in (["search", "capital city"], ["search", "vowels", "--mode", "text"], ["reindex"]):
+        run = cli(home, *args, "--json")
+        assert run.code == 0, (args, run.stderr)
+    assert "no weights vector for late" in caplog.text
+    text = cli(home, "search", "count the vowels", "--mode", "text", "--k", "1", "--json")
+    assert names(text) == ["late"]  # still found by its card
+    weights = names(cli(home, "search", "capital", "--mode", "weights", "--k", "10", "--json"))
+    assert set(weights) == {"french", "capitals", "reverse"}
+    assert set(names(cli(home, "similar", "french", "--k", "10", "--json"))) == {
+        "capitals",
+        "reverse",
+    }
+    blob.write_bytes(good)  # repaired
+    assert cli(home, "reindex").code == 0
+    weights = names(cli(home, "search", "capital", "--mode", "weights", "--k", "10", "--json"))
+    assert "late" in weights
+
+
+def test_weight_search_with_no_readable_adapter_says_why_not_reindex(home, tmp_path):
+    """Adapters are registered but none fits the encoder's layout: "register adapters or run
+    reindex" would send the user in a circle."""
+    assert cli(home, "encoder", "train").code == 0  # learned on q_proj/v_proj adapters
+    src = write_adapter_dir(tmp_path / "oproj", seed=13, targets=("o_proj",))
+    assert cli(home, "add", src, "--name", "shout", "--description", "Shout.").code == 0
+    for name in ("french", "capitals", "reverse"):
+        assert cli(home, "rm", name).code == 0
+    assert cli(home, "reindex").code == 0
+    run = cli(home, "search", "shout", "--mode", "weights")
+    assert run.code == 2 and "[no_weight_vectors]" in run.stderr, run.stderr
+    assert "no adapter in the catalog has a weight vector" in run.stderr
+    assert "register adapters" not in run.stderr
+    hybrid = cli(home, "search", "shout", "--k", "1", "--json")  # falls back to text
+    assert names(hybrid) == ["shout"] and hybrid.json()["data"][0]["why"] == "text"
+
+
+def test_reindex_and_encoder_train_fail_by_name_when_the_index_cannot_be_written(home):
+    """Writing the indexes is these commands' whole job: a save that fails is their error
+    (exit 1, coded), not a log line under exit 0."""
+    assert cli(home, "search", "capital").code == 0
+    index = home / "index"
+    saved = {p.name: p.read_bytes() for p in index.iterdir() if p.is_file()}
+    (index / "text.faiss").unlink()
+    (index / "text.faiss").mkdir()  # the save's final rename cannot replace a folder
+    run = cli(home, "reindex", "--json")
+    assert run.code == 1 and "[index_save_failed]" in run.stderr and "reindex" in run.stderr
+    assert run.stdout == ""
+    (index / "text.faiss").rmdir()
+    for p in index.iterdir():
+        if p.is_file():
+            p.unlink()
+    index.rmdir()
+    index.write_bytes(b"not a folder")
+    for args in (["reindex"], ["encoder", "train"]):
+        run = cli(home, *args)
+        assert run.code == 1 and "[bad_index_dir]" in run.stderr, (args, run.stderr)
+        assert "is a file where the search index folder belongs" in run.stderr
+    assert index.read_bytes() == b"not a folder"  # nothing written over it
+    index.unlink()
+    assert cli(home, "reindex").code == 0
+    assert set(saved) <= {p.name for p in index.iterdir()}
+    assert names(cli(home, "search", "capital city", "--k", "1", "--json")) == ["capitals"]
+
+
 def test_another_text_embedder_stales_the_index_and_the_encoder_until_rebuilt(tmp_path):
     from hub.services.search import SearchService
 
@@ -179,3 +256,13 @@ def test_a_running_service_picks_up_an_encoder_trained_by_another_process(home):
         server.search("capital", mode="weights")
     assert gone.value.code == "encoder_missing"
     assert [r.item.name for r in server.search("capital city", k=1, mode="text")] == ["capitals"]
+
+
+def test_similar_with_nothing_to_compare_says_so(home):
+    assert cli(home, "encoder", "train").code == 0
+    for name in ("capitals", "reverse"):
+        assert cli(home, "rm", name).code == 0
+    run = cli(home, "similar", "french")
+    assert run.code == 0 and run.stdout == ""
+    assert "no other adapter has weight features to compare with french" in run.stderr
+    assert cli(home, "similar", "french", "--json").json() == {"data": [], "count": 0}

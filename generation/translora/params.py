@@ -11,6 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hub.core.json_input import JsonInt
+from hub.core.seeds import MAX_SEED
+
 FilterMode = Literal["discriminator", "none"]
 TeacherFilterMode = Literal["confidence", "none"]
 
@@ -69,7 +72,7 @@ class TransferParams(BaseModel):
         default=1e-3, allow_inf_nan=False, gt=0.0, le=1.0, description="Student learning rate."
     )
     warmup: int = Field(default=20, ge=0, le=1_000_000)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: JsonInt = Field(default=0, ge=0, le=MAX_SEED)
 
     @model_validator(mode="after")
     def _header_claims_more_than_it_shows(self) -> TransferParams:

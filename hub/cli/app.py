@@ -9,6 +9,7 @@ This module is the one place that maps the HubError tree to exit codes (CLI.md):
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -67,6 +68,12 @@ def emit_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def warn(warnings: list[str]) -> None:
+    """Each warning of a result on stderr (stdout stays the result, `--json` included)."""
+    for w in warnings:
+        err.print(f"warning: {w}", markup=False, highlight=False)
+
+
 def registered_ref(item: AdapterItem, created: bool) -> str:
     """NAME@VERSION of a command's result, saying when it was already in the catalog: merges,
     reverts and seeded training are deterministic and adding is idempotent, so the same request
@@ -105,7 +112,8 @@ def handles_errors(fn: F) -> F:
 def _fail(message: str, code: int) -> None:
     if STATE.debug:
         raise
-    err.print(message, markup=False, highlight=False)
+    # one line whatever the cause's text holds (torch's shape errors span several)
+    err.print(re.sub(r"\s*\n\s*", " ", message.strip()), markup=False, highlight=False)
     raise typer.Exit(code)
 
 

@@ -18,6 +18,7 @@ from hub.cli.app import (
     err,
     handles_errors,
     out,
+    warn,
 )
 from hub.core.errors import BadInputError
 from hub.core.models import AdapterItem, AdapterMeta
@@ -94,8 +95,7 @@ def add(
         _add_dry_run(container().registry.plan_add_path(path, meta, base_model=base), as_json)
         return
     result = container().registry.add_path(path, meta, base_model=base)
-    for w in result.warnings:
-        err.print(f"warning: {w}", markup=False, highlight=False)
+    warn(result.warnings)
     if as_json:
         emit_json({**result.item.model_dump(mode="json"), "created": result.created})
     else:
@@ -104,8 +104,7 @@ def add(
 
 
 def _add_dry_run(plan: AddPlan, as_json: bool) -> None:
-    for w in plan.warnings:
-        err.print(f"warning: {w}", markup=False, highlight=False)
+    warn(plan.warnings)
     if as_json:
         emit_json(plan.to_dict())
     elif plan.existing is not None:

@@ -85,6 +85,7 @@ def generator_train(
 
 def _check_train_options(k: int | None, tau: float | None, steps: int | None, seed: int) -> None:
     from hub.core.errors import BadInputError
+    from hub.core.seeds import check_seed
 
     if k is not None and not 1 <= k <= 10_000:
         raise BadInputError(f"--k must be 1..10000, got {k}", code="k_out_of_range")
@@ -92,8 +93,7 @@ def _check_train_options(k: int | None, tau: float | None, steps: int | None, se
         raise BadInputError(f"--tau must be in (0, 100], got {tau}", code="tau_out_of_range")
     if steps is not None and not 1 <= steps <= 100_000:
         raise BadInputError(f"--steps must be 1..100000, got {steps}")
-    if not 0 <= seed < 2**31:
-        raise BadInputError(f"--seed must be 0..2^31-1, got {seed}", code="seed_out_of_range")
+    check_seed(seed)
 
 
 @generator_app.command("show")

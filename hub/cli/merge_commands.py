@@ -15,6 +15,7 @@ from hub.cli.app import (
     handles_errors,
     out,
     registered_ref,
+    warn,
 )
 from hub.core.errors import BadInputError
 from hub.core.json_input import JSON_ERRORS
@@ -141,6 +142,7 @@ def merge(
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     item = outcome.added.item
+    warn(outcome.added.warnings)
     if as_json:
         emit_json(
             {
@@ -200,6 +202,7 @@ def revert(
 ) -> None:
     """Rebuild one input of a reversible (RMM) merge as a new adapter."""
     added = container().merges.revert(AdapterRef.parse(merged), member, name=name)
+    warn(added.warnings)
     if as_json:
         emit_json({**added.item.model_dump(mode="json"), "created": added.created})
     else:

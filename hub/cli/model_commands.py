@@ -85,7 +85,7 @@ def eval_cmd(
 def train(
     base: Annotated[str, typer.Option(help="Base model name (see `loradex models ls`).")],
     task: Annotated[str, typer.Option(help="Zoo task name or a task file.")],
-    rank: Annotated[int, typer.Option(min=1, help="LoRA rank.")],
+    rank: Annotated[int, typer.Option(help="LoRA rank (1-1024).")],
     name: Annotated[str | None, typer.Option(help="Adapter name (default TASK.rRANK).")] = None,
     targets: Annotated[str, typer.Option(help="Comma-separated target modules.")] = "q_proj,v_proj",
     steps: Annotated[int, typer.Option(min=1)] = 200,

@@ -67,7 +67,10 @@ def similar(
 ) -> None:
     """Nearest adapters in weight space."""
     service = container().search
-    _emit(service.similar(AdapterRef.parse(ref), k=k), as_json)
+    results = service.similar(AdapterRef.parse(ref), k=k)
+    _emit(results, as_json)
+    if not results and not as_json:
+        err.print(f"no other adapter has weight features to compare with {ref}")
     service.saver.flush()
 
 

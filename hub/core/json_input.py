@@ -8,7 +8,9 @@ value was meant is unknown; every reader of untrusted JSON here refuses them thr
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
+
+from pydantic import BeforeValidator
 
 # What json.loads raises for bad input: JSONDecodeError and the integer-digits limit are
 # ValueErrors, and nesting deeper than the interpreter's recursion limit is a RecursionError (a
@@ -31,3 +33,17 @@ def unique_keys(
         return out
 
     return hook
+
+
+def a_number_not_bool_or_text(value: Any) -> Any:
+    """Before pydantic's lax number parsing: ``true`` is not 1 and ``"7"`` is not 7 in a JSON
+    body (a client that sends them has a bug to hear about), while ``7.0`` stays an integer, as
+    JSON Schema counts it."""
+    if isinstance(value, bool | str | bytes):
+        raise ValueError(f"expected a JSON number, got {type(value).__name__} {value!r}")
+    return value
+
+
+# JSON numbers as REST bodies and job specs take them (pydantic's lax mode otherwise coerces).
+JsonInt = Annotated[int, BeforeValidator(a_number_not_bool_or_text)]
+JsonFloat = Annotated[float, BeforeValidator(a_number_not_bool_or_text)]

@@ -19,6 +19,11 @@ Source = str  # upload | hf://repo@sha | merge | mixture | generated | transferr
 MAX_BASE_MODEL_ID = 256
 # Longest tag, everywhere a tag is taken (catalog, job bodies, filters, Hub cards).
 MAX_TAG = 64
+# Card limits, the same for every way an adapter gets a card (add, merge, train, mix, transfer,
+# generate, edit, REST): a CLI path that skipped them stored what `edit` and REST refuse.
+MAX_CARD_DESCRIPTION = 10_000  # characters
+MAX_LICENSE = 128  # the catalog column's width
+MAX_TAGS = 64
 
 
 def check_base_model_id(model_id: str) -> str:
@@ -51,7 +56,30 @@ class AdapterMeta(BaseModel):
     @field_validator("tags")
     @classmethod
     def _tags(cls, v: list[str]) -> list[str]:
+        if len(v) > MAX_TAGS:
+            raise BadInputError(f"at most {MAX_TAGS} tags, got {len(v)}", code="invalid_tags")
         return clean_tags(v)
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, v: str) -> str:
+        return check_card_text("description", v, MAX_CARD_DESCRIPTION)
+
+    @field_validator("license")
+    @classmethod
+    def _license(cls, v: str | None) -> str | None:
+        return None if v is None else check_card_text("license", v, MAX_LICENSE)
+
+
+def check_card_text(field: str, value: str, limit: int) -> str:
+    """``value`` if it fits a card field: at most ``limit`` characters, no NUL (PostgreSQL
+    text cannot hold one)."""
+    if len(value) > limit or "\x00" in value:
+        raise BadInputError(
+            f"{field} must be at most {limit} characters without NUL, got {len(value)}",
+            code=f"invalid_{field}",
+        )
+    return value
 
 
 def clean_tags(tags: list[str]) -> list[str]:

@@ -20,7 +20,9 @@ def validate_name(name: str) -> str:
         raise InvalidNameError(f"adapter name is {len(name)} characters long; the limit is 128")
     if "/" in name or "\\" in name:
         raise InvalidNameError(f"adapter name {name!r} contains a path separator")
-    if name in {".", ".."} or ".." in name:
+    if set(name) == {"."}:
+        raise InvalidNameError(f"adapter name {name!r} is only dots (a path's . or ..)")
+    if ".." in name:
         raise InvalidNameError(f"adapter name {name!r} contains '..'")
     if not _NAME.fullmatch(name):
         raise InvalidNameError(

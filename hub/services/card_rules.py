@@ -8,11 +8,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from hub.core.errors import BadInputError
-from hub.core.models import AdapterItem, AdapterMeta, clean_tags
+from hub.core.models import (
+    MAX_CARD_DESCRIPTION,
+    MAX_LICENSE,
+    MAX_TAGS,
+    AdapterItem,
+    AdapterMeta,
+    check_card_text,
+    clean_tags,
+)
 
-MAX_CARD_DESCRIPTION = 10_000  # characters (the REST schemas use these limits too)
-MAX_LICENSE = 128  # the catalog column's width
-MAX_TAGS = 64
+__all__ = [  # the limits live with AdapterMeta (hub.core); here for the REST schemas
+    "MAX_CARD_DESCRIPTION",
+    "MAX_LICENSE",
+    "MAX_TAGS",
+    "card_changes",
+    "card_fields",
+    "card_not_applied",
+]
 
 
 def card_fields(
@@ -42,12 +55,7 @@ def card_fields(
 
 
 def _card_text(field: str, value: str, limit: int) -> str:
-    if len(value) > limit or "\x00" in value:  # PostgreSQL text cannot hold NUL
-        raise BadInputError(
-            f"{field} must be at most {limit} characters without NUL, got {len(value)}",
-            code=f"invalid_{field}",
-        )
-    return value.strip()
+    return check_card_text(field, value, limit).strip()
 
 
 def card_changes(

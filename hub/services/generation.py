@@ -28,6 +28,7 @@ from hub.core.errors import BadInputError, ConflictError, HubError, NotFoundErro
 from hub.core.lora import LoraAdapter
 from hub.core.models import AdapterItem, AdapterMeta
 from hub.core.names import AdapterRef
+from hub.core.seeds import check_seed
 from hub.services.generation_lowrank import realize
 from hub.services.provenance import software_versions
 from hub.services.registry import AddResult, RegistryService, as_published
@@ -271,7 +272,13 @@ class GeneratorService:
             progress(0.4, f"realizing a rank-{rank} LoRA")
         experts = self._expert_adapters(generator, base_id)
         adapter = realize(out.weights, experts, rank)
-        parsed = as_published(adapter, peft_config_for(adapter, base_model_name_or_path=base_id))
+        info = self.registry.catalog.get_base_model(base_id)
+        config = peft_config_for(
+            adapter,
+            base_model_name_or_path=base_id,
+            base_modules=info.module_shapes if info is not None else None,
+        )
+        parsed = as_published(adapter, config)
         drew = [
             DrawnExpert(
                 generator.experts[i].name,
@@ -354,8 +361,7 @@ def check_generation_params(*, rank: int, samples: int, seed: int) -> None:
         raise BadInputError(
             f"samples must be 0..{MAX_SAMPLES}, got {samples}", code="samples_out_of_range"
         )
-    if not 0 <= seed < 2**31:
-        raise BadInputError(f"seed must be 0..2^31-1, got {seed}", code="seed_out_of_range")
+    check_seed(seed)
 
 
 def _pointer_problem(pointer: dict[str, Any]) -> str | None:

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
 
 from hub.core.errors import BadInputError, ConflictError
+from hub.core.json_input import JsonInt
 from hub.core.names import validate_name
+from hub.core.seeds import MAX_SEED
 from hub.services.generation import (
     MAX_DESCRIPTION,
     MAX_RANK,
@@ -62,7 +64,7 @@ class GenerationRequest(BaseModel):
     samples: int = Field(
         default=8, ge=0, le=MAX_SAMPLES, description="Latent samples averaged (0: prior mean)."
     )
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: JsonInt = Field(default=0, ge=0, le=MAX_SEED)
     rank: int = Field(default=16, ge=1, le=MAX_RANK, description="Rank of the generated LoRA.")
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
 

@@ -9,6 +9,7 @@ adapter a retry silently returns as zeros).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from hub.core.errors import BadInputError, IncompatibleBaseModelError, NotMergea
 from hub.core.lora import LoraAdapter
 from hub.core.models import AdapterDetail, AdapterMeta, BaseModelInfo
 from hub.core.names import AdapterRef
+from hub.core.seeds import check_seed
 from hub.services.mixture_store import not_a_lora
 from hub.services.provenance import software_versions
 from hub.services.registry import AddResult, RegistryService, as_published
@@ -31,7 +33,6 @@ if TYPE_CHECKING:
     from merging import MergeLayout
 
 ARTIFACT_META_KEY = "loradex.artifact"
-MAX_SEED = 2**31 - 1  # the seeds every interface (CLI, REST's JSON schema) accepts alike
 # Codes the merge service (and `loradex merge` / `revert`) adds to the engine's MERGE_CODES.
 SERVICE_CODES: dict[str, str] = {
     "incompatible_base_model": "an input (or the result) does not fit the registered base model",
@@ -113,8 +114,7 @@ class MergeService:
         from merging.engine import resolve_device
         from merging.validation import Shapes
 
-        if not 0 <= seed <= MAX_SEED:  # the recipe's seed must replay through every interface
-            raise BadInputError(f"seed must be 0..{MAX_SEED}, got {seed}", code="seed_out_of_range")
+        check_seed(seed)  # the recipe's seed must replay through every interface
         meta = AdapterMeta(name=name, description=description, tags=list(tags))  # name, card
         merging.get_method(method).parse_params(params)  # a typo is named before any lookup
         inputs = [self.registry.show(ref) for ref in refs]
@@ -188,23 +188,29 @@ class MergeService:
             progress=progress,
             names=labels,
         )
-        parsed = _validated(result.adapter, base)
+        parsed = self._validated(result.adapter, base)
         if plan.base_info is not None:
             with _labelled("the merged adapter"):
                 self.registry.check_compatible(parsed, plan.base_info)
-        artifact_digest = None  # written only once nothing left can refuse the result
-        if result.artifact is not None:
+        artifact_digest, artifact_warnings = None, []
+        if result.artifact is not None:  # written only once nothing left can refuse the result
             blob = _artifact_bytes(
                 result.artifact.kind, result.artifact.tensors, result.artifact.metadata
             )
-            artifact_digest = self.registry.blobs.put_bytes(blob)
-        recipe = {
+            artifact_warnings = self._artifact_not_kept(plan.meta.name, parsed, blob)
+            if not artifact_warnings:
+                artifact_digest = self.registry.blobs.put_bytes(blob)
+        # the engine reports ranks and skipped modules; which inputs lacked each module a union
+        # merged is the plan's (the same shapes and labels), kept so the dry run's prediction
+        # can be checked on the result
+        report = {**_jsonable(result.report), "modules_partial": plan.layout.modules_partial}
+        recipe: dict[str, Any] = {
             "method": method,
             "params": plan.layout.params,
             "weights": weights,
             "seed": seed,
             "inputs": [{"name": d.name, "version": d.version, "digest": d.digest} for d in inputs],
-            "report": _jsonable(result.report),
+            "report": report,
             "software": software_versions(),
         }
         unrecorded = [label for label, d in zip(labels, inputs, strict=True) if not d.base_model]
@@ -223,8 +229,40 @@ class MergeService:
             recipe=recipe,
             artifact_digest=artifact_digest,
             metadata={"method": method, "members": labels},
+            warn_base=False,
         )
-        return MergeOutcome(added, recipe["report"])
+        added.warnings.extend(artifact_warnings)
+        return MergeOutcome(added, report)
+
+    def _validated(self, adapter: LoraAdapter, base: str | None) -> ParsedAdapter:
+        """Serialize as PEFT files and re-read them with the upload validator: what we publish
+        is exactly what a later `export` + `PeftModel.from_pretrained` will see. The registered
+        base's module names let the config target exactly the modules the result holds."""
+        info = self.registry.catalog.get_base_model(base) if base else None
+        config = peft_config_for(
+            adapter,
+            base_model_name_or_path=base,
+            base_modules=info.module_shapes if info is not None else None,
+        )
+        return as_published(adapter, config)
+
+    def _artifact_not_kept(self, name: str, parsed: ParsedAdapter, blob: bytes) -> list[str]:
+        """When ``name`` already holds the merged weights, registering writes nothing, so the
+        artifact would be an unreferenced blob: say so instead of writing it, unless that
+        version is this same merge (its artifact is then already stored)."""
+        held = self.registry.version_with_digest(
+            name, hashlib.sha256(parsed.weights_bytes).hexdigest()
+        )
+        if held is None:
+            return []
+        existing = self.registry.show(AdapterRef(held.name, held.version))
+        if existing.artifact_digest == hashlib.sha256(blob).hexdigest():
+            return []
+        return [
+            f"{held.name}@{held.version} already holds these weights without this merge's RMM "
+            "artifact, so it stays as it was and cannot revert this merge's members; merge "
+            "under another --name to keep the artifact"
+        ]
 
     def revert(self, merged: AdapterRef, member: str, *, name: str | None = None) -> AddResult:
         """Rebuild ``member`` (NAME or NAME@VERSION of an input) from an RMM merge's artifact."""
@@ -254,7 +292,7 @@ class MergeService:
             "member": label,
             "software": software_versions(),
         }
-        parsed = _validated(adapter, detail.base_model)
+        parsed = self._validated(adapter, detail.base_model)
         return self.registry.add_parsed(
             parsed,
             meta,
@@ -263,6 +301,7 @@ class MergeService:
             parents=parents,
             recipe=recipe,
             metadata={"member": label},
+            warn_base=False,
         )
 
 
@@ -278,12 +317,6 @@ def _labelled(label: str) -> Iterator[None]:
         yield
     except IncompatibleBaseModelError as exc:
         raise IncompatibleBaseModelError(f"{label}: {exc.message}", **exc.details) from None
-
-
-def _validated(adapter: LoraAdapter, base: str | None) -> ParsedAdapter:
-    """Serialize as PEFT files and re-read them with the upload validator: what we publish is
-    exactly what a later `export` + `PeftModel.from_pretrained` will see."""
-    return as_published(adapter, peft_config_for(adapter, base_model_name_or_path=base))
 
 
 def _artifact_bytes(kind: str, tensors: dict[str, np.ndarray], metadata: dict[str, Any]) -> bytes:

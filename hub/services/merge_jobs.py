@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from hub.core.json_input import JsonFloat, JsonInt
 from hub.core.models import MAX_TAG
 from hub.core.names import AdapterRef, validate_name
+from hub.core.seeds import MAX_SEED
 from hub.services.card_rules import MAX_CARD_DESCRIPTION, MAX_TAGS
 from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
 from hub.services.job_specs import JsonObject, parse_job_spec, published, with_pins
 from hub.services.jobs import JobContext
-from hub.services.merge import MAX_SEED
 
 if TYPE_CHECKING:
     from hub.services.container import Container
@@ -46,7 +47,8 @@ class MergeJobSpec(BaseModel):
     )
     method: str = Field(default="svd", max_length=64, description="A method of GET /methods.")
     params: JsonObject = Field(default_factory=dict, description="Method parameters.")
-    weights: list[float] | None = Field(
+    # strict: `true` or "0.5" is a mistake to name (422), not a weight to guess
+    weights: list[JsonFloat] | None = Field(
         default=None, description="One weight per adapter (default 1.0 each)."
     )
     name: str = Field(
@@ -54,7 +56,7 @@ class MergeJobSpec(BaseModel):
     )
     description: str = Field(default="", max_length=MAX_CARD_DESCRIPTION, pattern=NO_NUL)
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
-    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed (DARE's masks).")
+    seed: JsonInt = Field(default=0, ge=0, le=MAX_SEED, description="Seed (DARE's masks).")
     device: str = Field(
         default="auto",
         pattern=r"^(auto|cpu|cuda(:[0-9]{1,2})?)$",

@@ -34,6 +34,7 @@ from hub.core.errors import BadInputError, ConflictError, NotFoundError
 from hub.core.lora import LoraAdapter
 from hub.core.models import AdapterDetail, AdapterItem
 from hub.core.names import AdapterRef
+from storage.peft_format import refuse_export_destination
 from storage.safetensors_io import parse_safetensors, serialize_safetensors
 
 if TYPE_CHECKING:
@@ -180,8 +181,7 @@ def export_mixture(registry: RegistryService, detail: AdapterDetail, out_dir: Pa
     so they get no ``adapter_config.json``: PEFT refuses the directory rather than silently
     routing per token, and loradex's document says how to run it."""
     out_dir = Path(out_dir).absolute()
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ConflictError(f"{out_dir} already exists and is not empty", path=str(out_dir))
+    refuse_export_destination(out_dir)
     mixture = read_mixture(registry, detail)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))

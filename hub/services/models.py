@@ -18,6 +18,7 @@ from hub.core.architectures import DECODER_LAYER_MODULES, target_problem
 from hub.core.errors import BadInputError, IncompatibleBaseModelError
 from hub.core.models import AdapterItem, AdapterMeta, EvaluationRecord
 from hub.core.names import AdapterRef, validate_name
+from hub.core.seeds import check_seed
 from hub.services.registry import AddResult, RegistryService, as_published
 
 
@@ -232,7 +233,6 @@ class ModelService:
 
 
 MAX_TRAIN_RANK = 1024
-MAX_SEED = 2**32 - 1  # numpy's seed range
 
 
 def _module_names(registry: RegistryService, base: str) -> list[str]:
@@ -261,8 +261,7 @@ def check_train_args(
         raise BadInputError(
             f"rank must be 1..{MAX_TRAIN_RANK}, got {rank}", code="rank_out_of_range"
         )
-    if not 0 <= seed <= MAX_SEED:
-        raise BadInputError(f"seed must be 0..{MAX_SEED}, got {seed}", code="bad_seed")
+    check_seed(seed)  # one range for every interface: the recipe replays anywhere
     if not math.isfinite(lr) or lr <= 0:
         what = "not a finite number" if not math.isfinite(lr) else "not > 0"
         raise BadInputError(f"lr must be a finite number > 0, got {lr} ({what})", code="bad_lr")

@@ -177,9 +177,12 @@ class RegistryService:
         recipe: dict[str, Any] | None = None,
         artifact_digest: str | None = None,
         write_blob: bool = True,
+        warn_base: bool = True,
     ) -> tuple[NewVersion, list[str]]:
         """Check the adapter against its base model, store its blob (unless the caller batches
-        blob writes) and describe the catalog row to write."""
+        blob writes) and describe the catalog row to write. ``warn_base=False``: a result made
+        from catalogued inputs (a merge, a revert), whose adds already warned of an unchecked
+        base and whose recipe records it, does not warn again."""
         adapter = parsed.adapter
         base_id = base_model or adapter.base.model_id
         if base_id is not None:
@@ -190,6 +193,8 @@ class RegistryService:
             self.check_compatible(parsed, info)
             revision = revision or info.revision
             fingerprint = fingerprint or info.fingerprint
+        elif not warn_base:
+            pass
         elif base_id is None:
             warnings.append("adapter_config.json names no base model; compatibility unchecked")
         else:

@@ -291,6 +291,15 @@ class SearchService(IndexSync):
             return []  # an empty catalog: nothing to find, not an error
         if mode == "weights" and "weights" not in sides:
             raise self._weight_search_error("weight search needs a trained weight encoder")
+        if mode == "weights" and sides["weights"].count == 0:
+            # adapters are registered, so "register adapters or reindex" would not help
+            raise BadInputError(
+                "no adapter in the catalog has a weight vector: the weight encoder cannot read "
+                "any of them (another architecture or other target modules than it was trained "
+                "on, or a damaged blob: see `loradex verify`); train it on these adapters with "
+                "`loradex encoder train`, or search with --mode text",
+                code="no_weight_vectors",
+            )
         allowed = self._allowed(gen, *filters, cached_only=cached_only)
         weights = sides["weights"].index if "weights" in sides else None
         embed = self._cached_vector if cached_only else self.query_vector
@@ -383,6 +392,8 @@ class SearchService(IndexSync):
         """Train on every adapter with a description (zoo adapters bring three paraphrases)."""
         from retrieval.weight_encoder import train_encoder
 
+        self.check_index_dir()
+        saves_before = len(self.saver.errors)
         if "text" not in self._sides:  # in memory it was loaded for this text model already
             # A text index saved by another text model (or damaged) refuses here, with
             # index_stale, before the saved encoder is replaced and the final sync would.
@@ -401,7 +412,7 @@ class SearchService(IndexSync):
             for kind in ("weights", "features"):  # built for the old encoder
                 (self.index_dir / f"{kind}.faiss").unlink(missing_ok=True)
         report = self.sync()
-        self.saver.flush()
+        self.flush_saves(saves_before)
         return {
             "version": encoder.version,
             "adapters": len(adapters),

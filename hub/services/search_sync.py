@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from hub.core.errors import BadInputError
+from hub.core.errors import BadInputError, StorageError
 from hub.services.registry import RegistryService
 from hub.services.search_freshness import CatalogWatch
 from hub.services.search_indexes import IndexSide
@@ -110,6 +110,8 @@ class IndexSync:
         return counts
 
     def _rebuild(self) -> dict[str, int]:
+        self.check_index_dir()
+        saves_before = len(self.saver.errors)
         with self._rebuild_lock:
             with self._lock:
                 old = self._sides or self._loadable_sides()
@@ -125,8 +127,30 @@ class IndexSync:
             with self._lock:
                 self._sides, self._fingerprint = fresh, fingerprint
                 self._gen = Generation(fingerprint)
-        self.saver.flush()
+        self.flush_saves(saves_before)
         return self._report(counts)
+
+    def check_index_dir(self) -> None:
+        """Before a command whose job is writing the indexes: a file where the index folder
+        belongs is a damaged data dir, said by name rather than as an OS error mid-write."""
+        if self.index_dir.exists() and not self.index_dir.is_dir():
+            raise StorageError(
+                f"{self.index_dir} is a file where the search index folder belongs: move it "
+                "away, then run `loradex reindex`",
+                code="bad_index_dir",
+            )
+
+    def flush_saves(self, errors_before: int) -> None:
+        """Wait for the index saves; a save that failed since ``errors_before`` is an error of
+        the command that asked for it (a query only logs it: it answered from memory)."""
+        self.saver.flush()
+        failed = self.saver.errors[errors_before:]
+        if failed:
+            raise StorageError(
+                f"the search index could not be saved: {failed[0]}; fix the cause (disk "
+                "space, permissions), then run `loradex reindex`",
+                code="index_save_failed",
+            )
 
     def _loadable_sides(self) -> dict[str, IndexSide]:
         """Saved sides that still load (a corrupted or foreign index is simply not reused)."""
@@ -169,7 +193,9 @@ class IndexSync:
 
     def _weight_embedder(self, kind: str) -> Any:
         """Weight or feature vectors; an adapter the encoder cannot read (another architecture
-        than it was trained on) gets a NaN row: searchable by its card only."""
+        than it was trained on) or whose blob is missing or damaged gets a NaN row: searchable
+        by its card only, and tried again at the next full sync (``reindex``). One bad blob must
+        not take text search and every other adapter's weight vector down with it."""
         encode = self.encoder.embed_many if kind == "weights" else self.encoder.feature_vectors
         dim = self.encoder.config.out_dim if kind == "weights" else self.encoder.feature_dim
 
@@ -180,6 +206,9 @@ class IndexSync:
                     rows.append(mean_row(np.asarray(encode(self._members(v.id)), np.float32)))
                 except BadInputError as exc:
                     log.info("%s: no %s vector for version %d: %s", kind, kind, v.id, exc)
+                    rows.append(np.full(dim, np.nan, np.float32))
+                except StorageError as exc:  # the store is damaged: say so, keep the rest
+                    log.warning("no %s vector for %s: %s", kind, v.name, exc)
                     rows.append(np.full(dim, np.nan, np.float32))
             return np.stack(rows) if rows else np.zeros((0, dim), np.float32), None
 

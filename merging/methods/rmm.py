@@ -49,6 +49,14 @@ def _precheck(params: RmmParams, ranks: tuple[int, ...]) -> None:
 def basis_size(params: RmmParams, r: int, n: int) -> int:
     limit = min(r, n)
     p = params.basis if params.basis is not None else min(r, n - 1 if params.centre else n)
+    if p == 0 and not params.centre:
+        # centred, basis 0 keeps the members' mean (every member reverts to it); uncentred it
+        # keeps nothing: an all-zero merge that no member reverts from
+        raise BadInputError(
+            "RMM basis 0 without centring stores nothing: the merge and every reverted member "
+            "would be all zeros; use basis >= 1, or centre=true to keep the members' mean",
+            code="invalid_params",
+        )
     if p > limit:
         raise BadInputError(
             f"RMM basis {p} exceeds min(rank {r}, members {n}) = {limit}; "

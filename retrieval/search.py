@@ -7,16 +7,18 @@ be scored against both.
 Hybrid fusion rule (documented contract): ``score = w_text * text_cos + w_weights * weight_cos``
 over the union of both candidate lists. A candidate that one signal did not return is scored
 exactly on that side from its stored vector, so an adapter's score is a function of the query
-alone, whatever k is (a floor stand-in made it depend on k); only an adapter with no
-vector on a side (no weight embedding: the encoder cannot read it) takes that list's lowest
-returned score there. ``why`` names the signals that put the hit in their own top-k ("text",
+alone, whatever k is; an adapter with no vector on a side (no weight embedding: the encoder
+cannot read it) is scored by its other side alone (a stand-in taken from the lists, their
+lowest returned score, made its score depend on k and on how deep they were read).
+``why`` names the signals that put the hit in their own top-k ("text",
 "weights" or "text+weights", the last also for a hit in neither top k: there by the sum);
 ``text_score`` / ``weight_score`` are the exact cosines.
 
 The top k by fused score is exact, not "the best of each side's top k": the lists are read m
 deep (m from k, times 4 each round) until the k-th fused score reaches the most an adapter
 missing from both lists could score, ``w_text * (m-th text score) + w_weights * (m-th weight
-score)`` (Fagin's threshold algorithm). Reading only k deep dropped adapters that are
+score)``, or either m-th score alone where one index holds more vectors than the other (Fagin's
+threshold algorithm). Reading only k deep dropped adapters that are
 second-best on both sides, and a smaller k was not a prefix of a larger one. The depth stops
 at ``HYBRID_MAX_DEPTH`` (then the answer is as approximate as an ANN index already is).
 
@@ -86,21 +88,32 @@ class SearchEngine:
             text = _filtered(text_index, q, depth, allowed, self.overfetch)
             weights = _filtered(weight_index, q, depth, allowed, self.overfetch)
             hits = self._fuse(q, text, weights, k)
+            bound = self._unseen_bound(text, weights, depth)
             if (
                 (len(text) < depth and len(weights) < depth)  # both read to the end
                 or depth >= min(total, HYBRID_MAX_DEPTH)
-                or (len(hits) == k and hits[-1].score >= self._unseen_bound(text, weights))
+                or (len(hits) == k and hits[-1].score >= bound)
             ):
                 return hits
             depth = min(depth * 4, total, HYBRID_MAX_DEPTH)
 
-    def _unseen_bound(self, text: list[tuple[int, float]], weights) -> float:
-        """The most an adapter in neither list can score: on each side at most the list's last
-        score, which is also the stand-in for an adapter with no vector there (0.0 for an
-        empty list, as in ``_fuse``)."""
-        last_text = text[-1][1] if text else 0.0
-        last_weight = weights[-1][1] if weights else 0.0
-        return self.w_text * last_text + self.w_weights * last_weight
+    def _unseen_bound(self, text: list[tuple[int, float]], weights, depth: int) -> float:
+        """The most an adapter in neither list can score. A list shorter than ``depth`` was read
+        to its end: no unseen adapter has a vector on that side. Otherwise an unseen adapter's
+        score there is at most the list's last one. One with vectors on both sides scores the
+        weighted sum; one with a vector on one side only scores that side (``_fuse``), which is
+        possible only where one index holds more vectors than the other."""
+        assert self.text_index is not None and self.weight_index is not None
+        more_t = len(text) == depth
+        more_w = len(weights) == depth
+        last_t = text[-1][1] if more_t else -np.inf
+        last_w = weights[-1][1] if more_w else -np.inf
+        bounds = [self.w_text * last_t + self.w_weights * last_w]
+        if self.text_index.count > self.weight_index.count:
+            bounds.append(last_t)  # text only: an adapter the encoder cannot read
+        if self.weight_index.count > self.text_index.count:
+            bounds.append(last_w)
+        return float(max(bounds))
 
     def _effective_mode(self, mode: str) -> str:
         """Hybrid with one index missing or empty (no encoder trained yet) is that one mode."""
@@ -158,18 +171,20 @@ class SearchEngine:
         tops = (("text", {i for i, _ in text[:k]}), ("weights", {i for i, _ in weights[:k]}))
         why = {i: "+".join(n for n, top in tops if i in top) or "text+weights"
                for i in set(t) | set(w)}  # fmt: skip
-        t_floor = min(t.values(), default=0.0)
-        w_floor = min(w.values(), default=0.0)
         # A candidate one signal did not return is scored exactly on that side from its stored
-        # vector: its fused score is then a pure function of the query, not of k.
+        # vector, and one with no vector on a side (weights the encoder cannot read) by its
+        # other side alone: every fused score is then a pure function of the query, not of k
+        # (the last returned score of a list, the stand-in before, moved with the depth).
         assert self.text_index is not None and self.weight_index is not None  # hybrid has both
         t.update(self.text_index.scores_of(set(w) - set(t), q))
         w.update(self.weight_index.scores_of(set(t) - set(w), q))
         hits = []
         for i, reason in why.items():
             ts, ws = t.get(i), w.get(i)
-            score = self.w_text * (t_floor if ts is None else ts) + self.w_weights * (
-                w_floor if ws is None else ws
+            one = ts if ts is not None else ws  # every candidate has a vector on some side
+            assert one is not None
+            score = self.w_text * (one if ts is None else ts) + self.w_weights * (
+                one if ws is None else ws
             )
             hits.append(Hit(i, float(score), ts, ws, reason))
         hits.sort(key=lambda h: (-h.score, h.id))

@@ -96,14 +96,16 @@ def _probes(dim: int, n: int, seed: int) -> np.ndarray:
 
 
 def thin_svd(module: LoraModule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``delta = U diag(S) V^T`` with U (d_out, r), S (r,), V (d_in, r); no d x d matrix."""
+    """``delta = U diag(S) V^T`` with U (d_out, m), S (m,), V (d_in, m), m = min(r, d_out,
+    d_in); no d x d matrix. A merge can have a rank above a module's width (a ``cat`` of 20
+    adapters on a 192-wide v_proj): the thin SVD keeps the three factors consistent there."""
     B = module.B.astype(np.float64)  # (d_out, r)
     A = module.A.astype(np.float64)  # (r, d_in)
     qb, rb = np.linalg.qr(B)  # (d_out, r), (r, r)
     qa, ra = np.linalg.qr(A.T)  # (d_in, r), (r, r)
     core = module.scaling * (rb @ ra.T)  # (r, r): delta = qb core qa^T
-    u, s, vt = np.linalg.svd(core)
-    return qb @ u, s, qa @ vt.T  # (d_out, r), (r,), (d_in, r)
+    u, s, vt = np.linalg.svd(core, full_matrices=False)
+    return qb @ u, s, qa @ vt.T  # (d_out, m), (m,), (d_in, m)
 
 
 def _slot_row(module: LoraModule, spec: FeatureSpec) -> tuple[np.ndarray, float]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from hub.core.errors import BadInputError, BlobCorruptedError, StorageError
-from hub.runtime.files import fsync_dir, sha256_file
+from hub.runtime.files import file_lock, fsync_dir, sha256_file
 
 CHUNK = 1 << 20
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -45,6 +45,8 @@ class BlobStore(Protocol):
     def iter_digests(self) -> Iterator[str]: ...
     def size(self, digest: str) -> int: ...
     def age_seconds(self, digest: str) -> float: ...
+    def referencing(self) -> contextlib.AbstractContextManager[None]: ...
+    def collecting(self) -> contextlib.AbstractContextManager[None]: ...
     def verify(self, digest: str) -> bool: ...
     def clean_temp(self, older_than_s: float = 3600.0) -> int: ...
 
@@ -54,6 +56,7 @@ class LocalBlobStore:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        self._refs_lock = self.root.with_name(self.root.name + ".lock")  # beside the store
         self._objects = self.root / "sha256"
         self._tmp = self.root / "tmp"
         self._objects.mkdir(parents=True, exist_ok=True)
@@ -185,6 +188,16 @@ class LocalBlobStore:
                 digest=digest,
             )
         return p
+
+    def referencing(self) -> contextlib.AbstractContextManager[None]:
+        """Held (shared) by a writer from storing a blob until the catalog row naming it is
+        committed: a concurrent ``rm`` of another adapter with the same weights must not find
+        the blob unreferenced in between and delete it under the new row."""
+        return file_lock(self._refs_lock, exclusive=False)
+
+    def collecting(self) -> contextlib.AbstractContextManager[None]:
+        """Held (exclusive) while deciding which blobs nothing references and deleting them."""
+        return file_lock(self._refs_lock, exclusive=True)
 
     # -- maintenance -------------------------------------------------------------------------
     def delete(self, digest: str) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from hub.core.models import MAX_TAG, AdapterDetail
+from hub.core.models import MAX_TAG, MAX_TAGS, AdapterDetail
 
 MAX_CARD_BYTES = 1 << 20
 MAX_DESCRIPTION = 2000
@@ -81,7 +81,9 @@ def _tags(value: Any) -> list[str]:
         # "base_model:adapter:x" and friends are the Hub's derived tags, not the author's.
         if text and len(text) <= MAX_TAG and ":" not in text and text not in PUSH_TAGS:
             keep.append(text)
-    return sorted(set(keep))
+    # a card is best effort, like its description and license: its first MAX_TAGS distinct
+    # tags are kept rather than the whole pull refused
+    return sorted(list(dict.fromkeys(keep))[:MAX_TAGS])
 
 
 def _license(value: Any, name: Any) -> str | None:

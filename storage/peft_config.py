@@ -269,33 +269,34 @@ _LAYER = re.compile(r"(^|\.)layers\.(\d+)\.")
 
 def target_fields(names: list[str], base_modules: Collection[str] | None) -> dict[str, Any]:
     """``target_modules`` (and ``layers_to_transform``) under which PEFT adapts exactly the
-    modules ``names``: leaf names (``q_proj``) alone only when they cover every such module of
-    the base. A merge or revert of an adapter restricted to some layers holds only those; leaf
-    names alone made PEFT add the other layers' modules too (zero updates, a "missing adapter
-    keys" warning, and three times the modules in the layer-10-of-30 case).
+    modules ``names``. A merge or revert of an adapter restricted to some layers holds only
+    those; leaf names alone made PEFT add the other layers' modules too (zero updates, a
+    "missing adapter keys" warning, three times the modules in the layer-10-of-30 case).
 
-    - the base's module names known and every one with these leaf names stored: leaf names;
-    - else, stored modules forming every (layer, leaf) pair of a set of layers: leaf names plus
-      ``layers_to_transform`` (exact whatever the base; for a base of unknown depth it may list
-      every layer);
-    - else the full module names (PEFT matches a list entry as the name or a dotted suffix)."""
+    With the base's module names known, the shortest exact form: leaf names (``q_proj``) when
+    they select exactly these modules of the base, else leaf names plus ``layers_to_transform``
+    when that does, else the full names. Without them only full names are exact: leaf names
+    and layer numbers also select other stacks of a base with several (an encoder-decoder's
+    encoder and cross-attention, a vision tower). PEFT matches a list entry as the module's
+    name or a dotted suffix of it."""
     leaves = sorted({n.rsplit(".", 1)[-1] for n in names})
-    if base_modules is not None:
-        wanted = {m for m in base_modules if m.rsplit(".", 1)[-1] in leaves}
-        if wanted == set(names):
-            return {"target_modules": leaves, "layers_to_transform": None, "layers_pattern": None}
-    by_layer: dict[int, set[str]] = {}
-    for name in names:
-        match = _LAYER.search(name)
-        if match is None:
-            return {"target_modules": sorted(names)}
-        by_layer.setdefault(int(match.group(2)), set()).add(_LAYER.sub(r"\1layers.#.", name, 1))
-    shapes = {frozenset(keys) for keys in by_layer.values()}
-    one_per_leaf = len(next(iter(shapes), ())) == len(leaves)
-    if len(shapes) == 1 and one_per_leaf:
+    full = {"target_modules": sorted(names), "layers_to_transform": None, "layers_pattern": None}
+    if base_modules is None:
+        return full
+    stored = set(names)
+    same_leaf = {m for m in base_modules if m.rsplit(".", 1)[-1] in leaves}
+    if same_leaf == stored:
+        return {"target_modules": leaves, "layers_to_transform": None, "layers_pattern": None}
+    layers = {_layer_of(n) for n in names}
+    if None not in layers and {m for m in same_leaf if _layer_of(m) in layers} == stored:
         return {
             "target_modules": leaves,
-            "layers_to_transform": sorted(by_layer),
+            "layers_to_transform": sorted(i for i in layers if i is not None),
             "layers_pattern": "layers",
         }
-    return {"target_modules": sorted(names)}
+    return full
+
+
+def _layer_of(name: str) -> int | None:
+    match = _LAYER.search(name)
+    return int(match.group(2)) if match else None

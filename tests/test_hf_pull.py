@@ -208,15 +208,23 @@ def test_update_card_keeps_fields_the_hub_card_leaves_empty(fake_hub, hf_contain
     assert (item.description, item.tags, item.license) == ("New words.", ["demo", "qa"], "mit")
 
 
-def test_update_card_that_the_catalog_refuses_writes_nothing(fake_hub, hf_container):
+def test_a_card_with_more_tags_than_a_card_holds_keeps_its_first_64(fake_hub, hf_container):
+    """A Hub card is best effort (its description and license are trimmed too): 70 tags keep
+    the first 64 in the card's order, for a new pull and for --update-card, instead of failing
+    the repo."""
+    tags = "".join(f"\n- t{i:02d}" for i in reversed(range(70)))  # t69 first
+    publish(fake_hub, "alice/many")
+    fake_hub.commit("alice/many", {"README.md": f"---\ntags:{tags}\n---\nMany.\n".encode()})
+    assert pull(hf_container, repos=["alice/many"]).outcomes[0].status == "created"
+    kept = sorted(f"t{i:02d}" for i in range(6, 70))
+    assert hf_container.catalog.get_item("alice--many").tags == kept
     publish(fake_hub, "alice/stable")
     pull(hf_container, repos=["alice/stable"])
-    tags = "".join(f"\n- t{i}" for i in range(65))  # a card may hold more than a card edit
     fake_hub.commit("alice/stable", {"README.md": f"---\ntags:{tags}\n---\nMany.\n".encode()})
     outcome = pull(hf_container, repos=["alice/stable"], update_card=True).outcomes[0]
-    assert outcome.status == "failed" and outcome.error.code == "invalid_tags"
+    assert outcome.status == "updated"
     item = hf_container.catalog.get_item("alice--stable")
-    assert item.description == "Adapter alice/stable answers questions."
+    assert (item.description, item.tags) == ("Many.", kept)
 
 
 def test_pull_by_filters_follows_pages(fake_hub, hf_container):

@@ -287,3 +287,32 @@ def test_merge_jobs_refuse_at_submit_time(tmp_path, change, code):
         validate_merge(c, spec)
     assert exc.value.code == code and isinstance(exc.value, BadInputError)
     assert c.registry.ls()[1] == 3  # the two inputs and "other": nothing new
+
+
+@pytest.mark.parametrize("change", ["deleted", "registered-again"])
+def test_an_input_removed_while_the_merge_computes_registers_nothing(
+    home, tmp_path, monkeypatch, change
+):
+    """The parent edges must name the rows that were merged: an input deleted (or deleted and
+    registered again with other weights) while the merge ran fails it, before any write."""
+    import merging
+
+    real = merging.merge
+
+    def merge_while_b_goes(*args, **kwargs):
+        result = real(*args, **kwargs)
+        assert cli(home, "rm", "b").code == 0
+        if change == "registered-again":
+            other = write_adapter_dir(tmp_path / "other", seed=77)
+            assert cli(home, "add", other, "--name", "b").code == 0
+        return result
+
+    monkeypatch.setattr(merging, "merge", merge_while_b_goes)
+    run = cli(home, "merge", "a", "b", "--method", "rmm", "--name", "ab")
+    code = "input_deleted" if change == "deleted" else "input_changed"
+    assert run.code in (1, 2) and f"[{code}]" in run.stderr, run.stderr
+    assert "while the merge ran; nothing was registered" in run.stderr
+    listing, blobs = snapshot(home)
+    assert "ab" not in {name for name, _ in listing}
+    referenced = {i["digest"] for i in cli(home, "ls", "--all-versions", "--json").json()["data"]}
+    assert set(blobs) == referenced  # no artifact blob written

@@ -56,20 +56,16 @@ def test_hybrid_scores_a_missing_signal_exactly_so_scores_do_not_depend_on_k(eng
     for k in (1, 2, 3, 4):
         hits = engine.search("reverse the letters", k=k, mode="hybrid")
         assert [h.score for h in hits] == [pytest.approx(full[h.id].score) for h in hits]
-    # at k=3 text returns {1, 3, 2} and weights {1, 5, 3}: 2's weight side, which its list did
-    # not return, is its exact cosine all the same
+    # every candidate's sides are its exact cosines, whichever list returned it
     hits = engine.search("reverse the letters", k=3, mode="hybrid")
-    assert {h.id for h in hits} == {1, 2, 5}
     for h in (h for h in hits if h.id != 5):
         text_vec = engine.text_index.vectors([h.id])[0]
         assert h.text_score == pytest.approx(float(text_vec @ q), abs=1e-6)
         weight_vec = engine.weight_index.vectors([h.id])[0]
         assert h.weight_score == pytest.approx(float(weight_vec @ q), abs=1e-6)
-    # id 5 has no text vector: its text side is the text list's lowest returned score
+    # id 5 has no text vector: it is scored by its weights alone, at every k
     five = full[5]
-    floor = min(h.text_score for h in engine.search("reverse the letters", k=5, mode="text"))
-    assert five.text_score is None
-    assert five.score == pytest.approx(0.5 * floor + 0.5 * five.weight_score)
+    assert five.text_score is None and five.score == pytest.approx(five.weight_score)
 
 
 def test_allowed_filter(engine):
@@ -177,3 +173,30 @@ def test_hybrid_returns_the_exact_top_k_of_the_fused_score(backend):
     # the case the old rule got wrong happens on these data: the fused top 5 is not inside the
     # union of the two top-5 lists for some queries
     assert deeper_than_k > 0
+
+
+def test_hybrid_with_adapters_lacking_a_weight_vector_is_exact_and_k_independent():
+    """Some adapters have no weight vector (the encoder cannot read them): each is scored by its
+    text alone, the same at every k, and the top k is still the brute-force one."""
+    rng = np.random.default_rng(1)
+    n, dim = 300, 16
+    text_vecs = _unit_rows(rng.normal(size=(n, dim)))
+    weight_vecs = _unit_rows(text_vecs + rng.normal(size=(n, dim)))
+    ids = np.arange(n)
+    readable = ids[ids % 7 != 0]  # every 7th adapter has no weight vector
+    text = VectorIndex(dim, "t", backend="flat")
+    weights = VectorIndex(dim, "w", backend="flat")
+    text.add(list(ids), text_vecs)
+    weights.add(list(readable), weight_vecs[readable])
+    for qi, q in enumerate(_unit_rows(rng.normal(size=(20, dim)))):
+        eng = SearchEngine(lambda _q, q=q: q, text, weights)
+        t, w = text_vecs @ q, weight_vecs @ q
+        fused = np.where(ids % 7 == 0, t, 0.5 * t + 0.5 * w)
+        truth = list(np.argsort(-fused, kind="stable"))
+        longest = eng.search(f"q{qi}", k=60, mode="hybrid")
+        assert [h.id for h in longest] == truth[:60]
+        for k in (1, 2, 5, 13):
+            hits = eng.search(f"q{qi}", k=k, mode="hybrid")
+            assert [(h.id, round(h.score, 6)) for h in hits] == [
+                (h.id, round(h.score, 6)) for h in longest[:k]
+            ]

@@ -266,3 +266,57 @@ def test_similar_with_nothing_to_compare_says_so(home):
     assert run.code == 0 and run.stdout == ""
     assert "no other adapter has weight features to compare with french" in run.stderr
     assert cli(home, "similar", "french", "--json").json() == {"data": [], "count": 0}
+
+
+def test_an_adapter_ranked_above_a_module_width_is_embedded_and_search_keeps_working(
+    home, tmp_path
+):
+    """A `cat` of many adapters has a rank above a module's width (v_proj here is 32 wide):
+    its thin SVD must keep its factors consistent, or every search mode failed on it."""
+    assert cli(home, "encoder", "train").code == 0
+    wide = write_adapter_dir(tmp_path / "wide", seed=14, r=40)
+    assert cli(home, "add", wide, "--name", "wide", "--description", "Very wide.").code == 0
+    for mode in ("text", "weights", "hybrid"):
+        run = cli(home, "search", "capital city", "--mode", mode, "--k", "10", "--json")
+        assert "wide" in names(run), mode
+    assert "wide" in names(cli(home, "similar", "french", "--k", "10", "--json"))
+    assert cli(home, "reindex").code == 0
+
+
+@pytest.mark.parametrize("second_name", ["zz", "zz2"])
+def test_rm_then_add_under_a_reused_row_id_is_seen_by_a_server_and_by_reindex(
+    home, tmp_path, second_name
+):
+    """SQLite gives the newest row's id to the next insert after a delete: `rm zz`, then `add`
+    of the same weights (the same name, or another) reused the row id, the adapter id and the
+    digest, so neither a running server nor a fresh search nor `reindex` noticed: the old card
+    (or the deleted adapter) kept being returned."""
+    from tests.api_helpers import make_container
+
+    src = write_adapter_dir(tmp_path / "rw", seed=15)
+    run = cli(home, "add", src, "--name", "zz", "--description", "Purple elephant telescope.")
+    assert run.code == 0
+    server = make_container(home, text_embedder="hash").search
+    server._watch.interval_s = 0.0  # every query re-checks (a server: every 0.25 s)
+    assert [r.item.name for r in server.search("purple elephant telescope", k=1, mode="text")] == [
+        "zz"
+    ]
+    server.saver.flush(10)
+    old_id = server.registry.catalog.version_id("zz", 1)
+    assert cli(home, "rm", "zz").code == 0
+    run = cli(home, "add", src, "--name", second_name, "--description", "Golden submarine.")
+    assert run.code == 0
+    assert server.registry.catalog.version_id(second_name, 1) == old_id  # the id was reused
+    for searcher in (
+        lambda q: server.search(q, k=1, mode="text"),
+        lambda q: make_container(home, text_embedder="hash").search.search(q, k=1, mode="text"),
+    ):
+        hits = searcher("golden submarine")
+        assert [(r.item.name, r.item.description) for r in hits] == [
+            (second_name, "Golden submarine.")
+        ]
+        assert all(r.item.name != "zz" or second_name == "zz" for r in searcher("purple elephant"))
+    assert cli(home, "reindex").code == 0
+    assert names(
+        cli(home, "search", "golden submarine", "--k", "1", "--mode", "text", "--json")
+    ) == [second_name]

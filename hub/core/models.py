@@ -56,9 +56,14 @@ class AdapterMeta(BaseModel):
     @field_validator("tags")
     @classmethod
     def _tags(cls, v: list[str]) -> list[str]:
-        if len(v) > MAX_TAGS:
-            raise BadInputError(f"at most {MAX_TAGS} tags, got {len(v)}", code="invalid_tags")
-        return clean_tags(v)
+        cleaned = clean_tags(v)  # repeats count once
+        if len(cleaned) > MAX_TAGS:
+            raise BadInputError(
+                f"at most {MAX_TAGS} tags, got {len(cleaned)} (counting those the command adds "
+                "itself, such as its source or the task family)",
+                code="invalid_tags",
+            )
+        return cleaned
 
     @field_validator("description")
     @classmethod

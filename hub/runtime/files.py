@@ -3,10 +3,17 @@ search indexes) and content hashes."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: one process per home
+    fcntl = None  # type: ignore[assignment]
 
 CHUNK = 1 << 20
 
@@ -56,3 +63,14 @@ def atomic_write(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, exclusive: bool) -> Iterator[None]:
+    """Advisory lock on ``path`` between processes (shared or exclusive; the file is created if
+    needed and never removed). Closing the file releases the lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        if fcntl is not None:
+            fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield

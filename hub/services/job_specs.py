@@ -67,10 +67,14 @@ def parse_job_spec(schema: type[T] | TypeAdapter[T], raw: Any, what: str) -> T:
         ) from None
 
 
-def published(container: Container, item: AdapterItem, message: str) -> JobOutcome:
-    """The outcome of a job that registered ``item``: ``message`` names it (``{ref}``)."""
+def published(
+    container: Container, item: AdapterItem, message: str, warnings: Sequence[str] = ()
+) -> JobOutcome:
+    """The outcome of a job that registered ``item``: ``message`` names it (``{ref}``); the
+    registration's warnings follow it (a job has no stderr to print them on)."""
     version_id = container.catalog.version_id(item.name, item.version)
-    return JobOutcome(version_id, message.format(ref=f"{item.name}@{item.version}"))
+    text = message.format(ref=f"{item.name}@{item.version}")
+    return JobOutcome(version_id, "".join([text, *(f"; warning: {w}" for w in warnings)]))
 
 
 PINNED_DIGESTS = "pinned_digests"  # spec key: {"NAME@VERSION": sha256} of the pinned inputs

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hub.core.errors import BadInputError, IncompatibleBaseModelError, NotMergeableError
+from hub.core.errors import (
+    BadInputError,
+    ConflictError,
+    IncompatibleBaseModelError,
+    NotFoundError,
+    NotMergeableError,
+)
 from hub.core.lora import LoraAdapter
 from hub.core.models import AdapterDetail, AdapterMeta, BaseModelInfo
 from hub.core.names import AdapterRef
@@ -42,8 +48,9 @@ SERVICE_CODES: dict[str, str] = {
     "give the same parameter different values",
     "invalid_name": "the result's name (CLI --name) is not a valid adapter name",
     "seed_out_of_range": "a seed outside 0..2^31-1 (the range every interface accepts)",
-    "input_changed": "a queued merge's input was deleted and its name registered again",
-    "input_deleted": "a queued merge's input was deleted before the job ran",
+    "input_changed": "an input was deleted and its name registered again (other weights) after "
+    "the merge was queued or while it ran",
+    "input_deleted": "an input was deleted after the merge was queued or while it ran",
 }
 
 
@@ -192,6 +199,7 @@ class MergeService:
         if plan.base_info is not None:
             with _labelled("the merged adapter"):
                 self.registry.check_compatible(parsed, plan.base_info)
+        self._check_inputs_unchanged(inputs)  # before any write: lineage must name them
         artifact_digest, artifact_warnings = None, []
         if result.artifact is not None:  # written only once nothing left can refuse the result
             blob = _artifact_bytes(
@@ -245,6 +253,25 @@ class MergeService:
             base_modules=info.module_shapes if info is not None else None,
         )
         return as_published(adapter, config)
+
+    def _check_inputs_unchanged(self, inputs: Sequence[AdapterDetail]) -> None:
+        """An input deleted (or deleted and registered again) while the merge computed: its
+        parent edge would name a row that is gone or holds other weights."""
+        for d in inputs:
+            label = f"{d.name}@{d.version}"
+            try:
+                now = self.registry.catalog.get_item(d.name, d.version).digest
+            except NotFoundError:
+                raise NotFoundError(
+                    f"{label} was deleted while the merge ran; nothing was registered",
+                    code="input_deleted",
+                ) from None
+            if now != d.digest:
+                raise ConflictError(
+                    f"{label} was deleted and registered again with other weights while the "
+                    "merge ran; nothing was registered",
+                    code="input_changed",
+                )
 
     def _artifact_not_kept(self, name: str, parsed: ParsedAdapter, blob: bytes) -> list[str]:
         """When ``name`` already holds the merged weights, registering writes nothing, so the

@@ -95,7 +95,7 @@ def run_merge(container: Container, raw: dict[str, Any], ctx: JobContext) -> Job
 
     refs, request = _service_args(spec)
     outcome = container.merges.merge(refs, **request, progress=on_progress)
-    return published(container, outcome.added.item, "merged into {ref}")
+    return published(container, outcome.added.item, "merged into {ref}", outcome.added.warnings)
 
 
 _FIELDS = frozenset(MergeJobSpec.model_fields)

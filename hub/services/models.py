@@ -194,6 +194,11 @@ class ModelService:
         if name is not None:
             validate_name(name)  # an empty or bad --name fails now, not after training
         task = load_task(task_ref, self.zoo_dir)
+        meta = AdapterMeta(  # the card's limits are checked before any model loads
+            name=name if name is not None else f"{task.name}.r{rank}",
+            description=task.descriptions[0],
+            tags=[task.family, "trained"],
+        )
         loaded = self.load(base, device)
         self._register_base(loaded)
         result = train_lora(
@@ -212,11 +217,6 @@ class ModelService:
         config = dict(result.peft_config)
         config["base_model_name_or_path"] = loaded.spec.hf_id
         parsed = as_published(result.adapter, config)
-        meta = AdapterMeta(
-            name=name if name is not None else f"{task.name}.r{rank}",
-            description=task.descriptions[0],
-            tags=[task.family, "trained"],
-        )
         recipe = {
             **result.recipe,
             "task": task.name,

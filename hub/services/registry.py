@@ -128,8 +128,9 @@ class RegistryService:
     ) -> AddResult:
         """Register ``parsed`` as the next version of ``meta.name``. Weights the adapter already
         holds write nothing; ``warn_card`` then warns when ``meta``'s card differs."""
-        new, warnings = self._new_version(parsed, **kwargs)
-        item, created = self.catalog.register_version(meta, new, parents=list(parents))
+        with self.blobs.referencing():  # the blob is referenced before an rm can collect it
+            new, warnings = self._new_version(parsed, **kwargs)
+            item, created = self.catalog.register_version(meta, new, parents=list(parents))
         if not created and warn_card:
             warnings.extend(card_not_applied(meta, item))
         return AddResult(item, created, warnings)
@@ -156,15 +157,16 @@ class RegistryService:
         single transaction: all or nothing, and one durable commit instead of one per adapter.
         """
         prepared = [self._new_version(parsed, write_blob=False, **kw) for parsed, _, kw in batch]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            jobs = [
-                pool.submit(self.blobs.put_bytes, parsed.weights_bytes, expected=new.digest)
-                for (parsed, _, _), (new, _) in zip(batch, prepared, strict=True)
-            ]
-            for job in jobs:
-                job.result()  # re-raise the first failure; rows are only written if all succeed
-        rows = [(meta, new, ()) for (new, _), (_, meta, _) in zip(prepared, batch, strict=True)]
-        done = self.catalog.register_versions(rows)
+        with self.blobs.referencing():  # from the blobs' writes to the rows' commit
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                jobs = [
+                    pool.submit(self.blobs.put_bytes, parsed.weights_bytes, expected=new.digest)
+                    for (parsed, _, _), (new, _) in zip(batch, prepared, strict=True)
+                ]
+                for job in jobs:
+                    job.result()  # re-raise the first failure: rows only if all succeed
+            rows = [(m, new, ()) for (new, _), (_, m, _) in zip(prepared, batch, strict=True)]
+            done = self.catalog.register_versions(rows)
         return [AddResult(i, c, w) for (i, c), (_, w) in zip(done, prepared, strict=True)]
 
     def _new_version(
@@ -335,10 +337,11 @@ class RegistryService:
 
         check_removable(self, ref.name, ref.version)  # an expert in use would leave it dangling
         unreferenced = self.catalog.delete(ref.name, ref.version)
-        still_used = self.catalog.referenced_digests()
-        for digest in unreferenced:
-            if digest not in still_used:
-                self.blobs.delete(digest)
+        with self.blobs.collecting():  # no add is between storing a blob and its row
+            still_used = self.catalog.referenced_digests()
+            for digest in unreferenced:
+                if digest not in still_used:
+                    self.blobs.delete(digest)
         return unreferenced
 
     def gc(self, grace_seconds: float) -> GcReport:
@@ -351,16 +354,17 @@ class RegistryService:
                 f"grace must be a finite number of seconds >= 0, not {grace_seconds}",
                 code="bad_grace",
             )
-        referenced = self.catalog.referenced_digests()
         removed, young = [], 0
-        for digest in list(self.blobs.iter_digests()):
-            if digest in referenced:
-                continue
-            if self.blobs.age_seconds(digest) < grace_seconds:
-                young += 1
-                continue
-            self.blobs.delete(digest)
-            removed.append(digest)
+        with self.blobs.collecting():
+            referenced = self.catalog.referenced_digests()
+            for digest in list(self.blobs.iter_digests()):
+                if digest in referenced:
+                    continue
+                if self.blobs.age_seconds(digest) < grace_seconds:
+                    young += 1
+                    continue
+                self.blobs.delete(digest)
+                removed.append(digest)
         temp = self.blobs.clean_temp(older_than_s=grace_seconds)
         return GcReport(removed, temp, young)
 

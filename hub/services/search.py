@@ -41,6 +41,7 @@ from hub.services.search_results import (
     SearchResult,
     compact,
     evict_oldest,
+    no_weight_vectors,
 )
 from hub.services.search_sync import IndexSync, mean_row
 
@@ -189,19 +190,9 @@ class SearchService(IndexSync):
         )
 
     def _encoder_files(self) -> tuple[Any, ...] | None:
-        """Identity of the saved encoder's files (None: none saved). Saves are atomic renames,
-        so a new encoder, from this process or the CLI beside a server, changes it."""
-        from retrieval.encoder_files import CONFIG_FILE, WEIGHTS_FILE
+        from retrieval.encoder_files import saved_encoder_stamp
 
-        stamps: list[tuple[int, int, int] | None] = []
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            try:
-                st = (self.index_dir / "encoder" / name).stat()
-            except OSError:
-                stamps.append(None)
-                continue
-            stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
-        return None if stamps == [None, None] else tuple(stamps)
+        return saved_encoder_stamp(self.index_dir / "encoder")
 
     def refresh(self) -> None:
         """``IndexSync.refresh``, and first: an encoder saved (or removed) by another process
@@ -292,14 +283,7 @@ class SearchService(IndexSync):
         if mode == "weights" and "weights" not in sides:
             raise self._weight_search_error("weight search needs a trained weight encoder")
         if mode == "weights" and sides["weights"].count == 0:
-            # adapters are registered, so "register adapters or reindex" would not help
-            raise BadInputError(
-                "no adapter in the catalog has a weight vector: the weight encoder cannot read "
-                "any of them (another architecture or other target modules than it was trained "
-                "on, or a damaged blob: see `loradex verify`); train it on these adapters with "
-                "`loradex encoder train`, or search with --mode text",
-                code="no_weight_vectors",
-            )
+            raise no_weight_vectors()  # adapters are registered: "reindex" would not help
         allowed = self._allowed(gen, *filters, cached_only=cached_only)
         weights = sides["weights"].index if "weights" in sides else None
         embed = self._cached_vector if cached_only else self.query_vector

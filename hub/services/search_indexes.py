@@ -18,21 +18,16 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hub.core.errors import HubError
-from hub.runtime.files import atomic_write
+from hub.runtime.files import atomic_write, file_lock
 from retrieval.index import VectorIndex
 from storage.catalog.search_queries import LatestVersion
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: one process per home, as before
-    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 ENTRIES_FORMAT = 1
@@ -125,9 +120,26 @@ class IndexSide:
         """Make the index hold exactly ``latest``. Returns counts: added, reused, removed."""
         with self._lock:
             want = {v.id: self.key_of(v) for v in latest}
-            stale = [i for i, key in self.keys.items() if want.get(i) != key]
-            new = [v for v in latest if self.keys.get(v.id) != want[v.id]]
+            moved = self._rows_not_embedded(latest)
+            stale = [i for i, key in self.keys.items() if want.get(i) != key or i in moved]
+            new = [v for v in latest if self.keys.get(v.id) != want[v.id] or v.id in moved]
             return self._replace(new, stale, embed, card_hash)
+
+    def _rows_not_embedded(self, latest: Sequence[LatestVersion]) -> set[int]:
+        """Text side: rows whose catalog card hash is not the one this index saved for their
+        id. The catalog records the hash once a save is durable, so a row that lacks it, with
+        the key unchanged, is a new row under a reused id (`rm x`, then `add` of the same
+        weights as x with another card): its vector is the old card's. Hashes still being
+        saved are not counted."""
+        if self.kind != "text":
+            return set()
+        return {
+            v.id
+            for v in latest
+            if v.id in self.hashes
+            and v.id not in self.unsaved_hashes
+            and v.text_hash != self.hashes[v.id]
+        }
 
     def apply_new(
         self, fresh: Sequence[LatestVersion], embed: EmbedFn, card_hash: HashFn | None = None
@@ -209,15 +221,10 @@ def _name(key: str) -> str:
     return key.rsplit("@", 1)[0]
 
 
-@contextlib.contextmanager
-def _files_locked(path: Path, exclusive: bool) -> Iterator[None]:
+def _files_locked(path: Path, exclusive: bool) -> contextlib.AbstractContextManager[None]:
     """Advisory lock on ``<path>.lock`` between processes (a server saving while a CLI
     loads): a reader never pairs a new index file with an old sidecar."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a+b") as f:
-        if fcntl is not None:
-            fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield  # closing the file releases the lock
+    return file_lock(path.with_name(path.name + ".lock"), exclusive)
 
 
 class BackgroundSaver:

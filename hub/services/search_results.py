@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from hub.core.errors import BadInputError
 from hub.core.models import AdapterItem
 
 
@@ -35,6 +36,16 @@ class SearchResult:
             "weight_score": self.weight_score,
             "why": self.why,
         }
+
+
+def no_weight_vectors() -> BadInputError:
+    return BadInputError(
+        "no adapter in the catalog has a weight vector: the weight encoder cannot read any of "
+        "them (another architecture or other target modules than it was trained on, or a "
+        "damaged blob: see `loradex verify`); train it on these adapters with `loradex encoder "
+        "train`, or search with --mode text",
+        code="no_weight_vectors",
+    )
 
 
 class NeedsIO(Exception):

@@ -80,13 +80,14 @@ class IndexSync:
         """The versions added and the adapters whose card was edited since ``before``, when
         nothing was deleted meanwhile (the common case: one new adapter, one edit), else None
         (then the full latest list is compared). A fingerprint is (count, newest row's id,
-        adapter id and digest, card revision)."""
+        adapter id and digest, card revision, newest row's creation time)."""
         if before is None or before[1] is None or now[0] < before[0]:
             return None
         catalog = self.registry.catalog
-        if catalog.version_identity(before[1]) != tuple(before[1:4]):
+        if catalog.version_identity(before[1]) != (*before[1:4], before[5]):
             return None  # the newest row then is gone (or its id was reused)
-        added = catalog.versions_after(before[1]) if tuple(now[:4]) != tuple(before[:4]) else []
+        newest_moved = (*now[:4], now[5]) != (*before[:4], before[5])
+        added = catalog.versions_after(before[1]) if newest_moved else []
         if before[0] + len(added) != now[0]:
             return None
         edited = catalog.cards_edited_since(before[4]) if now[4] != before[4] else []
@@ -207,7 +208,8 @@ class IndexSync:
                 except BadInputError as exc:
                     log.info("%s: no %s vector for version %d: %s", kind, kind, v.id, exc)
                     rows.append(np.full(dim, np.nan, np.float32))
-                except StorageError as exc:  # the store is damaged: say so, keep the rest
+                except (StorageError, ValueError) as exc:  # a damaged store, or numerics on
+                    # weights no encoder test foresaw: say so, and keep every other adapter
                     log.warning("no %s vector for %s: %s", kind, v.name, exc)
                     rows.append(np.full(dim, np.nan, np.float32))
             return np.stack(rows) if rows else np.zeros((0, dim), np.float32), None

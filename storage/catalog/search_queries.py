@@ -62,19 +62,22 @@ _FINGERPRINT = select(
     _of_newest_version(AdapterVersion.adapter_id),
     _of_newest_version(AdapterVersion.digest),
     select(CatalogCounter.value).where(CatalogCounter.name == CARD_REVISION).scalar_subquery(),
+    _of_newest_version(AdapterVersion.created_at),
 )
 
 
 class SearchQueriesMixin(CatalogBase):
     def versions_fingerprint(self) -> tuple[Any, ...]:
         """Changes whenever a version is added or deleted or a card is edited: (count, then
-        id, adapter and digest of the newest row, then the card revision). The newest row's
-        identity catches SQLite reusing the max row id after a delete. One statement: a count
-        and primary-key lookups, no scan of a non-indexed column."""
+        id, adapter and digest of the newest row, then the card revision, then the newest row's
+        creation time). The newest row's identity catches SQLite reusing the max row id after
+        a delete; its creation time, the case where the adapter id and the weights are reused
+        too (`rm x` then `add` of the same weights). One statement: a count and primary-key
+        lookups, no scan of a non-indexed column."""
 
         def run(s: Session) -> tuple[Any, ...]:
-            count, vid, adapter_id, digest, revision = s.execute(_FINGERPRINT).one()
-            return (count or 0, vid, adapter_id, digest, revision or 0)
+            count, vid, adapter_id, digest, revision, created = s.execute(_FINGERPRINT).one()
+            return (count or 0, vid, adapter_id, digest, revision or 0, created)
 
         return self._read(run)
 
@@ -89,10 +92,14 @@ class SearchQueriesMixin(CatalogBase):
         return self._read(lambda s: [LatestVersion(*row) for row in s.execute(q)])
 
     def version_identity(self, version_id: int) -> tuple[Any, ...] | None:
-        """(id, adapter id, digest) of one row, None if it is gone (fingerprint checks)."""
-        q = select(AdapterVersion.id, AdapterVersion.adapter_id, AdapterVersion.digest).where(
-            AdapterVersion.id == version_id
-        )
+        """(id, adapter id, digest, creation time) of one row, None if it is gone
+        (fingerprint checks)."""
+        q = select(
+            AdapterVersion.id,
+            AdapterVersion.adapter_id,
+            AdapterVersion.digest,
+            AdapterVersion.created_at,
+        ).where(AdapterVersion.id == version_id)
         return self._read(lambda s: (lambda r: tuple(r) if r else None)(s.execute(q).first()))
 
     def latest_versions(self) -> list[LatestVersion]:

@@ -161,3 +161,21 @@ def test_an_empty_path_setting_means_its_default_not_the_current_directory(tmp_p
     assert s.resolved_blob_dir == default_home() / "blobs"
     monkeypatch.setenv("LORADEX_BLOB_DIR", str(tmp_path / "b"))
     assert load_settings(tmp_path / "h").resolved_blob_dir == tmp_path / "b"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["mix", "a", "a", "--name", "m"],
+        ["transfer", "a", "--to", "gemma3-270m", "--name", "t"],
+        ["merge", "a", "a", "--name", "x"],
+    ],
+)
+@pytest.mark.parametrize("seed", ["-1", str(2**31)])
+def test_every_command_names_a_seed_out_of_range_alike(home, args, seed):
+    """One range and one code: `mix` said invalid_spec and `transfer` bad_input or usage."""
+    before = _files(home)
+    run = cli(home, *args, "--seed", seed)
+    assert run.code == 2 and "[seed_out_of_range]" in run.stderr, run.stderr
+    assert "seed must be 0..2147483647" in run.stderr
+    assert _files(home) == before

@@ -233,7 +233,13 @@ def test_peft_config_for_uses_common_rank_and_full_name_patterns(tmp_path: Path)
     for name, module in adapter.modules.items():
         assert settings.rank_for(name) == module.rank
         assert settings.alpha_for(name) == module.alpha
-    assert config["target_modules"] == ["o_proj", "q_proj", "v_proj"]
+    # no base module list: only full names are exact; with one, the leaf names that select
+    # exactly the stored modules of the base
+    assert config["target_modules"] == sorted(adapter.modules)
+    with_base = peft_config_for(
+        adapter, base_model_name_or_path="base/x", base_modules=set(adapter.modules)
+    )
+    assert with_base["target_modules"] == ["o_proj", "q_proj", "v_proj"]
     assert (config["peft_type"], config["task_type"], config["bias"]) == (
         "LORA",
         "CAUSAL_LM",

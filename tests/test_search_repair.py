@@ -143,11 +143,19 @@ def test_reindex_and_encoder_train_fail_by_name_when_the_index_cannot_be_written
     index = home / "index"
     saved = {p.name: p.read_bytes() for p in index.iterdir() if p.is_file()}
     (index / "text.faiss").unlink()
-    (index / "text.faiss").mkdir()  # the save's final rename cannot replace a folder
+    (index / "text.faiss").mkdir()  # seen before anything is written
+    for args in (["reindex"], ["encoder", "train"]):
+        run = cli(home, *args)
+        assert run.code == 1 and "[bad_index_dir]" in run.stderr, (args, run.stderr)
+        assert "is a folder where an index file belongs" in run.stderr
+    (index / "text.faiss").rmdir()
+    sidecar = index / "text.faiss.json"
+    sidecar.unlink()
+    sidecar.mkdir()  # the save's final rename cannot replace a folder
     run = cli(home, "reindex", "--json")
     assert run.code == 1 and "[index_save_failed]" in run.stderr and "reindex" in run.stderr
     assert run.stdout == ""
-    (index / "text.faiss").rmdir()
+    sidecar.rmdir()
     for p in index.iterdir():
         if p.is_file():
             p.unlink()

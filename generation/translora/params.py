@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from hub.core.json_input import JsonInt
+from hub.core.json_input import JsonBody, JsonInt
 from hub.core.seeds import MAX_SEED
 
 FilterMode = Literal["discriminator", "none"]
 TeacherFilterMode = Literal["confidence", "none"]
 
 
-class TransferParams(BaseModel):
+class TransferParams(JsonBody):
     model_config = ConfigDict(extra="forbid")
 
     # -- seeds and synthesis ----------------------------------------------------------------

@@ -82,8 +82,10 @@ def mix(
     as_json: JsonOpt = False,
 ) -> None:
     """Train an X-LoRA mixture (a gate over frozen experts) and register it, as a job."""
+    from hub.core.seeds import check_seed
     from hub.services.jobs import JobService
 
+    check_seed(seed)  # the code every command gives for a seed out of range
     c = container()
     spec = {
         "experts": experts, "name": name, "tasks": task or [], "routing": routing,

@@ -56,7 +56,7 @@ def transfer(
     ),
     description: Annotated[str | None, typer.Option(help="Default: the source's.")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="Tag (repeatable).")] = None,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
+    seed: Annotated[int, typer.Option(help="Seed (0..2^31-1).")] = 0,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     as_json: JsonOpt = False,
 ) -> None:
@@ -66,8 +66,10 @@ def transfer(
     source version and the full recipe."""
     from rich.progress import Progress
 
+    from hub.core.seeds import check_seed
     from hub.services.transfer import TransferParams
 
+    check_seed(seed)  # the code every command gives for a seed out of range
     params = TransferParams.model_validate(
         {
             "seeds": seeds, "synthetic": synthetic, "steps": steps, "batch": batch, "lr": lr,

@@ -8,9 +8,10 @@ value was meant is unknown; every reader of untrusted JSON here refuses them thr
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, NoReturn
+from types import UnionType
+from typing import Annotated, Any, NoReturn, Union, get_args, get_origin
 
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator, model_validator
 
 # What json.loads raises for bad input: JSONDecodeError and the integer-digits limit are
 # ValueErrors, and nesting deeper than the interpreter's recursion limit is a RecursionError (a
@@ -47,3 +48,36 @@ def a_number_not_bool_or_text(value: Any) -> Any:
 # JSON numbers as REST bodies and job specs take them (pydantic's lax mode otherwise coerces).
 JsonInt = Annotated[int, BeforeValidator(a_number_not_bool_or_text)]
 JsonFloat = Annotated[float, BeforeValidator(a_number_not_bool_or_text)]
+
+
+def _json_kinds(annotation: Any) -> set[str]:
+    """The JSON kinds a field annotation takes: "number", "boolean", "other"."""
+    if annotation is bool:
+        return {"boolean"}
+    if annotation in (int, float):
+        return {"number"}
+    if get_origin(annotation) in (Union, UnionType):
+        return set().union(*(_json_kinds(a) for a in get_args(annotation) if a is not type(None)))
+    return {"other"}
+
+
+class JsonBody(BaseModel):
+    """A request body or job spec: a JSON value of the wrong kind for a number or boolean field
+    is refused (422), not coerced as pydantic's lax mode would (`true` as 1, `"300"` as 300,
+    `"yes"` as true); a number field still takes `7.0` for an integer, as JSON Schema does."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_kinds_match(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name, field in cls.model_fields.items():
+            key = field.alias or name
+            if key not in data or data[key] is None:
+                continue
+            kinds, value = _json_kinds(field.annotation), data[key]
+            if kinds == {"number"} and isinstance(value, bool | str | bytes):
+                raise ValueError(f"{key} must be a JSON number, got {value!r}")
+            if kinds == {"boolean"} and not isinstance(value, bool):
+                raise ValueError(f"{key} must be true or false, got {value!r}")
+        return data

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
+from pydantic import ConfigDict, Field, FiniteFloat
 
 from hub.core.errors import BadInputError, ConflictError
-from hub.core.json_input import JsonInt
+from hub.core.json_input import JsonBody, JsonInt
 from hub.core.names import validate_name
 from hub.core.seeds import MAX_SEED
 from hub.services.generation import (
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"  # some visible character, no NUL
 
 
-class GenerationRequest(BaseModel):
+class GenerationRequest(JsonBody):
     """A generation request: the body of ``POST /generations``."""
 
     model_config = ConfigDict(extra="forbid")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
-from hub.core.json_input import JsonFloat, JsonInt
+from hub.core.json_input import JsonBody, JsonFloat, JsonInt
 from hub.core.models import MAX_TAG
 from hub.core.names import AdapterRef, validate_name
 from hub.core.seeds import MAX_SEED
@@ -37,7 +37,7 @@ Ref = Annotated[str, StringConstraints(max_length=140, pattern=REF_PATTERN)]
 Tag = Annotated[str, StringConstraints(max_length=MAX_TAG, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")]
 
 
-class MergeJobSpec(BaseModel):
+class MergeJobSpec(JsonBody):
     """A merge request: the body of ``POST /merges`` and the spec stored on the job."""
 
     model_config = ConfigDict(extra="forbid")

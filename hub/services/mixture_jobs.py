@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
+from pydantic import ConfigDict, Field, FiniteFloat
 
 from hub.core.errors import BadInputError
-from hub.core.json_input import JsonInt
+from hub.core.json_input import JsonBody, JsonInt
 from hub.core.names import AdapterRef, validate_name
 from hub.core.seeds import MAX_SEED
 from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from hub.services.container import Container
 
 
-class MixtureJobSpec(BaseModel):
+class MixtureJobSpec(JsonBody):
     """A mixture request: the body of ``POST /mixtures`` and the spec stored on the job."""
 
     model_config = ConfigDict(extra="forbid")

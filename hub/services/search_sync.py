@@ -140,6 +140,14 @@ class IndexSync:
                 "away, then run `loradex reindex`",
                 code="bad_index_dir",
             )
+        for kind in ("text", "weights", "features"):
+            path = self.index_dir / f"{kind}.faiss"
+            if path.is_dir():  # replacing or unlinking it would fail mid-command
+                raise StorageError(
+                    f"{path} is a folder where an index file belongs: move it away, then run "
+                    "the command again",
+                    code="bad_index_dir",
+                )
 
     def flush_saves(self, errors_before: int) -> None:
         """Wait for the index saves; a save that failed since ``errors_before`` is an error of

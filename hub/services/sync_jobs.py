@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import ConfigDict, Field, StringConstraints, TypeAdapter
 
+from hub.core.json_input import JsonBody
 from hub.core.names import AdapterRef
 from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
 from hub.services.job_specs import parse_job_spec, with_pins
@@ -31,7 +32,7 @@ RepoSpec = Annotated[str, StringConstraints(max_length=450, pattern=r"^[^\s\x00@
 Text = Annotated[str, StringConstraints(max_length=256, pattern=NO_NUL)]
 
 
-class SyncPull(BaseModel):
+class SyncPull(JsonBody):
     """Pull ``repos``, or the adapters matching every filter given."""
 
     model_config = ConfigDict(extra="forbid")
@@ -63,7 +64,7 @@ class SyncPull(BaseModel):
     )
 
 
-class SyncPush(BaseModel):
+class SyncPush(JsonBody):
     """Push ``adapter`` (NAME or NAME@VERSION) to the Hub repository ``repo``."""
 
     model_config = ConfigDict(extra="forbid")

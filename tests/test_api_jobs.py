@@ -266,3 +266,21 @@ def test_revert_a_member_of_an_rmm_merge_over_rest(client, token):
     ]:
         assert_error(client.post(path, headers=auth(token), json=body), status, code)
     assert client.get("/adapters").json()["total"] == before  # nothing registered
+
+
+def test_a_merge_job_onto_weights_already_held_says_so_in_its_message(
+    client, token, container, tmp_path
+):
+    """A job has no stderr: the registration's warnings (here, the RMM artifact that is not
+    kept because `up` already holds these weights) go into its message."""
+    from hub.core.names import AdapterRef
+
+    assert (
+        _merged(client, token, {"adapters": ["a", "b"], "method": "rmm", "name": "r1"})["state"]
+        == "succeeded"
+    )
+    out = container.registry.export(AdapterRef("r1", None), tmp_path / "r1")
+    assert upload(client, token, "up", out).status_code == 201
+    job = _merged(client, token, {"adapters": ["a", "b"], "method": "rmm", "name": "up"})
+    assert job["state"] == "succeeded", job
+    assert "warning: up@1 already holds these weights without this merge's RMM" in job["message"]

@@ -141,3 +141,32 @@ def test_train_targets_accept_module_suffixes():
     names = ["model.layers.0.self_attn.q_proj", "model.layers.0.mlp.up_proj"]
     assert target_problem(["q_proj", "self_attn.q_proj", "up_proj"], names) is None
     assert "'proj'" in (target_problem(["proj"], names) or "")
+
+
+@needs_zoo
+def test_train_checks_its_card_before_loading_a_model(home, monkeypatch, tmp_path):
+    """The card comes from the task file's first description: one over the card limit failed
+    only after the model was loaded and trained."""
+    from hub.services.models import ModelService
+
+    def no_load(*_a, **_k):
+        raise AssertionError("a model was loaded before the card was checked")
+
+    monkeypatch.setattr(ModelService, "load", no_load)
+    task = json.loads((ZOO / "tasks" / "sentiment.json").read_text())
+    task["descriptions"] = ["x" * 12_600, *task["descriptions"][1:]]
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps(task))
+    run = cli(home, "train", "--base", "smollm2-135m-instruct", "--task", str(path), "--rank", "1")
+    assert run.code == 2 and "[invalid_description]" in run.stderr, run.stderr
+
+
+def test_card_tags_are_counted_once_each_and_added_tags_count():
+    from hub.core.errors import BadInputError
+    from hub.core.models import AdapterMeta
+
+    tags = [f"t{i}" for i in range(64)]
+    assert len(AdapterMeta(name="x", tags=[*tags, *tags[:10]]).tags) == 64  # repeats once
+    with pytest.raises(BadInputError) as err:
+        AdapterMeta(name="x", tags=[*tags, "generated"])
+    assert err.value.code == "invalid_tags" and "counting those the command adds" in str(err.value)

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Query
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, Field
 
-from hub.core.json_input import a_number_not_bool_or_text
+from hub.core.json_input import JsonBody
 from hub.core.models import MAX_BASE_MODEL_ID, MAX_TAG, AdapterItem, JobRecord
 from hub.services.card_rules import MAX_CARD_DESCRIPTION, MAX_LICENSE, MAX_TAGS
 from hub.services.merge_jobs import NAME_PATTERN, NO_NUL, REF_PATTERN, MergeJobSpec
@@ -154,14 +154,7 @@ class MergePlanResponse(BaseModel):
     dense: bool = Field(description="Materializes a d_out x d_in matrix per input and module.")
 
 
-# A version number in a JSON body: `true` is not version 1, nor is "1" (the constraints sit
-# inside, before the validator, so the OpenAPI schema keeps minimum/maximum)
-VersionNumber = Annotated[
-    int, Field(ge=1, le=2**31 - 1), BeforeValidator(a_number_not_bool_or_text)
-]
-
-
-class RevertRequest(BaseModel):
+class RevertRequest(JsonBody):
     """The body of ``POST /adapters/{name}/revert``: which input of the RMM merge to rebuild."""
 
     model_config = {"extra": "forbid"}
@@ -175,8 +168,8 @@ class RevertRequest(BaseModel):
         pattern=NAME_PATTERN,
         description="Name of the rebuilt adapter (default: MEMBER.reverted).",
     )
-    version: VersionNumber | None = Field(
-        default=None, description="Version of the merge (default: latest)."
+    version: int | None = Field(  # JsonBody: `true` or "1" is not version 1
+        default=None, ge=1, le=2**31 - 1, description="Version of the merge (default: latest)."
     )
 
 

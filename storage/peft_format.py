@@ -231,10 +231,6 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def _refuse_existing(path: Path) -> None:
-    refuse_export_destination(path)
-
-
 def refuse_export_destination(path: Path) -> None:
     """An export writes a new directory (or fills an empty one); anything else is refused
     by what it is."""
@@ -258,7 +254,7 @@ def write_peft_dir(
     """Write a PEFT directory atomically. ``weights_bytes`` (validated original bytes) are
     written verbatim; otherwise the weights are serialized from ``adapter``."""
     path = Path(path)
-    _refuse_existing(path)
+    refuse_export_destination(path)
     if weights_bytes is None:
         weights_bytes = serialize_safetensors(adapter_tensors(adapter))
     else:
@@ -271,7 +267,7 @@ def write_peft_dir(
         _write_synced(tmp / CONFIG_NAME, config_text.encode("utf-8"))
         _write_synced(tmp / WEIGHTS_NAME, bytes(weights_bytes))
         fsync_dir(tmp)
-        _refuse_existing(path)  # re-check just before publishing
+        refuse_export_destination(path)  # re-check just before publishing
         with contextlib.suppress(FileNotFoundError):
             path.rmdir()  # an empty placeholder dir: rename() cannot replace it on all systems
         try:

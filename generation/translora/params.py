@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from hub.core.json_input import JsonBody, JsonInt
+from hub.core.json_input import JsonBody
 from hub.core.seeds import MAX_SEED
 
 FilterMode = Literal["discriminator", "none"]
@@ -72,7 +72,7 @@ class TransferParams(JsonBody):
         default=1e-3, allow_inf_nan=False, gt=0.0, le=1.0, description="Student learning rate."
     )
     warmup: int = Field(default=20, ge=0, le=1_000_000)
-    seed: JsonInt = Field(default=0, ge=0, le=MAX_SEED)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
     @model_validator(mode="after")
     def _header_claims_more_than_it_shows(self) -> TransferParams:

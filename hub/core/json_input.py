@@ -11,7 +11,7 @@ from collections.abc import Callable
 from types import UnionType
 from typing import Annotated, Any, NoReturn, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, model_validator
+from pydantic import BaseModel, model_validator
 
 # What json.loads raises for bad input: JSONDecodeError and the integer-digits limit are
 # ValueErrors, and nesting deeper than the interpreter's recursion limit is a RecursionError (a
@@ -36,35 +36,30 @@ def unique_keys(
     return hook
 
 
-def a_number_not_bool_or_text(value: Any) -> Any:
-    """Before pydantic's lax number parsing: ``true`` is not 1 and ``"7"`` is not 7 in a JSON
-    body (a client that sends them has a bug to hear about), while ``7.0`` stays an integer, as
-    JSON Schema counts it."""
-    if isinstance(value, bool | str | bytes):
-        raise ValueError(f"expected a JSON number, got {type(value).__name__} {value!r}")
-    return value
-
-
-# JSON numbers as REST bodies and job specs take them (pydantic's lax mode otherwise coerces).
-JsonInt = Annotated[int, BeforeValidator(a_number_not_bool_or_text)]
-JsonFloat = Annotated[float, BeforeValidator(a_number_not_bool_or_text)]
-
-
-def _json_kinds(annotation: Any) -> set[str]:
-    """The JSON kinds a field annotation takes: "number", "boolean", "other"."""
-    if annotation is bool:
-        return {"boolean"}
-    if annotation in (int, float):
-        return {"number"}
-    if get_origin(annotation) in (Union, UnionType):
-        return set().union(*(_json_kinds(a) for a in get_args(annotation) if a is not type(None)))
-    return {"other"}
+def _kind_problem(annotation: Any, value: Any) -> str | None:
+    """What ``value`` should have been, when ``annotation`` wants a JSON number or boolean (or a
+    list of them) and ``value`` is of another kind; None otherwise (pydantic checks the rest)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _kind_problem(get_args(annotation)[0], value)
+    if origin in (Union, UnionType):
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        return _kind_problem(options[0], value) if len(options) == 1 else None
+    if origin is list and isinstance(value, list) and get_args(annotation):
+        item = get_args(annotation)[0]
+        return next((p for p in (_kind_problem(item, v) for v in value) if p), None)
+    if annotation is bool and not isinstance(value, bool):
+        return f"true or false, got {value!r}"
+    if annotation in (int, float) and isinstance(value, bool | str | bytes):
+        return f"a JSON number, got {value!r}"
+    return None
 
 
 class JsonBody(BaseModel):
     """A request body or job spec: a JSON value of the wrong kind for a number or boolean field
-    is refused (422), not coerced as pydantic's lax mode would (`true` as 1, `"300"` as 300,
-    `"yes"` as true); a number field still takes `7.0` for an integer, as JSON Schema does."""
+    (or an item of a list of them) is refused (422), not coerced as pydantic's lax mode would
+    (`true` as 1, `"300"` as 300, `"yes"` as true); a number field still takes `7.0` for an
+    integer, as JSON Schema does."""
 
     @model_validator(mode="before")
     @classmethod
@@ -73,11 +68,8 @@ class JsonBody(BaseModel):
             return data
         for name, field in cls.model_fields.items():
             key = field.alias or name
-            if key not in data or data[key] is None:
-                continue
-            kinds, value = _json_kinds(field.annotation), data[key]
-            if kinds == {"number"} and isinstance(value, bool | str | bytes):
-                raise ValueError(f"{key} must be a JSON number, got {value!r}")
-            if kinds == {"boolean"} and not isinstance(value, bool):
-                raise ValueError(f"{key} must be true or false, got {value!r}")
+            if key in data and data[key] is not None:
+                problem = _kind_problem(field.annotation, data[key])
+                if problem:
+                    raise ValueError(f"{key} must be {problem}")
         return data

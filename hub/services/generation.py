@@ -31,9 +31,8 @@ from hub.core.names import AdapterRef
 from hub.core.seeds import check_seed
 from hub.services.generation_lowrank import realize
 from hub.services.provenance import software_versions
-from hub.services.registry import AddResult, RegistryService, as_published
+from hub.services.registry import AddResult, RegistryService, published_on
 from storage.generator_store import GeneratorStore, corrupted_pointer
-from storage.peft_format import peft_config_for
 
 MAX_DESCRIPTION = 2000  # characters, like search queries: MiniLM reads 256 tokens anyway
 MAX_RANK = 256
@@ -272,13 +271,7 @@ class GeneratorService:
             progress(0.4, f"realizing a rank-{rank} LoRA")
         experts = self._expert_adapters(generator, base_id)
         adapter = realize(out.weights, experts, rank)
-        info = self.registry.catalog.get_base_model(base_id)
-        config = peft_config_for(
-            adapter,
-            base_model_name_or_path=base_id,
-            base_modules=info.module_shapes if info is not None else None,
-        )
-        parsed = as_published(adapter, config)
+        parsed = published_on(adapter, base_id, self.registry.catalog.get_base_model(base_id))
         drew = [
             DrawnExpert(
                 generator.experts[i].name,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ConfigDict, Field, FiniteFloat
 
 from hub.core.errors import BadInputError, ConflictError
-from hub.core.json_input import JsonBody, JsonInt
+from hub.core.json_input import JsonBody
 from hub.core.names import validate_name
 from hub.core.seeds import MAX_SEED
 from hub.services.generation import (
@@ -64,7 +64,7 @@ class GenerationRequest(JsonBody):
     samples: int = Field(
         default=8, ge=0, le=MAX_SAMPLES, description="Latent samples averaged (0: prior mean)."
     )
-    seed: JsonInt = Field(default=0, ge=0, le=MAX_SEED)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     rank: int = Field(default=16, ge=1, le=MAX_RANK, description="Rank of the generated LoRA.")
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
 

@@ -90,14 +90,13 @@ def check_pins(container: Container, spec: dict[str, Any]) -> None:
     time. Specs stored before pins existed carry none and are not checked."""
     for label, digest in (spec.get(PINNED_DIGESTS) or {}).items():
         ref = AdapterRef.parse(label)
-        try:
-            now = container.registry.catalog.get_item(ref.name, ref.version).digest
-        except NotFoundError:
+        now = container.registry.current_digest(ref.name, ref.version)
+        if now is None:
             raise NotFoundError(
                 f"{label} was deleted after this job was submitted; register it again and "
                 "resubmit the job",
                 code="input_deleted",
-            ) from None
+            )
         if now != digest:
             raise ConflictError(
                 f"{label} is not the adapter this job was submitted with (digest {now[:12]}…, "

@@ -25,14 +25,13 @@ from hub.core.errors import (
     NotFoundError,
     NotMergeableError,
 )
-from hub.core.lora import LoraAdapter
 from hub.core.models import AdapterDetail, AdapterMeta, BaseModelInfo
 from hub.core.names import AdapterRef
 from hub.core.seeds import check_seed
 from hub.services.mixture_store import not_a_lora
 from hub.services.provenance import software_versions
-from hub.services.registry import AddResult, RegistryService, as_published
-from storage.peft_format import ParsedAdapter, peft_config_for
+from hub.services.registry import AddResult, RegistryService, published_on
+from storage.peft_format import ParsedAdapter
 from storage.safetensors_io import parse_safetensors, serialize_safetensors
 
 if TYPE_CHECKING:
@@ -195,7 +194,7 @@ class MergeService:
             progress=progress,
             names=labels,
         )
-        parsed = self._validated(result.adapter, base)
+        parsed = published_on(result.adapter, base, plan.base_info)  # the base plan() read
         if plan.base_info is not None:
             with _labelled("the merged adapter"):
                 self.registry.check_compatible(parsed, plan.base_info)
@@ -242,30 +241,16 @@ class MergeService:
         added.warnings.extend(artifact_warnings)
         return MergeOutcome(added, report)
 
-    def _validated(self, adapter: LoraAdapter, base: str | None) -> ParsedAdapter:
-        """Serialize as PEFT files and re-read them with the upload validator: what we publish
-        is exactly what a later `export` + `PeftModel.from_pretrained` will see. The registered
-        base's module names let the config target exactly the modules the result holds."""
-        info = self.registry.catalog.get_base_model(base) if base else None
-        config = peft_config_for(
-            adapter,
-            base_model_name_or_path=base,
-            base_modules=info.module_shapes if info is not None else None,
-        )
-        return as_published(adapter, config)
-
     def _check_inputs_unchanged(self, inputs: Sequence[AdapterDetail]) -> None:
         """An input deleted (or deleted and registered again) while the merge computed: its
         parent edge would name a row that is gone or holds other weights."""
-        for d in inputs:
-            label = f"{d.name}@{d.version}"
-            try:
-                now = self.registry.catalog.get_item(d.name, d.version).digest
-            except NotFoundError:
+        for d, label in zip(inputs, pinned_labels(inputs), strict=True):
+            now = self.registry.current_digest(d.name, d.version)
+            if now is None:
                 raise NotFoundError(
                     f"{label} was deleted while the merge ran; nothing was registered",
                     code="input_deleted",
-                ) from None
+                )
             if now != d.digest:
                 raise ConflictError(
                     f"{label} was deleted and registered again with other weights while the "
@@ -319,7 +304,9 @@ class MergeService:
             "member": label,
             "software": software_versions(),
         }
-        parsed = self._validated(adapter, detail.base_model)
+        base = detail.base_model
+        info = self.registry.catalog.get_base_model(base) if base else None
+        parsed = published_on(adapter, base, info)
         return self.registry.add_parsed(
             parsed,
             meta,

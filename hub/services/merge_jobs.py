@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import ConfigDict, Field, StringConstraints
 
-from hub.core.json_input import JsonBody, JsonFloat, JsonInt
+from hub.core.json_input import JsonBody
 from hub.core.models import MAX_TAG
 from hub.core.names import AdapterRef, validate_name
 from hub.core.seeds import MAX_SEED
@@ -48,7 +48,7 @@ class MergeJobSpec(JsonBody):
     method: str = Field(default="svd", max_length=64, description="A method of GET /methods.")
     params: JsonObject = Field(default_factory=dict, description="Method parameters.")
     # strict: `true` or "0.5" is a mistake to name (422), not a weight to guess
-    weights: list[JsonFloat] | None = Field(
+    weights: list[float] | None = Field(
         default=None, description="One weight per adapter (default 1.0 each)."
     )
     name: str = Field(
@@ -56,7 +56,7 @@ class MergeJobSpec(JsonBody):
     )
     description: str = Field(default="", max_length=MAX_CARD_DESCRIPTION, pattern=NO_NUL)
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
-    seed: JsonInt = Field(default=0, ge=0, le=MAX_SEED, description="Seed (DARE's masks).")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed (DARE's masks).")
     device: str = Field(
         default="auto",
         pattern=r"^(auto|cpu|cuda(:[0-9]{1,2})?)$",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ConfigDict, Field, FiniteFloat
 
 from hub.core.errors import BadInputError
-from hub.core.json_input import JsonBody, JsonInt
+from hub.core.json_input import JsonBody
 from hub.core.names import AdapterRef, validate_name
 from hub.core.seeds import MAX_SEED
 from hub.services.job_kinds import JobKind, JobOutcome, register_job_kind
@@ -59,7 +59,7 @@ class MixtureJobSpec(JsonBody):
     examples: int = Field(32, ge=1, le=100_000, description="Examples per expert (route).")
     lr: FiniteFloat = Field(2e-3, gt=0.0, le=1.0, description="AdamW learning rate.")
     warmup: int = Field(10, ge=0, le=100_000, description="Linear warm-up steps.")
-    seed: JsonInt = Field(0, ge=0, le=MAX_SEED)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     description: str = Field(default="", max_length=10_000, pattern=NO_NUL)
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -34,6 +34,7 @@ from storage.catalog import Catalog, NewVersion
 from storage.peft_format import (
     ParsedAdapter,
     adapter_tensors,
+    peft_config_for,
     read_peft_bytes,
     read_peft_dir,
     write_peft_dir,
@@ -46,6 +47,20 @@ def as_published(adapter: LoraAdapter, config: dict[str, Any]) -> ParsedAdapter:
     the upload validator: what we register is exactly what `export` + PEFT will later see."""
     weights = serialize_safetensors(adapter_tensors(adapter), metadata={"format": "pt"})
     return read_peft_bytes(json.dumps(config).encode(), weights)
+
+
+def published_on(
+    adapter: LoraAdapter, base: str | None, base_info: BaseModelInfo | None
+) -> ParsedAdapter:
+    """``as_published`` with the config ``peft_config_for`` writes for a computed adapter on
+    ``base`` (merge, revert, generation): the registered base's module names (``base_info``)
+    let it target exactly the modules the adapter holds."""
+    config = peft_config_for(
+        adapter,
+        base_model_name_or_path=base,
+        base_modules=base_info.module_shapes if base_info is not None else None,
+    )
+    return as_published(adapter, config)
 
 
 @dataclass
@@ -195,11 +210,9 @@ class RegistryService:
             self.check_compatible(parsed, info)
             revision = revision or info.revision
             fingerprint = fingerprint or info.fingerprint
-        elif not warn_base:
-            pass
-        elif base_id is None:
+        elif warn_base and base_id is None:
             warnings.append("adapter_config.json names no base model; compatibility unchecked")
-        else:
+        elif warn_base:
             warnings.append(f"base model {base_id!r} is not registered; shapes were not checked")
         config = dict(parsed.config)
         if base_id is not None:
@@ -279,6 +292,14 @@ class RegistryService:
         except NotFoundError:
             return False
         return True
+
+    def current_digest(self, name: str, version: int | None) -> str | None:
+        """The digest ``name@version`` holds now; None when that version is gone (a pinned
+        input of a queued job or of a running merge checks it has not changed)."""
+        try:
+            return self.catalog.get_item(name, version).digest
+        except NotFoundError:
+            return None
 
     def version_with_digest(self, name: str, digest: str) -> AdapterItem | None:
         """The version of adapter ``name`` holding these exact weights (digest = sha256 of
